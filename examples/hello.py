@@ -1,0 +1,44 @@
+"""The seed's example, with only the import line changed.
+
+    python examples/hello.py            # one process on port 8888
+    python examples/hello.py --workers 0  # bind + start(0): one worker per CPU
+
+Then: curl http://127.0.0.1:8888/hello
+"""
+
+import argparse
+
+from prefork import httpserver, ioloop
+
+
+def handle_request(request):
+    message = "You requested %s\n" % request.uri
+    request.write(
+        b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s"
+        % (len(message), message.encode())
+    )
+    request.finish()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=8888)
+    parser.add_argument("--address", default="")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="fork this many workers (0 = one per CPU); default: serve in this process",
+    )
+    args = parser.parse_args()
+    http_server = httpserver.HTTPServer(handle_request)
+    if args.workers is None:
+        http_server.listen(args.port, args.address)
+    else:
+        http_server.bind(args.port, args.address or None)
+        http_server.start(args.workers)
+    ioloop.IOLoop.instance().start()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,630 @@
+"""HTTPConnection: one client connection, an asyncio Protocol.
+
+The loop hands received bytes straight to :meth:`HTTPConnection.data_received`
+(the fast path: no stream object, no callback scheduling), the protocol core
+turns them into requests, and the request callback answers through
+:meth:`write` / :meth:`finish` (a raw response, as in the seed) or
+:meth:`write_headers` / :meth:`write` / :meth:`finish` (a response the server
+frames).
+
+Requests on one connection are answered strictly in order: while a response
+is in progress, pipelined bytes wait in the parser (reading pauses once more
+than a header block's worth is waiting).
+
+Timeouts do not arm a timer per read: the connection only records a deadline
+and the server sweeps all connections about once a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from prefork.worker import accesslog
+from prefork.worker.http1 import (
+    LAST_CHUNK,
+    NEED_DATA,
+    PAUSED,
+    Limits,
+    ProtocolError,
+    RequestHead,
+    RequestParser,
+    ResponseHead,
+    build_response_head,
+    encode_chunk,
+    error_response,
+    inspect_response_head,
+)
+from prefork.worker.httputil import HTTPHeaders, HTTPInputError, parse_body_arguments
+from prefork.worker.request import HTTPRequest
+
+if TYPE_CHECKING:
+    from prefork.worker.httpserver import HTTPServer
+
+__all__ = ["HTTPConnection"]
+
+error_log = logging.getLogger("prefork.error")
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_KEEP_ALIVE_HEADER = b"Connection: keep-alive\r\n"
+_CLOSE_HEADER = b"Connection: close\r\n"
+_BODY_METHODS = frozenset(("POST", "PUT", "PATCH"))
+
+# What the connection is waiting for, for the timeout sweep.
+_T_NONE = 0  # the application is answering: no deadline
+_T_HEAD = 1  # a request head (header_timeout)
+_T_BODY = 2  # more request body (body_timeout)
+_T_IDLE = 3  # the next request on an idle keep-alive connection
+
+# Response states.
+_R_NONE = 0  # nothing written yet
+_R_RAW_HEAD = 1  # raw bytes written, their head not complete yet
+_R_RAW_BODY = 2  # raw head sent, body passing through
+_R_FRAMED_HELD = 3  # write_headers() called; head (and one chunk) held back
+_R_FRAMED_STREAM = 4  # framed head sent, body streaming
+
+# A raw response head longer than this is passed through unframed.
+_MAX_RAW_HEAD = 65536
+
+
+class HTTPConnection(asyncio.Protocol):
+    """Handles one HTTP/1.x client connection (the seed's HTTPConnection).
+
+    ``stream`` may be an asyncio transport (the connection then starts at
+    once); the server creates connections with ``stream=None`` and the loop
+    calls :meth:`connection_made`.
+    """
+
+    def __init__(
+        self,
+        stream: asyncio.BaseTransport | None = None,
+        address: Any = None,
+        request_callback: Callable[[HTTPRequest], Any] | None = None,
+        no_keep_alive: bool = False,
+        xheaders: bool = False,
+        *,
+        server: HTTPServer | None = None,
+    ) -> None:
+        self.request_callback = request_callback
+        self.no_keep_alive = no_keep_alive
+        self.xheaders = xheaders
+        self.address = address
+        self.server = server
+        self.limits: Limits = server.limits if server is not None else Limits()
+        self.parser = RequestParser(self.limits)
+        self.transport: Any = None
+        self.is_tls = False
+        self.remote_ip: str | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+        self._draining = False
+        self._in_process = False
+        self._reading_paused = False
+        self._write_callback: Callable[[], Any] | None = None
+        self._close_callback: Callable[[], Any] | None = None
+        # Timeout bookkeeping, read by the server's sweep.
+        self.deadline = 0.0
+        self._waiting = _T_HEAD
+        # The request being read or answered.
+        self._head: RequestHead | None = None
+        self._body: bytes | bytearray | None = None
+        self._request: HTTPRequest | None = None
+        self._keep_alive = False
+        self._reset_response()
+        if stream is not None:
+            self.connection_made(stream)
+
+    def _reset_response(self) -> None:
+        self._resp_state = _R_NONE
+        self._resp_status = 0
+        self._resp_bytes = 0
+        self._resp_expected: int | None = None
+        self._raw_head: bytearray | None = None
+        self._raw_chunked = False
+        self._raw_tail = b""
+        self._chunking = False
+        self._framed: tuple[int, str | None, list[tuple[str, str]]] | None = None
+        self._held: bytes | None = None
+        self._held_callback: Callable[[], Any] | None = None
+
+    # -- asyncio.Protocol -------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        server = self.server
+        if server is not None:
+            self._loop = server.asyncio_loop
+        else:
+            self._loop = asyncio.get_event_loop()
+        peer = transport.get_extra_info("peername")
+        if self.address is None:
+            self.address = peer
+        # Unix sockets have no peer address: the seed reports 0.0.0.0.
+        self.remote_ip = peer[0] if isinstance(peer, tuple) and peer else "0.0.0.0"
+        self.is_tls = transport.get_extra_info("sslcontext") is not None
+        self.deadline = self._loop.time() + self.limits.header_timeout
+        if server is not None:
+            server._connection_opened(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._write_callback = None
+        self.deadline = 0.0
+        if self.server is not None:
+            self.server._connection_closed(self)
+        callback = self._close_callback
+        if callback is not None:
+            self._close_callback = None
+            try:
+                callback()
+            except Exception:
+                error_log.exception("Exception in close callback")
+
+    def data_received(self, data: bytes) -> None:
+        if self._closed:
+            return
+        parser = self.parser
+        parser.feed(data)
+        waiting = self._waiting
+        if waiting == _T_IDLE:
+            self._waiting = _T_HEAD
+            self.deadline = self._loop.time() + self.limits.header_timeout  # type: ignore[union-attr]
+        elif waiting == _T_BODY:
+            self.deadline = self._loop.time() + self.limits.body_timeout  # type: ignore[union-attr]
+        if self._request is not None:
+            # Answering: pipelined bytes wait, within a bound.
+            if not self._reading_paused and parser.buffered > self.limits.max_header_size:
+                self._pause_reading()
+            return
+        self._process()
+
+    def eof_received(self) -> bool | None:
+        # A client that half-closes after sending its request still gets
+        # its answer: keep the transport open while a request is pending.
+        if self._request is not None or self._head is not None:
+            self._keep_alive = False
+            return True
+        return None
+
+    def pause_writing(self) -> None:
+        pass
+
+    def resume_writing(self) -> None:
+        callback = self._write_callback
+        if callback is not None:
+            self._write_callback = None
+            self.transport.set_write_buffer_limits()
+            self._loop.call_soon(callback)  # type: ignore[union-attr]
+
+    # -- reading requests ------------------------------------------------------
+
+    def _process(self) -> None:
+        """Turn buffered bytes into requests until one is left in progress."""
+        parser = self.parser
+        self._in_process = True
+        try:
+            while not self._closed:
+                try:
+                    event = parser.next_event()
+                except ProtocolError as exc:
+                    self._reject(exc.status, exc.reason)
+                    return
+                if event is NEED_DATA or event is PAUSED:
+                    return
+                cls = type(event)
+                if cls is RequestHead:
+                    self._head = event  # type: ignore[assignment]
+                    if event.has_body:  # type: ignore[union-attr]
+                        if event.expect_continue:  # type: ignore[union-attr]
+                            self.transport.write(_CONTINUE)
+                        self._waiting = _T_BODY
+                        self.deadline = self._loop.time() + self.limits.body_timeout  # type: ignore[union-attr]
+                        continue
+                    self._dispatch(b"", None)
+                elif cls is bytes:
+                    body = self._body
+                    if body is None:
+                        self._body = event  # type: ignore[assignment]
+                    else:
+                        if type(body) is bytes:
+                            body = self._body = bytearray(body)
+                        body += event  # type: ignore[operator]
+                    continue
+                else:
+                    body = self._body
+                    self._body = None
+                    self._dispatch(
+                        bytes(body) if body is not None else b"",
+                        event.trailers,  # type: ignore[union-attr]
+                    )
+                if self._request is not None:
+                    return  # answered asynchronously; resumed by finish()
+        finally:
+            self._in_process = False
+
+    def _dispatch(self, body: bytes, trailers: list[tuple[str, str]] | None) -> None:
+        head = self._head
+        assert head is not None
+        self._head = None
+        self._waiting = _T_NONE
+        self.deadline = 0.0
+        try:
+            headers = HTTPHeaders.from_pairs(head.headers)
+            request = HTTPRequest(
+                head.method,
+                head.target,
+                head.version,
+                headers,
+                body,
+                self.remote_ip,
+                connection=self,
+            )
+            if trailers:
+                request.trailers = trailers
+            if body and head.method in _BODY_METHODS:
+                content_type = headers.get("Content-Type")
+                if content_type:
+                    parse_body_arguments(
+                        content_type, body, request.arguments, request.files, headers
+                    )
+        except HTTPInputError as exc:
+            self._reject(400, str(exc))
+            return
+        self._request = request
+        self._keep_alive = head.keep_alive and not self.no_keep_alive and not self._draining
+        self._reset_response()
+        server = self.server
+        if server is not None:
+            server._request_started(request)
+        try:
+            self.request_callback(request)  # type: ignore[misc]
+        except Exception:
+            self._callback_failed(request)
+
+    def _callback_failed(self, request: HTTPRequest) -> None:
+        error_log.error(
+            "Uncaught exception in request callback: %s %s from %s",
+            request.method,
+            request.uri,
+            request.remote_ip,
+            exc_info=True,
+        )
+        if self._request is not request:
+            return  # the response was already complete
+        self._keep_alive = False
+        if self._resp_state in (_R_NONE, _R_FRAMED_HELD) and not self._closed:
+            self._resp_state = _R_RAW_BODY
+            self._resp_status = 500
+            self.transport.write(error_response(500))
+        self._finish_request()
+
+    def _reject(self, status: int, reason: str) -> None:
+        """Answer a malformed request and close the connection."""
+        if self._closed:
+            return
+        error_log.info("%d %s from %s: %s", status, _reason(status), self.remote_ip, reason)
+        self._head = None
+        self._body = None
+        self.transport.write(error_response(status))
+        accesslog.log_rejected(self.remote_ip, status)
+        self._close()
+
+    # -- writing responses -----------------------------------------------------
+
+    def write(self, chunk: bytes, callback: Callable[[], Any] | None = None) -> None:
+        """Write response bytes; ``callback`` runs once they have been sent."""
+        if self._request is None:
+            if self._closed:
+                return
+            raise RuntimeError("write() called with no request in progress (after finish()?)")
+        if self._closed:
+            return
+        state = self._resp_state
+        if state == _R_RAW_BODY:
+            self.transport.write(chunk)
+            self._resp_bytes += len(chunk)
+            if self._raw_chunked:
+                self._raw_tail = (self._raw_tail + bytes(chunk[-5:]))[-5:]
+        elif state == _R_NONE:
+            data = bytes(chunk)
+            head = inspect_response_head(data)
+            if head is None:
+                self._resp_state = _R_RAW_HEAD
+                self._raw_head = bytearray(data)
+            else:
+                self._start_raw(head, data)
+        elif state == _R_RAW_HEAD:
+            raw = self._raw_head
+            assert raw is not None
+            raw += chunk
+            head = inspect_response_head(raw)
+            if head is not None:
+                self._raw_head = None
+                self._start_raw(head, bytes(raw))
+            elif len(raw) > _MAX_RAW_HEAD:
+                self._raw_head = None
+                self._start_raw(ResponseHead(0, None, False, True, False, 0), bytes(raw))
+        elif state == _R_FRAMED_HELD:
+            if self._held is None:
+                self._held = bytes(chunk)
+                self._held_callback = callback
+                return
+            self._start_framed(None)
+            self._write_framed_body(chunk)
+        else:
+            self._write_framed_body(chunk)
+        if callback is not None:
+            self._on_sent(callback)
+
+    def _start_raw(self, head: ResponseHead, data: bytes) -> None:
+        """Send a raw response head, deciding keep-alive from what it says."""
+        request = self._request
+        assert request is not None
+        method = request.method
+        framed = head.framed(method)
+        keep_alive = self._keep_alive and framed and not head.close and not self._draining
+        self._keep_alive = keep_alive
+        cut = head.length - 2
+        if head.status:
+            # Say what the server will do when the response does not.
+            if keep_alive and request.version != "HTTP/1.1" and not head.keep_alive:
+                data = data[:cut] + _KEEP_ALIVE_HEADER + data[cut:]
+                cut += len(_KEEP_ALIVE_HEADER)
+            elif not keep_alive and not head.close and request.version == "HTTP/1.1":
+                data = data[:cut] + _CLOSE_HEADER + data[cut:]
+                cut += len(_CLOSE_HEADER)
+        bodyless = head.bodyless(method)
+        self._resp_status = head.status
+        self._resp_expected = None if bodyless else head.content_length
+        self._raw_chunked = head.chunked and not bodyless
+        self._resp_bytes = len(data) - cut - 2 if head.length else len(data)
+        if self._raw_chunked:
+            self._raw_tail = data[-5:]
+        self._resp_state = _R_RAW_BODY
+        self.transport.write(data)
+
+    def write_headers(
+        self,
+        status: int,
+        headers: HTTPHeaders | Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """Start a response the server frames: Content-Length when the body
+        comes in one piece, chunked when it streams (HTTP/1.1), or
+        close-delimited (HTTP/1.0); never a body for HEAD, 1xx, 204, 304."""
+        if self._request is None:
+            if self._closed:
+                return
+            raise RuntimeError("write_headers() called with no request in progress")
+        if self._resp_state != _R_NONE:
+            raise RuntimeError("write_headers() called after the response started")
+        if headers is None:
+            pairs: list[tuple[str, str]] = []
+        elif isinstance(headers, HTTPHeaders):
+            pairs = list(headers.get_all())
+        elif isinstance(headers, Mapping):
+            pairs = [(str(k), str(v)) for k, v in headers.items()]
+        else:
+            pairs = [(str(k), str(v)) for k, v in headers]
+        # Fail now, in the application's frame, on a header that would split
+        # the response (nothing has been sent yet).
+        build_response_head(status, reason, pairs)
+        self._framed = (status, reason, pairs)
+        self._resp_status = status
+        self._resp_state = _R_FRAMED_HELD
+
+    def _start_framed(self, whole_body: bytes | None) -> None:
+        """Send the framed head; ``whole_body`` is the body when it is complete."""
+        request = self._request
+        framed = self._framed
+        assert request is not None and framed is not None
+        status, reason, pairs = framed
+        is_11 = request.version == "HTTP/1.1"
+        no_body_status = status < 200 or status in (204, 304)
+        bodyless = no_body_status or request.method == "HEAD"
+        declared: int | None = None
+        keep_alive = self._keep_alive and not self._draining
+        headers = []
+        for name, value in pairs:
+            lower = name.lower()
+            if lower == "content-length":
+                declared = int(value) if value.strip().isdigit() else None
+            elif lower == "transfer-encoding":
+                continue  # the server decides the framing
+            elif lower == "connection":
+                if "close" in value.lower():
+                    keep_alive = False
+                continue
+            headers.append((name, value))
+        body = b""
+        if whole_body is not None:
+            if not bodyless:
+                body = whole_body
+            if declared is None and not no_body_status and (whole_body or not bodyless):
+                headers.append(("Content-Length", str(len(whole_body))))
+            elif declared is not None:
+                headers.append(("Content-Length", str(declared)))
+                self._resp_expected = None if bodyless else declared
+        elif declared is not None:
+            headers.append(("Content-Length", str(declared)))
+            self._resp_expected = None if bodyless else declared
+        elif not bodyless:
+            if is_11:
+                headers.append(("Transfer-Encoding", "chunked"))
+                self._chunking = True
+            else:
+                keep_alive = False  # HTTP/1.0: the end of the body is the close
+        if not keep_alive and is_11:
+            headers.append(("Connection", "close"))
+        elif keep_alive and not is_11:
+            headers.append(("Connection", "keep-alive"))
+        self._keep_alive = keep_alive
+        self._resp_state = _R_FRAMED_STREAM
+        self._framed = None
+        held, self._held = self._held, None
+        callback, self._held_callback = self._held_callback, None
+        data = build_response_head(status, reason, headers)
+        if whole_body is not None:
+            self._resp_bytes = len(body)
+            self.transport.write(data + body)
+        else:
+            self.transport.write(data)
+            if held:
+                self._write_framed_body(held)
+        if callback is not None:
+            self._on_sent(callback)
+
+    def _write_framed_body(self, chunk: bytes) -> None:
+        request = self._request
+        assert request is not None
+        if not chunk:
+            return
+        if request.method == "HEAD" or self._resp_status in (204, 304) or self._resp_status < 200:
+            return  # no body may follow this head
+        self._resp_bytes += len(chunk)
+        self.transport.write(encode_chunk(bytes(chunk)) if self._chunking else chunk)
+
+    def _on_sent(self, callback: Callable[[], Any]) -> None:
+        """Run ``callback`` once the transport's buffer has drained."""
+        transport = self.transport
+        if transport.get_write_buffer_size() == 0:
+            self._loop.call_soon(callback)  # type: ignore[union-attr]
+            return
+        # A newer callback replaces an older pending one, as in the seed.
+        self._write_callback = callback
+        # A zero high-water mark makes the transport report the moment its
+        # buffer is empty again (resume_writing).
+        transport.set_write_buffer_limits(0)
+
+    def finish(self) -> None:
+        """Complete the response; the connection then reads the next request."""
+        if self._request is None:
+            if self._closed:
+                return
+            raise RuntimeError("finish() called with no request in progress (twice?)")
+        if self._closed:
+            self._finish_request()
+            return
+        state = self._resp_state
+        if state == _R_RAW_BODY:
+            expected = self._resp_expected
+            if expected is not None and self._resp_bytes != expected:
+                self._keep_alive = False  # the client cannot find the end otherwise
+            elif self._raw_chunked and self._raw_tail != LAST_CHUNK:
+                self._keep_alive = False
+        elif state == _R_FRAMED_HELD:
+            self._start_framed(self._held or b"")
+        elif state == _R_FRAMED_STREAM:
+            if self._chunking:
+                self.transport.write(LAST_CHUNK)
+            elif self._resp_expected is not None and self._resp_bytes != self._resp_expected:
+                self._keep_alive = False
+        elif state == _R_RAW_HEAD:
+            raw = self._raw_head
+            self._raw_head = None
+            self._keep_alive = False
+            if raw:
+                self.transport.write(bytes(raw))
+        else:  # nothing was written at all
+            error_log.warning(
+                "Request callback finished without a response: %s %s",
+                self._request.method,
+                self._request.uri,
+            )
+            self._keep_alive = False
+        self._finish_request()
+
+    def _finish_request(self) -> None:
+        request = self._request
+        assert request is not None
+        self._request = None
+        server = self.server
+        if server is not None:
+            server._request_finished(request, self._resp_status, self._resp_bytes)
+        if self._closed or not self._keep_alive or self._draining:
+            self._close()
+            return
+        parser = self.parser
+        parser.start_next_cycle()
+        if parser.buffered:
+            self._waiting = _T_HEAD
+            self.deadline = self._loop.time() + self.limits.header_timeout  # type: ignore[union-attr]
+        else:
+            self._waiting = _T_IDLE
+            self.deadline = self._loop.time() + self.limits.keep_alive_timeout  # type: ignore[union-attr]
+        if self._reading_paused:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        if not self._in_process and parser.buffered:
+            self._process()
+
+    # -- connection management -------------------------------------------------
+
+    def _pause_reading(self) -> None:
+        self._reading_paused = True
+        self.transport.pause_reading()
+
+    def _close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.deadline = 0.0
+            self.transport.close()
+
+    def close(self) -> None:
+        """Close the connection (pending output is still sent)."""
+        self._close()
+
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def stream(self) -> HTTPConnection:
+        """2.x applications reached the stream for ``set_close_callback``."""
+        return self
+
+    def set_close_callback(self, callback: Callable[[], Any] | None) -> None:
+        """Run ``callback`` once when the connection closes."""
+        self._close_callback = callback
+
+    def get_ssl_certificate(self, binary_form: bool = False) -> Any:
+        """The peer certificate, or None on a plain connection or without one."""
+        if not self.is_tls or self.transport is None:
+            return None
+        ssl_object = self.transport.get_extra_info("ssl_object")
+        if ssl_object is None:
+            return None
+        try:
+            certificate = ssl_object.getpeercert(binary_form)
+        except (ValueError, ssl.SSLError):
+            return None
+        return certificate or None
+
+    @property
+    def busy(self) -> bool:
+        """True while a request is being read or answered."""
+        return self._request is not None or self._head is not None or self.parser.started
+
+    def start_drain(self) -> None:
+        """Graceful stop: close now if idle, else after the current response."""
+        self._draining = True
+        if not self.busy:
+            self._close()
+
+    def on_timeout(self) -> None:
+        """Called by the server's sweep when :attr:`deadline` has passed."""
+        if self._closed:
+            return
+        waiting = self._waiting
+        if waiting == _T_IDLE or (waiting == _T_HEAD and not self.parser.started):
+            self._close()
+        elif waiting in (_T_HEAD, _T_BODY):
+            self._reject(408, "timed out waiting for the request")
+
+
+def _reason(status: int) -> str:
+    from prefork.worker.http1 import REASONS
+
+    return REASONS.get(status, "Error")

@@ -1,0 +1,328 @@
+"""HTTPServer: the seed's non-blocking HTTP server, on asyncio transports.
+
+The tornado 2.x API, unchanged for callers::
+
+    def handle_request(request):
+        message = b"You requested " + request.uri.encode() + b"\\n"
+        request.write(b"HTTP/1.1 200 OK\\r\\nContent-Length: %d\\r\\n\\r\\n%s"
+                      % (len(message), message))
+        request.finish()
+
+    http_server = httpserver.HTTPServer(handle_request)
+    http_server.listen(8888)
+    ioloop.IOLoop.instance().start()
+
+or, one process per CPU, supervised by a prefork master::
+
+    http_server.bind(8888)
+    http_server.start(0)      # forks; returns in each worker
+    ioloop.IOLoop.instance().start()
+
+Every limit of :class:`~prefork.worker.http1.Limits` can be given as a
+keyword argument (``HTTPServer(cb, max_body_size=10 << 20)``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from collections.abc import Callable
+from dataclasses import fields, replace
+from typing import Any
+
+from prefork.sockets import DEFAULT_BACKLOG, bind_sockets
+from prefork.worker import accesslog
+from prefork.worker.connection import HTTPConnection
+from prefork.worker.http1 import Limits
+from prefork.worker.httputil import HTTPFile, HTTPHeaders
+from prefork.worker.ioloop import IOLoop
+from prefork.worker.request import HTTPRequest
+from prefork.worker.tls import server_context
+
+__all__ = ["HTTPServer", "HTTPRequest", "HTTPConnection", "HTTPHeaders", "HTTPFile"]
+
+error_log = logging.getLogger("prefork.error")
+
+_LIMIT_NAMES = {f.name for f in fields(Limits)}
+
+# At most this many queued connections are taken per listening socket when
+# a worker stops (they are served before it exits).
+_MAX_DRAIN_ACCEPTS = 4096
+
+
+class RequestObserver:
+    """Hooks the process model attaches to a server (scoreboard, recycling)."""
+
+    def request_started(self, request: HTTPRequest) -> None:
+        pass
+
+    def request_finished(self, request: HTTPRequest) -> None:
+        pass
+
+    def connections_changed(self, count: int) -> None:
+        pass
+
+
+class HTTPServer:
+    """A non-blocking, single-threaded HTTP/1.1 server (tornado 2.x API)."""
+
+    def __init__(
+        self,
+        request_callback: Callable[[HTTPRequest], Any],
+        no_keep_alive: bool = False,
+        io_loop: IOLoop | None = None,
+        xheaders: bool = False,
+        ssl_options: ssl.SSLContext | dict[str, Any] | None = None,
+        *,
+        limits: Limits | None = None,
+        backlog: int = DEFAULT_BACKLOG,
+        **limit_settings: Any,
+    ) -> None:
+        unknown = set(limit_settings) - _LIMIT_NAMES
+        if unknown:
+            raise TypeError(f"HTTPServer() got unknown setting(s): {', '.join(sorted(unknown))}")
+        self.request_callback = request_callback
+        self.no_keep_alive = no_keep_alive
+        self.io_loop = io_loop
+        self.xheaders = xheaders
+        self.ssl_options = ssl_options
+        self.ssl_context = server_context(ssl_options) if ssl_options else None
+        self.limits = replace(limits or Limits(), **limit_settings)
+        self.backlog = backlog
+        self.observer: RequestObserver | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending_sockets: list[socket.socket] = []
+        self._sockets: list[socket.socket] = []
+        self._servers: list[asyncio.AbstractServer] = []
+        self._starting: set[asyncio.Future[Any]] = set()
+        self._listening_callbacks: list[Callable[[], Any]] = []
+        self._connections: set[HTTPConnection] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._started = False
+        self._stopped = False
+
+    # -- the loop -----------------------------------------------------------------
+
+    @property
+    def asyncio_loop(self) -> asyncio.AbstractEventLoop:
+        """The asyncio loop this server's connections run on."""
+        if self._loop is None:
+            self._loop = (self.io_loop or IOLoop.current()).asyncio_loop
+        return self._loop
+
+    # -- sockets ------------------------------------------------------------------
+
+    def listen(self, port: int, address: str = "", **kwargs: Any) -> None:
+        """Bind to ``port`` on ``address`` ("" = all interfaces) and serve here."""
+        self.add_sockets(bind_sockets(port, address or None, **kwargs))
+
+    def bind(
+        self,
+        port: int,
+        address: str | None = None,
+        family: int = socket.AF_UNSPEC,
+        backlog: int = DEFAULT_BACKLOG,
+        reuse_port: bool = False,
+    ) -> None:
+        """Bind sockets now; they serve once :meth:`start` is called."""
+        sockets = bind_sockets(port, address or None, family, backlog, reuse_port=reuse_port)
+        if self._started:
+            self.add_sockets(sockets)
+        else:
+            self._pending_sockets.extend(sockets)
+
+    def add_sockets(self, sockets: list[socket.socket]) -> None:
+        """Serve connections accepted on already-listening sockets."""
+        for sock in sockets:
+            self.add_socket(sock)
+
+    def add_socket(self, sock: socket.socket) -> None:
+        """Serve connections accepted on one already-listening socket."""
+        loop = self.asyncio_loop
+        self._sockets.append(sock)
+        ssl_context = self.ssl_context
+        task = loop.create_task(
+            loop.create_server(
+                self._make_connection,
+                sock=sock,
+                ssl=ssl_context,
+                backlog=self.backlog,
+                ssl_handshake_timeout=self.limits.header_timeout if ssl_context else None,
+            )
+        )
+        self._starting.add(task)
+        task.add_done_callback(self._server_started)
+        if self._sweeper is None:
+            self._schedule_sweep()
+
+    def _server_started(self, task: asyncio.Future[Any]) -> None:
+        self._starting.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            error_log.error("Cannot serve a listening socket: %s", exc)
+            return
+        server = task.result()
+        self._servers.append(server)
+        if self._stopped:
+            server.close()
+        elif not self._starting:
+            callbacks, self._listening_callbacks = self._listening_callbacks, []
+            for callback in callbacks:
+                callback()
+
+    def when_listening(self, callback: Callable[[], Any]) -> None:
+        """Run ``callback`` once every added socket is being served."""
+        if self._servers and not self._starting:
+            self.asyncio_loop.call_soon(callback)
+        else:
+            self._listening_callbacks.append(callback)
+
+    def _make_connection(self) -> HTTPConnection:
+        return HTTPConnection(
+            None,
+            None,
+            self.request_callback,
+            self.no_keep_alive,
+            self.xheaders,
+            server=self,
+        )
+
+    # -- processes ----------------------------------------------------------------
+
+    def start(self, num_processes: int | None = 1) -> None:
+        """Start serving the sockets from :meth:`bind`.
+
+        ``1`` serves in this process.  ``0`` or ``None`` forks one worker per
+        usable CPU (affinity and cgroup quota), ``n > 1`` forks ``n``.  The
+        parent then never returns: it becomes the master and supervises the
+        workers (restart on crash, graceful stop on TERM, ...).  In each
+        worker ``start`` returns and the caller starts the IOLoop.
+        """
+        if self._started:
+            raise RuntimeError("HTTPServer.start() called twice")
+        self._started = True
+        sockets, self._pending_sockets = self._pending_sockets, []
+        if num_processes == 1:
+            self.add_sockets(sockets)
+            return
+        from prefork.worker.runner import fork_and_attach
+
+        fork_and_attach(self, sockets, num_processes or 0)
+
+    def stop(self) -> None:
+        """Stop accepting connections (idempotent); open ones carry on."""
+        if self._stopped:
+            return
+        self._stopped = True
+        for server in self._servers:
+            server.close()
+        for task in list(self._starting):
+            task.cancel()
+        for sock in self._pending_sockets:
+            sock.close()
+        self._pending_sockets = []
+
+    def accept_queued(self) -> int:
+        """Take the connections already queued on the listening sockets.
+
+        Called on a graceful stop before :meth:`stop`, so that connections
+        the kernel had accepted for us are answered, not reset.
+        """
+        loop = self.asyncio_loop
+        taken = 0
+        for sock in self._sockets:
+            for _ in range(_MAX_DRAIN_ACCEPTS):
+                try:
+                    conn, _address = sock.accept()
+                except OSError:  # empty queue (EAGAIN), or already closed
+                    break
+                conn.setblocking(False)
+                taken += 1
+                loop.create_task(
+                    loop.connect_accepted_socket(
+                        self._make_connection, conn, ssl=self.ssl_context
+                    )
+                )
+        return taken
+
+    def drain(self) -> None:
+        """Graceful stop: answer what is queued and in flight, then close.
+
+        Idle keep-alive connections close at once; busy ones close after
+        their current response, which says ``Connection: close``.
+        """
+        self.accept_queued()
+        self.stop()
+        for conn in list(self._connections):
+            conn.start_drain()
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    async def close_all_connections(self) -> None:
+        """Drain, then wait until every connection has closed."""
+        self.drain()
+        while self._connections:
+            await asyncio.sleep(0.01)
+
+    def close_connections_now(self) -> None:
+        """Fast stop: close every connection at once."""
+        for conn in list(self._connections):
+            conn.close()
+
+    # -- bookkeeping (called by connections) ----------------------------------------
+
+    def _connection_opened(self, conn: HTTPConnection) -> None:
+        self._connections.add(conn)
+        if self._stopped:
+            conn.start_drain()
+        observer = self.observer
+        if observer is not None:
+            observer.connections_changed(len(self._connections))
+
+    def _connection_closed(self, conn: HTTPConnection) -> None:
+        self._connections.discard(conn)
+        observer = self.observer
+        if observer is not None:
+            observer.connections_changed(len(self._connections))
+
+    def _request_started(self, request: HTTPRequest) -> None:
+        observer = self.observer
+        if observer is not None:
+            observer.request_started(request)
+
+    def _request_finished(self, request: HTTPRequest, status: int, size: int) -> None:
+        accesslog.log_request(request, status, size)
+        observer = self.observer
+        if observer is not None:
+            observer.request_finished(request)
+
+    # -- timeouts -------------------------------------------------------------------
+
+    def _sweep_interval(self) -> float:
+        limits = self.limits
+        shortest = min(limits.header_timeout, limits.body_timeout, limits.keep_alive_timeout)
+        return max(0.05, min(1.0, shortest / 4))
+
+    def _schedule_sweep(self) -> None:
+        self._sweeper = self.asyncio_loop.call_later(self._sweep_interval(), self._sweep)
+
+    def _sweep(self) -> None:
+        """Close connections whose deadline has passed (one timer per server)."""
+        now = self.asyncio_loop.time()
+        for conn in list(self._connections):
+            deadline = conn.deadline
+            if deadline and deadline <= now:
+                try:
+                    conn.on_timeout()
+                except Exception:
+                    error_log.exception("Error closing a timed-out connection")
+        if self._stopped and not self._connections:
+            self._sweeper = None
+            return
+        self._schedule_sweep()

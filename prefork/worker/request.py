@@ -1,0 +1,119 @@
+"""HTTPRequest: one request, as the seed's callbacks see it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from prefork.worker.httputil import HTTPFile, HTTPHeaders, parse_qs_bytes
+from prefork.worker.xheaders import forwarded_ip, forwarded_protocol
+
+if TYPE_CHECKING:
+    from prefork.worker.connection import HTTPConnection
+
+__all__ = ["HTTPRequest"]
+
+
+class HTTPRequest:
+    """A single HTTP request (the tornado 2.4 ``HTTPRequest``).
+
+    ``arguments`` maps names to lists of byte strings, from the query string
+    and, for POST/PUT/PATCH, from urlencoded and multipart bodies; blank
+    values are dropped, as in 2.x.  ``files`` maps names to lists of
+    :class:`HTTPFile`.  ``write``/``finish`` send a raw response through the
+    connection; ``write_headers`` starts a response that the server frames.
+    """
+
+    def __init__(
+        self,
+        method: str,
+        uri: str,
+        version: str = "HTTP/1.0",
+        headers: HTTPHeaders | None = None,
+        body: bytes | None = None,
+        remote_ip: str | None = None,
+        protocol: str | None = None,
+        host: str | None = None,
+        files: dict[str, list[HTTPFile]] | None = None,
+        connection: HTTPConnection | None = None,
+    ) -> None:
+        self.method = method
+        self.uri = uri
+        self.version = version
+        self.headers = headers if headers is not None else HTTPHeaders()
+        self.body = body or b""
+        self.connection = connection
+        if connection is not None and connection.xheaders:
+            self.remote_ip = forwarded_ip(self.headers, remote_ip)
+            self.protocol = forwarded_protocol(
+                self.headers, protocol or ("https" if connection.is_tls else "http")
+            )
+        else:
+            self.remote_ip = remote_ip
+            if protocol:
+                self.protocol = protocol
+            elif connection is not None and connection.is_tls:
+                self.protocol = "https"
+            else:
+                self.protocol = "http"
+        self.host = host or self.headers.get("Host") or "127.0.0.1"
+        self.files = files or {}
+        self._start_time = time.time()
+        self._finish_time: float | None = None
+        path, _, query = uri.partition("?")
+        self.path = path
+        self.query = query
+        self.arguments: dict[str, list[bytes]] = parse_qs_bytes(query) if query else {}
+        #: trailer fields of a chunked request body, (name, value) pairs.
+        self.trailers: list[tuple[str, str]] = []
+
+    def supports_http_1_1(self) -> bool:
+        """True for an HTTP/1.1 request (exactly, as in the seed)."""
+        return self.version == "HTTP/1.1"
+
+    def write(self, chunk: bytes, callback: Callable[[], Any] | None = None) -> None:
+        """Write bytes of the response; ``callback`` runs once they are sent."""
+        if not isinstance(chunk, (bytes, bytearray, memoryview)):
+            raise TypeError(f"write() takes bytes, not {type(chunk).__name__}")
+        if self.connection is None:
+            raise RuntimeError("this request has no connection to write to")
+        self.connection.write(chunk, callback)
+
+    def write_headers(
+        self,
+        status: int,
+        headers: HTTPHeaders | Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """Start a response that the server frames (Content-Length or chunked)."""
+        if self.connection is None:
+            raise RuntimeError("this request has no connection to write to")
+        self.connection.write_headers(status, headers, reason)
+
+    def finish(self) -> None:
+        """Complete the response."""
+        if self.connection is not None:
+            self.connection.finish()
+        self._finish_time = time.time()
+
+    def full_url(self) -> str:
+        """The reconstructed URL: protocol + "://" + host + uri."""
+        return self.protocol + "://" + self.host + self.uri
+
+    def request_time(self) -> float:
+        """Seconds this request took (so far, if it is not finished)."""
+        if self._finish_time is None:
+            return time.time() - self._start_time
+        return self._finish_time - self._start_time
+
+    def get_ssl_certificate(self, binary_form: bool = False) -> Any:
+        """The client's certificate, or None (plain connection, or none sent)."""
+        if self.connection is None:
+            return None
+        return self.connection.get_ssl_certificate(binary_form)
+
+    def __repr__(self) -> str:
+        attrs = ("protocol", "host", "method", "uri", "version", "remote_ip")
+        args = ", ".join(f"{name}={getattr(self, name)!r}" for name in attrs)
+        return f"{self.__class__.__name__}({args}, body={self.body!r}, headers={dict(self.headers)!r})"

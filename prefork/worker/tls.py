@@ -1,0 +1,63 @@
+"""Server-side TLS contexts from the seed's ``ssl_options``.
+
+``ssl_options`` is either an :class:`ssl.SSLContext`, used as given, or the
+seed's dict (``certfile``, ``keyfile``, ``cert_reqs``, ``ca_certs``,
+``ciphers``).  A dict is checked when the server is constructed, so a missing
+certificate is a clear error at start-up rather than a failed handshake.
+Defaults: TLS 1.2 minimum, ALPN ``http/1.1``.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["server_context"]
+
+_KNOWN_KEYS = {"certfile", "keyfile", "cert_reqs", "ca_certs", "ciphers", "password"}
+
+
+def server_context(ssl_options: ssl.SSLContext | Mapping[str, Any]) -> ssl.SSLContext:
+    """Return an SSLContext for ``ssl_options``; ValueError names a bad option."""
+    if isinstance(ssl_options, ssl.SSLContext):
+        return ssl_options
+    if not isinstance(ssl_options, Mapping):
+        raise TypeError("ssl_options must be a dict or an ssl.SSLContext")
+    unknown = set(ssl_options) - _KNOWN_KEYS
+    if unknown:
+        raise ValueError(f"ssl_options: unknown key(s) {', '.join(sorted(unknown))}")
+    certfile = ssl_options.get("certfile")
+    if not certfile:
+        raise ValueError("ssl_options: 'certfile' is required")
+    for key in ("certfile", "keyfile", "ca_certs"):
+        path = ssl_options.get(key)
+        if path and not os.path.exists(path):
+            raise ValueError(f"ssl_options: {key} {path!r} does not exist")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(certfile, ssl_options.get("keyfile"), ssl_options.get("password"))
+    except (ssl.SSLError, OSError) as exc:
+        raise ValueError(f"ssl_options: cannot load certfile/keyfile: {exc}") from None
+    cert_reqs = ssl_options.get("cert_reqs", ssl.CERT_NONE)
+    if cert_reqs not in (ssl.CERT_NONE, ssl.CERT_OPTIONAL, ssl.CERT_REQUIRED):
+        raise ValueError(f"ssl_options: invalid cert_reqs {cert_reqs!r}")
+    ca_certs = ssl_options.get("ca_certs")
+    if ca_certs:
+        try:
+            context.load_verify_locations(ca_certs)
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(f"ssl_options: cannot load ca_certs: {exc}") from None
+    elif cert_reqs != ssl.CERT_NONE:
+        raise ValueError("ssl_options: cert_reqs needs ca_certs to verify clients against")
+    context.verify_mode = cert_reqs
+    ciphers = ssl_options.get("ciphers")
+    if ciphers:
+        try:
+            context.set_ciphers(ciphers)
+        except ssl.SSLError as exc:
+            raise ValueError(f"ssl_options: invalid ciphers: {exc}") from None
+    context.set_alpn_protocols(["http/1.1"])
+    return context

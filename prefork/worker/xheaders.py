@@ -1,0 +1,55 @@
+"""Client address and scheme as reported by a trusted proxy (``xheaders``).
+
+Pure functions of the request headers: the connection's own peer address is
+never modified, so what one request says cannot leak into the next request
+on the same keep-alive connection.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+
+__all__ = ["forwarded_ip", "forwarded_protocol"]
+
+
+def _last_element(value: str) -> str:
+    return value.rsplit(",", 1)[-1].strip(" \t")
+
+
+def _valid_ip(candidate: str) -> bool:
+    try:
+        ipaddress.ip_address(candidate)
+    except ValueError:
+        return False
+    return True
+
+
+def forwarded_ip(headers: Mapping[str, str], default: str | None) -> str | None:
+    """``X-Real-Ip``, else the right-most ``X-Forwarded-For`` element.
+
+    The right-most element is the one the nearest proxy appended; the others
+    are whatever the client claimed.  An invalid value is ignored.
+    """
+    candidate = headers.get("X-Real-Ip")
+    if candidate:
+        candidate = candidate.strip(" \t")
+        if _valid_ip(candidate):
+            return candidate
+    forwarded_for = headers.get("X-Forwarded-For")
+    if forwarded_for:
+        candidate = _last_element(forwarded_for)
+        if _valid_ip(candidate):
+            return candidate
+    return default
+
+
+def forwarded_protocol(headers: Mapping[str, str], default: str) -> str:
+    """``X-Scheme``, else the last ``X-Forwarded-Proto`` element, if http(s)."""
+    for name in ("X-Scheme", "X-Forwarded-Proto"):
+        value = headers.get(name)
+        if value:
+            candidate = _last_element(value).lower()
+            if candidate in ("http", "https"):
+                return candidate
+    return default
