@@ -608,10 +608,19 @@ class HTTPConnection(asyncio.Protocol):
         return self._request is not None or self._head is not None or self.parser.started
 
     def start_drain(self) -> None:
-        """Graceful stop: close now if idle, else after the current response."""
+        """Graceful stop: close after the current response, or when idle,
+        after a short grace.
+
+        Closing an idle keep-alive connection at once races with a request
+        the client may be sending right now; during the grace such a request
+        is still answered (with ``Connection: close``).
+        """
         self._draining = True
-        if not self.busy:
-            self._close()
+        if not self.busy and not self._closed:
+            self._waiting = _T_IDLE
+            self.deadline = self._loop.time() + min(  # type: ignore[union-attr]
+                self.limits.drain_grace, self.limits.keep_alive_timeout
+            )
 
     def on_timeout(self) -> None:
         """Called by the server's sweep when :attr:`deadline` has passed."""

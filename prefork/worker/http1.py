@@ -94,6 +94,9 @@ class Limits:
     #: upstream keep-alive of common proxies (nginx: 60 s) so that the proxy,
     #: not prefork, closes idle connections and never races a new request.
     keep_alive_timeout: float = 75.0
+    #: seconds an idle keep-alive connection stays open once the worker
+    #: starts a graceful stop (a request already on its way is answered).
+    drain_grace: float = 1.0
 
 
 class _Sentinel:
@@ -195,9 +198,7 @@ def _normalize_name(raw: bytes) -> str:
     return name
 
 
-def _parse_field_lines(
-    lines: list[bytes], limits: Limits, what: str
-) -> list[tuple[str, str]]:
+def _parse_field_lines(lines: list[bytes], limits: Limits, what: str) -> list[tuple[str, str]]:
     """Parse ``name: value`` lines (headers or trailers) into pairs."""
     if len(lines) > limits.max_headers:
         raise ProtocolError(431, f"too many {what} lines")
@@ -656,9 +657,7 @@ class ResponseHead:
 
     def framed(self, request_method: str) -> bool:
         """True when the client can find the end of this response."""
-        return (
-            self.bodyless(request_method) or self.chunked or self.content_length is not None
-        )
+        return self.bodyless(request_method) or self.chunked or self.content_length is not None
 
 
 _STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([0-9]{3})(?: |\r|$)")

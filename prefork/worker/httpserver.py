@@ -97,6 +97,7 @@ class HTTPServer:
         self._sockets: list[socket.socket] = []
         self._servers: list[asyncio.AbstractServer] = []
         self._starting: set[asyncio.Future[Any]] = set()
+        self._adopting: set[asyncio.Future[Any]] = set()
         self._listening_callbacks: list[Callable[[], Any]] = []
         self._connections: set[HTTPConnection] = set()
         self._sweeper: asyncio.TimerHandle | None = None
@@ -242,18 +243,25 @@ class HTTPServer:
                     break
                 conn.setblocking(False)
                 taken += 1
-                loop.create_task(
-                    loop.connect_accepted_socket(
-                        self._make_connection, conn, ssl=self.ssl_context
-                    )
+                task = loop.create_task(
+                    loop.connect_accepted_socket(self._make_connection, conn, ssl=self.ssl_context)
                 )
+                self._adopting.add(task)
+                task.add_done_callback(self._adopting.discard)
         return taken
+
+    @property
+    def accepting_queued(self) -> bool:
+        """True while connections taken by :meth:`accept_queued` are being set up."""
+        return bool(self._adopting)
 
     def drain(self) -> None:
         """Graceful stop: answer what is queued and in flight, then close.
 
-        Idle keep-alive connections close at once; busy ones close after
-        their current response, which says ``Connection: close``.
+        Busy connections close after their current response, which says
+        ``Connection: close``; idle keep-alive connections get a short grace
+        (``drain_grace``) in which a request that was already on its way is
+        still answered, then close.
         """
         self.accept_queued()
         self.stop()
@@ -306,7 +314,12 @@ class HTTPServer:
 
     def _sweep_interval(self) -> float:
         limits = self.limits
-        shortest = min(limits.header_timeout, limits.body_timeout, limits.keep_alive_timeout)
+        shortest = min(
+            limits.header_timeout,
+            limits.body_timeout,
+            limits.keep_alive_timeout,
+            limits.drain_grace,
+        )
         return max(0.05, min(1.0, shortest / 4))
 
     def _schedule_sweep(self) -> None:

@@ -116,4 +116,6 @@ class HTTPRequest:
     def __repr__(self) -> str:
         attrs = ("protocol", "host", "method", "uri", "version", "remote_ip")
         args = ", ".join(f"{name}={getattr(self, name)!r}" for name in attrs)
-        return f"{self.__class__.__name__}({args}, body={self.body!r}, headers={dict(self.headers)!r})"
+        return (
+            f"{self.__class__.__name__}({args}, body={self.body!r}, headers={dict(self.headers)!r})"
+        )

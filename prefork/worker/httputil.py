@@ -1,0 +1,581 @@
+"""HTTP utilities: the header container and form-body parsing.
+
+This module is pure: it turns text and bytes into Python objects and never
+touches a socket, an event loop or a clock, so every rule in it can be tested
+with plain values.
+
+It keeps the behaviour of the classic ``tornado.httputil`` (2.4.1) API, with
+the defects that later became security advisories fixed:
+
+* header-name normalization uses a bounded cache, not an unbounded memo;
+* repeated headers are joined lazily, so 10,000 copies of one header cost
+  linear time (CVE-2025-67725);
+* header lines are split on ``\\n`` only, only SP/HTAB count as whitespace,
+  and malformed lines raise :class:`HTTPInputError` (a 400) instead of a stray
+  ``ValueError``/``KeyError``;
+* the Content-Disposition parameter parser is linear (CVE-2025-67726);
+* multipart parsing raises at the first error (CVE-2025-47287), caps the
+  number of parts before splitting the body (CVE-2026-31958, CVE-2026-91990)
+  and the size of each part's header block, and rejects bare CR there;
+* urlencoded bodies cap the number of fields (CVE-2026-82397).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import urllib.parse
+from collections.abc import ItemsView, Iterable, Iterator, Mapping, ValuesView
+from typing import Any
+
+__all__ = [
+    "HTTPFile",
+    "HTTPHeaders",
+    "HTTPInputError",
+    "normalize_header_name",
+    "parse_body_arguments",
+    "parse_multipart_form_data",
+    "parse_qs_bytes",
+]
+
+
+class HTTPInputError(ValueError):
+    """Malformed header text or request body sent by the peer.
+
+    A subclass of ``ValueError`` so that callers which already catch
+    ``ValueError`` keep working; the server answers it with a 400.
+    """
+
+
+# RFC 9110 section 5.6.2: token = 1*tchar.
+_TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# Control characters other than HTAB (RFC 9110 section 5.5: field-value).
+_CTL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_HTTP_WS = " \t"
+
+
+@functools.lru_cache(maxsize=1000)
+def normalize_header_name(name: str) -> str:
+    """Return ``name`` in canonical form: ``content-TYPE`` -> ``Content-Type``.
+
+    Every ``-``-separated word gets an upper-case first letter and a lower-case
+    rest. The result is cached because this runs for every header of every
+    request; the cache is bounded because header names come from the peer,
+    and an unbounded memo lets a client grow the worker's memory forever.
+    """
+    return "-".join(word.capitalize() for word in name.split("-"))
+
+
+class HTTPHeaders(dict[str, str]):
+    """A case-insensitive multi-value header mapping that is also a ``dict``.
+
+    Keys are normalized names. As a plain dict, each name maps to all of its
+    values joined with ``","`` (RFC 9110 section 5.3); :meth:`get_list` and
+    :meth:`get_all` give the individual values.
+
+    The per-name value lists are the source of truth. Adding a second value
+    for a name only appends to its list and marks the name dirty; the joined
+    string is rebuilt once, on the next read. Re-joining on every ``add``
+    made a request with many repeats of one header cost quadratic time.
+    Every method that reads values from the underlying dict is overridden to
+    rebuild dirty names first, and ``__iter__`` is overridden so that C code
+    such as ``dict(h)`` or ``{**h}`` takes the ``keys()``/``__getitem__`` path
+    instead of copying the raw storage.
+    """
+
+    __slots__ = ("_as_list", "_dirty", "_last_key")
+
+    def __init__(self, *args: Any, **kwargs: str) -> None:
+        self._as_list: dict[str, list[str]] = {}
+        self._dirty: set[str] = set()
+        self._last_key: str | None = None
+        if len(args) > 1:
+            raise TypeError(f"HTTPHeaders expected at most 1 argument, got {len(args)}")
+        if args and isinstance(args[0], HTTPHeaders):
+            # Copy constructor: keep every value, not the joined strings.
+            for name, value in args[0].get_all():
+                self.add(name, value)
+        elif args:
+            self.update(args[0])
+        if kwargs:
+            self.update(kwargs)
+
+    @classmethod
+    def from_pairs(cls, pairs: Iterable[tuple[str, str]]) -> HTTPHeaders:
+        """Build headers from already validated ``(name, value)`` pairs.
+
+        This is the server's per-request constructor: the protocol core has
+        checked that names are tokens and values are clean and stripped, so
+        this only normalizes and adds, skipping ``__init__`` and ``add``.
+        """
+        self = cls.__new__(cls)
+        as_list: dict[str, list[str]] = {}
+        self._as_list = as_list
+        self._dirty = set()
+        self._last_key = None
+        normalize = normalize_header_name
+        setitem = dict.__setitem__
+        for name, value in pairs:
+            key = normalize(name)
+            values = as_list.get(key)
+            if values is None:
+                as_list[key] = [value]
+                setitem(self, key, value)
+            else:
+                values.append(value)
+                self._dirty.add(key)
+        return self
+
+    @classmethod
+    def parse(cls, text: str) -> HTTPHeaders:
+        """Parse a header block (the text between the start line and the blank line).
+
+        Lines are split on ``\\n`` only and lose one trailing ``\\r``.
+        ``str.splitlines`` would also break on ``\\r``, ``\\v``, ``\\f`` and
+        several Unicode separators, letting a peer smuggle extra header lines
+        past a front proxy that does not. Empty lines are skipped.
+        Continuation (obs-fold) lines are collected and applied in one join,
+        so a long fold costs linear time.
+
+        Raises :class:`HTTPInputError` on any malformed line.
+        """
+        headers = cls()
+        folds: list[str] = []
+        for line in text.split("\n"):
+            if line.endswith("\r"):
+                line = line[:-1]
+            if not line:
+                continue
+            if line[0] in _HTTP_WS:
+                folds.append(line)
+                continue
+            if folds:
+                headers._fold(folds)
+                folds = []
+            headers._parse_field_line(line)
+        if folds:
+            headers._fold(folds)
+        return headers
+
+    def parse_line(self, line: str) -> None:
+        """Add one header line, or continue the previous header.
+
+        A line starting with SP or HTAB (only those two: ``\\v`` and ``\\f`` are
+        not whitespace in HTTP) continues the last header added. A trailing
+        ``\\r\\n`` or ``\\n`` is removed; an empty line is ignored.
+        """
+        if line.endswith("\n"):
+            line = line[:-2] if line.endswith("\r\n") else line[:-1]
+        if not line:
+            return
+        if line[0] in _HTTP_WS:
+            self._fold([line])
+        else:
+            self._parse_field_line(line)
+
+    def _parse_field_line(self, line: str) -> None:
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise HTTPInputError(f"header line without a colon: {line[:100]!r}")
+        if _TOKEN_RE.fullmatch(name) is None:
+            raise HTTPInputError(f"invalid header name: {name[:100]!r}")
+        value = value.strip(_HTTP_WS)
+        if _CTL_RE.search(value) is not None:
+            raise HTTPInputError(f"control character in value of header {name[:100]!r}")
+        self.add(name, value)
+
+    def _fold(self, lines: list[str]) -> None:
+        """Append obs-fold continuation ``lines`` to the last value, joined by spaces.
+
+        Empty continuations add nothing, and no space is put in front of an
+        empty value, so a folded value is still stripped at both ends.
+        """
+        key = self._last_key
+        if key is None:
+            raise HTTPInputError("header continuation line before any header")
+        parts = []
+        for line in lines:
+            part = line.strip(_HTTP_WS)
+            if _CTL_RE.search(part) is not None:
+                raise HTTPInputError(f"control character in continuation of header {key!r}")
+            if part:
+                parts.append(part)
+        if parts:
+            values = self._as_list[key]
+            if values[-1]:
+                parts.insert(0, values[-1])
+            values[-1] = " ".join(parts)
+            self._dirty.add(key)
+
+    def _flush(self) -> None:
+        """Store the joined value of every name whose list changed since the last read."""
+        as_list = self._as_list
+        for key in self._dirty:
+            dict.__setitem__(self, key, ",".join(as_list[key]))
+        self._dirty.clear()
+
+    def add(self, name: str, value: str) -> None:
+        """Add a value for ``name``, keeping the values already there."""
+        key = normalize_header_name(name)
+        self._last_key = key
+        values = self._as_list.get(key)
+        if values is None:
+            self._as_list[key] = [value]
+            dict.__setitem__(self, key, value)
+        else:
+            values.append(value)
+            self._dirty.add(key)
+
+    def get_list(self, name: str) -> list[str]:
+        """Return a new list of the values of ``name``; empty if it is absent."""
+        return list(self._as_list.get(normalize_header_name(name), ()))
+
+    def get_all(self) -> Iterator[tuple[str, str]]:
+        """Yield every ``(name, value)`` pair, one per value.
+
+        Names come in the order they were first added, the values of a name
+        in the order they were added (the order that matters in HTTP).
+        """
+        for name, values in self._as_list.items():
+            for value in values:
+                yield name, value
+
+    # -- the dict interface, normalizing every name ---------------------------
+
+    def __getitem__(self, name: str) -> str:
+        if self._dirty:
+            self._flush()
+        return dict.__getitem__(self, normalize_header_name(name))
+
+    def __setitem__(self, name: str, value: str) -> None:
+        """Replace every value of ``name`` with ``value``."""
+        key = normalize_header_name(name)
+        dict.__setitem__(self, key, value)
+        self._as_list[key] = [value]
+        self._dirty.discard(key)
+
+    def __delitem__(self, name: str) -> None:
+        key = normalize_header_name(name)
+        dict.__delitem__(self, key)
+        del self._as_list[key]
+        if self._last_key == key:
+            self._last_key = None
+
+    def __contains__(self, name: object) -> bool:
+        if isinstance(name, str):
+            name = normalize_header_name(name)
+        return dict.__contains__(self, name)
+
+    def __iter__(self) -> Iterator[str]:
+        # Overriding __iter__ makes CPython's dict merge (dict(h), {**h},
+        # f(**h), d.update(h)) go through keys()/__getitem__ instead of copying
+        # the raw storage, which may hold a stale join.
+        return dict.__iter__(self)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        if self._dirty:
+            self._flush()
+        return dict.get(self, normalize_header_name(name), default)
+
+    def setdefault(self, name: str, default: str = "") -> str:
+        key = normalize_header_name(name)
+        if key in self._as_list:
+            return self[key]
+        self[key] = default
+        return default
+
+    def pop(self, name: str, *default: Any) -> Any:
+        key = normalize_header_name(name)
+        if key not in self._as_list:
+            if default:
+                return default[0]
+            raise KeyError(name)
+        value = self[key]
+        del self[key]
+        return value
+
+    def popitem(self) -> tuple[str, str]:
+        if not self._as_list:
+            raise KeyError("popitem(): HTTPHeaders is empty")
+        key = next(reversed(self._as_list))
+        return key, self.pop(key)
+
+    def clear(self) -> None:
+        dict.clear(self)
+        self._as_list.clear()
+        self._dirty.clear()
+        self._last_key = None
+
+    def update(self, other: Any = (), /, **kwargs: str) -> None:
+        """Set each given name through ``__setitem__``: one value per name."""
+        if hasattr(other, "keys"):
+            for name in other.keys():
+                self[name] = other[name]
+        else:
+            for name, value in other:
+                self[name] = value
+        for name, value in kwargs.items():
+            self[name] = value
+
+    def __ior__(self, other: Any) -> HTTPHeaders:  # type: ignore[override]
+        self.update(other)
+        return self
+
+    def __or__(self, other: Any) -> HTTPHeaders:  # type: ignore[override]
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        new = self.copy()
+        new.update(other)
+        return new
+
+    def items(self) -> ItemsView[str, str]:  # type: ignore[override]
+        return ItemsView(self)
+
+    def values(self) -> ValuesView[str]:  # type: ignore[override]
+        return ValuesView(self)
+
+    def copy(self) -> HTTPHeaders:
+        """Return an independent copy that keeps every value of every name."""
+        return type(self)(self)
+
+    __copy__ = copy
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self).from_pairs, (list(self.get_all()),))
+
+    def __eq__(self, other: object) -> bool:
+        """Compare as dicts: normalized names and joined values."""
+        if self._dirty:
+            self._flush()
+        if isinstance(other, HTTPHeaders) and other._dirty:
+            other._flush()
+        return dict.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        # Needed: the inherited dict.__ne__ would compare the raw storage.
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({dict(self.items())!r})"
+
+
+class HTTPFile(dict[str, Any]):
+    """An uploaded file: ``filename``, ``body`` (bytes) and ``content_type``.
+
+    A dict, so ``f["body"]`` works as it did before Tornado 2.1, and an
+    object, so ``f.body`` works as it has since.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            # AttributeError, not KeyError: copy, pickle and hasattr rely on it.
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self[name] = value
+
+
+def parse_qs_bytes(
+    qs: str | bytes, keep_blank_values: bool = False, max_fields: int = 1000
+) -> dict[str, list[bytes]]:
+    """Parse a query string like ``urllib.parse.parse_qs``, keeping values as bytes.
+
+    Percent-escapes are decoded as latin-1, which maps every byte to one code
+    point, so ``%FF`` comes back as ``b"\\xff"`` whatever the charset; the
+    application decodes values. Names are ``str`` (latin-1 decoded, as in
+    Tornado). ``+`` means a space; fields split on ``&`` only. Blank values
+    are dropped unless ``keep_blank_values``.
+
+    More than ``max_fields`` fields raises :class:`HTTPInputError`; the count
+    is taken from the number of ``&`` before any list is built, so a huge
+    body of empty fields cannot allocate a huge list first.
+    """
+    if isinstance(qs, bytes):
+        text = qs.decode("latin-1")
+    else:
+        text = qs
+        if not text.isascii():
+            try:
+                text.encode("latin-1")
+            except UnicodeEncodeError:
+                # Not a latin-1 decoded byte string: treat it as text.
+                text = text.encode("utf-8").decode("latin-1")
+    if not text:
+        return {}
+    if text.count("&") + 1 > max_fields:
+        raise HTTPInputError(f"too many fields in query string (limit {max_fields})")
+    parsed = urllib.parse.parse_qs(
+        text, keep_blank_values=keep_blank_values, encoding="latin-1", errors="strict"
+    )
+    return {name: [v.encode("latin-1") for v in values] for name, values in parsed.items()}
+
+
+# A quoted-string: a quote, then anything but quote/backslash, or a backslash
+# pair, then a quote. Written as an unrolled loop: no nested quantifier over the
+# same characters, so a failed match backtracks in linear time.
+_QUOTED_RE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_SEMI_OR_QUOTE_RE = re.compile(r'[;"]')
+_QUOTED_PAIR_RE = re.compile(r'\\([\\"])')
+
+
+def _split_params(line: str) -> list[str]:
+    """Split ``line`` on ``;`` outside quoted strings, in one left-to-right pass.
+
+    An unterminated quote runs to the end of the line. (The stdlib ``cgi``
+    parser, which Tornado copied, recounted quotes from the start for every
+    ``;``: quadratic, CVE-2025-67726.)
+    """
+    parts = []
+    start = pos = 0
+    while True:
+        match = _SEMI_OR_QUOTE_RE.search(line, pos)
+        if match is None:
+            break
+        pos = match.start()
+        if line[pos] == ";":
+            parts.append(line[start:pos])
+            start = pos = pos + 1
+            continue
+        quoted = _QUOTED_RE.match(line, pos)
+        if quoted is None:
+            break
+        pos = quoted.end()
+    parts.append(line[start:])
+    return parts
+
+
+def _parse_header(line: str) -> tuple[str, dict[str, str]]:
+    """Parse a ``Content-Type``/``Content-Disposition`` style value.
+
+    ``form-data; name="a;b"; filename="x\\"y.txt"`` gives
+    ``("form-data", {"name": "a;b", "filename": 'x"y.txt'})``. Parameter names
+    are lower-cased; quoted values lose their quotes and the escapes ``\\\\`` and
+    ``\\"`` (other backslashes are kept: browsers send Windows paths unescaped).
+    Parameters without ``=`` are ignored. Linear in the length of ``line``.
+    """
+    parts = _split_params(line)
+    key = parts[0].strip()
+    params: dict[str, str] = {}
+    for part in parts[1:]:
+        name, eq, value = part.partition("=")
+        if not eq:
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = _QUOTED_PAIR_RE.sub(r"\1", value[1:-1])
+        params[name.strip().lower()] = value
+    return key, params
+
+
+def parse_multipart_form_data(
+    boundary: bytes,
+    data: bytes,
+    arguments: dict[str, list[bytes]],
+    files: dict[str, list[HTTPFile]],
+    max_parts: int = 100,
+    max_part_header_size: int = 10240,
+) -> None:
+    """Parse a ``multipart/form-data`` body into ``arguments`` and ``files``.
+
+    Field values are appended to ``arguments[name]`` (empty values are kept);
+    parts with a non-empty ``filename`` become :class:`HTTPFile` entries in
+    ``files[name]``. Anything after the last closing boundary is ignored.
+
+    The first malformed part raises :class:`HTTPInputError` (logging and
+    skipping per part let one request flood the log), and nothing is added to
+    ``arguments`` or ``files`` then. The parts are counted before the body is
+    split, so a body of tiny parts cannot allocate a huge list first.
+    """
+    if len(boundary) >= 2 and boundary.startswith(b'"') and boundary.endswith(b'"'):
+        boundary = boundary[1:-1]
+    if not boundary:
+        raise HTTPInputError("empty multipart boundary")
+    final = data.rfind(b"--" + boundary + b"--")
+    if final == -1:
+        raise HTTPInputError("multipart body has no closing boundary")
+    delimiter = b"--" + boundary + b"\r\n"
+    if data.count(delimiter, 0, final) > max_parts:
+        raise HTTPInputError(f"too many multipart parts (limit {max_parts})")
+    new_args: list[tuple[str, bytes]] = []
+    new_files: list[tuple[str, HTTPFile]] = []
+    for part in data[:final].split(delimiter):
+        if not part:
+            continue
+        eoh = part.find(b"\r\n\r\n", 0, max_part_header_size + 4)
+        if eoh == -1:
+            if len(part) > max_part_header_size + 4:
+                raise HTTPInputError(
+                    f"multipart part headers too large (limit {max_part_header_size})"
+                )
+            raise HTTPInputError("multipart part has no header/body separator")
+        raw_headers = part[:eoh]
+        if raw_headers.count(b"\r") != raw_headers.count(b"\r\n"):
+            raise HTTPInputError("bare CR in multipart part headers")
+        try:
+            headers = HTTPHeaders.parse(raw_headers.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise HTTPInputError("multipart part headers are not UTF-8") from None
+        disposition, params = _parse_header(headers.get("Content-Disposition", ""))
+        # The body must be followed by the CRLF that precedes the next delimiter.
+        if disposition.lower() != "form-data" or len(part) < eoh + 6 or not part.endswith(b"\r\n"):
+            raise HTTPInputError("invalid multipart/form-data part")
+        name = params.get("name")
+        if not name:
+            raise HTTPInputError("multipart/form-data part without a name")
+        value = part[eoh + 4 : -2]
+        filename = params.get("filename")
+        if filename:
+            content_type = headers.get("Content-Type") or "application/unknown"
+            new_files.append(
+                (name, HTTPFile(filename=filename, body=value, content_type=content_type))
+            )
+        else:
+            new_args.append((name, value))
+    for name, value in new_args:
+        arguments.setdefault(name, []).append(value)
+    for name, file in new_files:
+        files.setdefault(name, []).append(file)
+
+
+def parse_body_arguments(
+    content_type: str,
+    body: bytes,
+    arguments: dict[str, list[bytes]],
+    files: dict[str, list[HTTPFile]],
+    headers: HTTPHeaders | None = None,
+    max_fields: int = 1000,
+    max_parts: int = 100,
+) -> None:
+    """Parse a form body into ``arguments`` and ``files``, according to ``content_type``.
+
+    ``application/x-www-form-urlencoded`` and ``multipart/form-data`` are
+    matched as prefixes (case-insensitively); any other type is left alone.
+    A form body with a ``Content-Encoding`` other than ``identity`` is
+    rejected: parsing compressed bytes as a form would silently yield garbage.
+    Errors raise :class:`HTTPInputError`.
+    """
+    lowered = content_type.lstrip().lower()
+    is_urlencoded = lowered.startswith("application/x-www-form-urlencoded")
+    is_multipart = lowered.startswith("multipart/form-data")
+    if not (is_urlencoded or is_multipart):
+        return
+    if headers is not None:
+        encoding = headers.get("Content-Encoding")
+        if encoding and encoding.strip(_HTTP_WS).lower() != "identity":
+            raise HTTPInputError(f"unsupported Content-Encoding on a form body: {encoding[:100]!r}")
+    if is_urlencoded:
+        parsed = parse_qs_bytes(body, keep_blank_values=False, max_fields=max_fields)
+        for name, values in parsed.items():
+            arguments.setdefault(name, []).extend(values)
+        return
+    for field in content_type.split(";")[1:]:
+        key, eq, value = field.strip().partition("=")
+        if eq and key.strip().lower() == "boundary":
+            if value:
+                parse_multipart_form_data(value.encode("utf-8"), body, arguments, files, max_parts)
+                return
+            break
+    raise HTTPInputError("multipart/form-data without a boundary")
