@@ -14,8 +14,7 @@ from prefork import httpserver, ioloop
 def handle_request(request):
     message = "You requested %s\n" % request.uri
     request.write(
-        b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s"
-        % (len(message), message.encode())
+        b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(message), message.encode())
     )
     request.finish()
 
