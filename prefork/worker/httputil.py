@@ -1,23 +1,13 @@
 """HTTP utilities: the header container and form-body parsing.
 
-This module is pure: it turns text and bytes into Python objects and never
-touches a socket, an event loop or a clock, so every rule in it can be tested
-with plain values.
-
-It keeps the behaviour of the classic ``tornado.httputil`` (2.4.1) API, with
-the defects that later became security advisories fixed:
-
-* header-name normalization uses a bounded cache, not an unbounded memo;
-* repeated headers are joined lazily, so 10,000 copies of one header cost
-  linear time (CVE-2025-67725);
-* header lines are split on ``\\n`` only, only SP/HTAB count as whitespace,
-  and malformed lines raise :class:`HTTPInputError` (a 400) instead of a stray
-  ``ValueError``/``KeyError``;
-* the Content-Disposition parameter parser is linear (CVE-2025-67726);
-* multipart parsing raises at the first error (CVE-2025-47287), caps the
-  number of parts before splitting the body (CVE-2026-31958, CVE-2026-91990)
-  and the size of each part's header block, and rejects bare CR there;
-* urlencoded bodies cap the number of fields (CVE-2026-82397).
+Pure: text and bytes in, Python objects out; no socket, event loop or clock.
+The API is the classic ``tornado.httputil`` (2.4.1) one, without the defects
+that later became advisories: a bounded name cache, lazily joined repeated
+headers (CVE-2025-67725), header lines split on ``\\n`` only with SP/HTAB as
+the only whitespace, a linear parameter parser (CVE-2025-67726), multipart
+parsing that raises at the first error (CVE-2025-47287) and caps parts and
+part headers before doing work (CVE-2026-31958, CVE-2026-91990), and a cap on
+urlencoded fields (CVE-2026-82397). Bad input raises :class:`HTTPInputError`.
 """
 
 from __future__ import annotations
@@ -28,22 +18,11 @@ import urllib.parse
 from collections.abc import ItemsView, Iterable, Iterator, Mapping, ValuesView
 from typing import Any
 
-__all__ = [
-    "HTTPFile",
-    "HTTPHeaders",
-    "HTTPInputError",
-    "normalize_header_name",
-    "parse_body_arguments",
-    "parse_multipart_form_data",
-    "parse_qs_bytes",
-]
-
 
 class HTTPInputError(ValueError):
-    """Malformed header text or request body sent by the peer.
+    """Malformed header text or body from the peer; the server answers 400.
 
-    A subclass of ``ValueError`` so that callers which already catch
-    ``ValueError`` keep working; the server answers it with a 400.
+    A ``ValueError`` so that code which already catches that keeps working.
     """
 
 
@@ -56,12 +35,10 @@ _HTTP_WS = " \t"
 
 @functools.lru_cache(maxsize=1000)
 def normalize_header_name(name: str) -> str:
-    """Return ``name`` in canonical form: ``content-TYPE`` -> ``Content-Type``.
+    """``content-TYPE`` -> ``Content-Type``: each ``-`` word capitalized.
 
-    Every ``-``-separated word gets an upper-case first letter and a lower-case
-    rest. The result is cached because this runs for every header of every
-    request; the cache is bounded because header names come from the peer,
-    and an unbounded memo lets a client grow the worker's memory forever.
+    Cached because it runs for every header of every request; bounded because
+    names come from the peer, who could otherwise grow the memo forever.
     """
     return "-".join(word.capitalize() for word in name.split("-"))
 
@@ -69,18 +46,13 @@ def normalize_header_name(name: str) -> str:
 class HTTPHeaders(dict[str, str]):
     """A case-insensitive multi-value header mapping that is also a ``dict``.
 
-    Keys are normalized names. As a plain dict, each name maps to all of its
-    values joined with ``","`` (RFC 9110 section 5.3); :meth:`get_list` and
-    :meth:`get_all` give the individual values.
-
-    The per-name value lists are the source of truth. Adding a second value
-    for a name only appends to its list and marks the name dirty; the joined
-    string is rebuilt once, on the next read. Re-joining on every ``add``
-    made a request with many repeats of one header cost quadratic time.
-    Every method that reads values from the underlying dict is overridden to
-    rebuild dirty names first, and ``__iter__`` is overridden so that C code
-    such as ``dict(h)`` or ``{**h}`` takes the ``keys()``/``__getitem__`` path
-    instead of copying the raw storage.
+    Keys are normalized names; the dict value is all values joined with
+    ``","``; :meth:`get_list` and :meth:`get_all` give the single values.
+    The per-name lists are the source of truth: a repeat only appends and
+    marks the name dirty, and the join is redone once, on the next read
+    (re-joining on every ``add`` made many repeats quadratic). So every
+    method that reads the dict storage is overridden to rebuild dirty names
+    first, including the ones dict's C code would otherwise bypass.
     """
 
     __slots__ = ("_as_list", "_dirty", "_last_key")
@@ -102,11 +74,9 @@ class HTTPHeaders(dict[str, str]):
 
     @classmethod
     def from_pairs(cls, pairs: Iterable[tuple[str, str]]) -> HTTPHeaders:
-        """Build headers from already validated ``(name, value)`` pairs.
+        """Build headers from ``(name, value)`` pairs the protocol core already validated.
 
-        This is the server's per-request constructor: the protocol core has
-        checked that names are tokens and values are clean and stripped, so
-        this only normalizes and adds, skipping ``__init__`` and ``add``.
+        The per-request constructor: it only normalizes and adds, inlined.
         """
         self = cls.__new__(cls)
         as_list: dict[str, list[str]] = {}
@@ -128,16 +98,12 @@ class HTTPHeaders(dict[str, str]):
 
     @classmethod
     def parse(cls, text: str) -> HTTPHeaders:
-        """Parse a header block (the text between the start line and the blank line).
+        """Parse a header block; raise :class:`HTTPInputError` on any bad line.
 
-        Lines are split on ``\\n`` only and lose one trailing ``\\r``.
-        ``str.splitlines`` would also break on ``\\r``, ``\\v``, ``\\f`` and
-        several Unicode separators, letting a peer smuggle extra header lines
-        past a front proxy that does not. Empty lines are skipped.
-        Continuation (obs-fold) lines are collected and applied in one join,
-        so a long fold costs linear time.
-
-        Raises :class:`HTTPInputError` on any malformed line.
+        Lines split on ``\\n`` only (and lose one ``\\r``): ``splitlines`` also
+        breaks on ``\\r``, ``\\v``, ``\\x85``..., so a peer could smuggle header
+        lines past a proxy that does not. Empty lines are skipped; obs-fold
+        lines are collected and applied in one join, keeping long folds linear.
         """
         headers = cls()
         folds: list[str] = []
@@ -158,11 +124,9 @@ class HTTPHeaders(dict[str, str]):
         return headers
 
     def parse_line(self, line: str) -> None:
-        """Add one header line, or continue the previous header.
+        """Add one header line; a line starting with SP or HTAB continues the last one.
 
-        A line starting with SP or HTAB (only those two: ``\\v`` and ``\\f`` are
-        not whitespace in HTTP) continues the last header added. A trailing
-        ``\\r\\n`` or ``\\n`` is removed; an empty line is ignored.
+        Only SP/HTAB: ``\\v``, ``\\f`` and Unicode spaces are not HTTP whitespace.
         """
         if line.endswith("\n"):
             line = line[:-2] if line.endswith("\r\n") else line[:-1]
@@ -185,10 +149,9 @@ class HTTPHeaders(dict[str, str]):
         self.add(name, value)
 
     def _fold(self, lines: list[str]) -> None:
-        """Append obs-fold continuation ``lines`` to the last value, joined by spaces.
+        """Append continuation ``lines`` to the last value, space-separated.
 
-        Empty continuations add nothing, and no space is put in front of an
-        empty value, so a folded value is still stripped at both ends.
+        Blank parts are dropped, so a folded value stays stripped at both ends.
         """
         key = self._last_key
         if key is None:
@@ -231,11 +194,7 @@ class HTTPHeaders(dict[str, str]):
         return list(self._as_list.get(normalize_header_name(name), ()))
 
     def get_all(self) -> Iterator[tuple[str, str]]:
-        """Yield every ``(name, value)`` pair, one per value.
-
-        Names come in the order they were first added, the values of a name
-        in the order they were added (the order that matters in HTTP).
-        """
+        """Yield ``(name, value)`` per value: names by first appearance, values in order."""
         for name, values in self._as_list.items():
             for value in values:
                 yield name, value
@@ -258,6 +217,7 @@ class HTTPHeaders(dict[str, str]):
         key = normalize_header_name(name)
         dict.__delitem__(self, key)
         del self._as_list[key]
+        self._dirty.discard(key)
         if self._last_key == key:
             self._last_key = None
 
@@ -381,28 +341,21 @@ class HTTPFile(dict[str, Any]):
 def parse_qs_bytes(
     qs: str | bytes, keep_blank_values: bool = False, max_fields: int = 1000
 ) -> dict[str, list[bytes]]:
-    """Parse a query string like ``urllib.parse.parse_qs``, keeping values as bytes.
+    """``urllib.parse.parse_qs`` with bytes values (``%FF`` -> ``b"\\xff"``).
 
-    Percent-escapes are decoded as latin-1, which maps every byte to one code
-    point, so ``%FF`` comes back as ``b"\\xff"`` whatever the charset; the
-    application decodes values. Names are ``str`` (latin-1 decoded, as in
-    Tornado). ``+`` means a space; fields split on ``&`` only. Blank values
-    are dropped unless ``keep_blank_values``.
-
-    More than ``max_fields`` fields raises :class:`HTTPInputError`; the count
-    is taken from the number of ``&`` before any list is built, so a huge
-    body of empty fields cannot allocate a huge list first.
+    Escapes decode as latin-1, one code point per byte, so any charset
+    survives for the application to decode; names are latin-1 ``str``, as in
+    Tornado. Splits on ``&`` only. Over ``max_fields`` fields (counted from the
+    ``&`` before any list is built) raises :class:`HTTPInputError`.
     """
-    if isinstance(qs, bytes):
-        text = qs.decode("latin-1")
+    if isinstance(qs, str):
+        try:
+            raw = qs.encode("latin-1")
+        except UnicodeEncodeError:  # not a latin-1 decoded byte string: treat it as text
+            raw = qs.encode("utf-8")
     else:
-        text = qs
-        if not text.isascii():
-            try:
-                text.encode("latin-1")
-            except UnicodeEncodeError:
-                # Not a latin-1 decoded byte string: treat it as text.
-                text = text.encode("utf-8").decode("latin-1")
+        raw = qs
+    text = raw.decode("latin-1")
     if not text:
         return {}
     if text.count("&") + 1 > max_fields:
@@ -422,11 +375,9 @@ _QUOTED_PAIR_RE = re.compile(r'\\([\\"])')
 
 
 def _split_params(line: str) -> list[str]:
-    """Split ``line`` on ``;`` outside quoted strings, in one left-to-right pass.
+    """Split on ``;`` outside quotes in one pass (``cgi`` recounted quotes per ``;``).
 
-    An unterminated quote runs to the end of the line. (The stdlib ``cgi``
-    parser, which Tornado copied, recounted quotes from the start for every
-    ``;``: quadratic, CVE-2025-67726.)
+    An unterminated quote runs to the end of the line.
     """
     parts = []
     start = pos = 0
@@ -448,13 +399,10 @@ def _split_params(line: str) -> list[str]:
 
 
 def _parse_header(line: str) -> tuple[str, dict[str, str]]:
-    """Parse a ``Content-Type``/``Content-Disposition`` style value.
+    """``form-data; name="a;b"`` -> ``("form-data", {"name": "a;b"})``, in linear time.
 
-    ``form-data; name="a;b"; filename="x\\"y.txt"`` gives
-    ``("form-data", {"name": "a;b", "filename": 'x"y.txt'})``. Parameter names
-    are lower-cased; quoted values lose their quotes and the escapes ``\\\\`` and
-    ``\\"`` (other backslashes are kept: browsers send Windows paths unescaped).
-    Parameters without ``=`` are ignored. Linear in the length of ``line``.
+    Names are lower-cased; quoted values lose the quotes and the escapes
+    ``\\\\`` and ``\\"`` only (browsers send Windows paths unescaped).
     """
     parts = _split_params(line)
     key = parts[0].strip()
@@ -480,14 +428,9 @@ def parse_multipart_form_data(
 ) -> None:
     """Parse a ``multipart/form-data`` body into ``arguments`` and ``files``.
 
-    Field values are appended to ``arguments[name]`` (empty values are kept);
-    parts with a non-empty ``filename`` become :class:`HTTPFile` entries in
-    ``files[name]``. Anything after the last closing boundary is ignored.
-
-    The first malformed part raises :class:`HTTPInputError` (logging and
-    skipping per part let one request flood the log), and nothing is added to
-    ``arguments`` or ``files`` then. The parts are counted before the body is
-    split, so a body of tiny parts cannot allocate a huge list first.
+    The first bad part raises :class:`HTTPInputError` and nothing is added
+    (logging and skipping per part let one request flood the log). Parts are
+    counted before the body is split, so tiny parts cannot build a huge list.
     """
     if len(boundary) >= 2 and boundary.startswith(b'"') and boundary.endswith(b'"'):
         boundary = boundary[1:-1]
@@ -549,13 +492,10 @@ def parse_body_arguments(
     max_fields: int = 1000,
     max_parts: int = 100,
 ) -> None:
-    """Parse a form body into ``arguments`` and ``files``, according to ``content_type``.
+    """Parse an urlencoded or multipart form body; leave any other type alone.
 
-    ``application/x-www-form-urlencoded`` and ``multipart/form-data`` are
-    matched as prefixes (case-insensitively); any other type is left alone.
-    A form body with a ``Content-Encoding`` other than ``identity`` is
-    rejected: parsing compressed bytes as a form would silently yield garbage.
-    Errors raise :class:`HTTPInputError`.
+    A form body with a ``Content-Encoding`` is rejected: parsed as a form,
+    compressed bytes would silently yield garbage.
     """
     lowered = content_type.lstrip().lower()
     is_urlencoded = lowered.startswith("application/x-www-form-urlencoded")
