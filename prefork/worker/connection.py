@@ -373,7 +373,7 @@ class HTTPConnection(asyncio.Protocol):
             if keep_alive and request.version != "HTTP/1.1" and not head.keep_alive:
                 data = data[:cut] + _KEEP_ALIVE_HEADER + data[cut:]
                 cut += len(_KEEP_ALIVE_HEADER)
-            elif not keep_alive and not head.close and request.version == "HTTP/1.1":
+            elif not keep_alive and not head.close:
                 data = data[:cut] + _CLOSE_HEADER + data[cut:]
                 cut += len(_CLOSE_HEADER)
         bodyless = head.bodyless(method)
@@ -457,7 +457,7 @@ class HTTPConnection(asyncio.Protocol):
                 self._chunking = True
             else:
                 keep_alive = False  # HTTP/1.0: the end of the body is the close
-        if not keep_alive and is_11:
+        if not keep_alive:
             headers.append(("Connection", "close"))
         elif keep_alive and not is_11:
             headers.append(("Connection", "keep-alive"))

@@ -9,7 +9,8 @@ bytes (the h11 model).  The server feeds received bytes to a
   already decided (``content_length`` / ``chunked``) and the keep-alive and
   ``Expect: 100-continue`` decisions made;
 * ``bytes`` -- a piece of the request body (de-chunked);
-* :class:`EndOfMessage` -- the body is complete (with chunked trailers);
+* :class:`EndOfMessage` -- the body is complete (with chunked trailers, if
+  any);
 * :data:`NEED_DATA` -- feed more bytes;
 * :data:`PAUSED` -- a whole request has been read; the parser holds any
   pipelined bytes until :meth:`RequestParser.start_next_cycle` is called once
@@ -227,6 +228,7 @@ _CHUNK_CRLF = 4
 _TRAILERS = 5
 _DONE = 6
 _ERROR = 7
+_BODY_END = 8
 
 
 class RequestParser:
@@ -317,6 +319,9 @@ class RequestParser:
             return PAUSED
         if state == _BODY_LENGTH:
             return self._read_fixed_body()
+        if state == _BODY_END:
+            self._state = _DONE
+            return EndOfMessage()
         if state == _ERROR:
             raise ProtocolError(400, "the connection already failed")
         return self._read_chunked()
@@ -491,7 +496,7 @@ class RequestParser:
         self._pos = pos + take
         self._remaining -= take
         if not self._remaining:
-            self._state = _DONE
+            self._state = _BODY_END
             self._compact()
         return data
 

@@ -1,0 +1,202 @@
+"""Shared fixtures: run a server script in a subprocess and stop it by pid.
+
+``spawn`` (per test) and ``module_spawn`` (per module) return a function::
+
+    server = spawn(APPS / "echo_app.py", "--xheaders")       # waits for the port line
+    server = spawn(ROOT / "examples/hello.py", "--port", p, ready_port=p)  # waits for a connect
+
+By default the script must print its bound port(s) (or a unix socket path)
+as the first line of stdout; ``server.ports`` holds that line, split.  With
+``ready_port`` the fixture instead waits until the port accepts a connection.
+stderr goes to a file (``server.stderr_text()``), so logs never fill a pipe.
+Every process is terminated by pid and waited for with a bounded timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+APPS = Path(__file__).resolve().parent / "apps"
+
+START_TIMEOUT = 15.0
+STOP_TIMEOUT = 5.0
+
+
+class ServerProcess:
+    """A server script running in a subprocess."""
+
+    def __init__(self, script: str | os.PathLike[str], args: list[str], stderr_path: Path) -> None:
+        self.script = str(script)
+        self.args = args
+        self.stderr_path = stderr_path
+        self.ports: list[str] = []
+        self._stderr = open(stderr_path, "wb")  # noqa: SIM115 - closed in stop()
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(
+            [sys.executable, self.script, *args],
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            env=env,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def port(self) -> int:
+        return int(self.ports[0])
+
+    def stderr_text(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def _fail(self, message: str) -> None:
+        self.stop()
+        raise RuntimeError(f"{message}\n--- stderr of {self.script} ---\n{self.stderr_text()}")
+
+    def wait_for_port_line(self, timeout: float = START_TIMEOUT) -> None:
+        """Read the first stdout line (the bound ports), bounded by ``timeout``."""
+        deadline = time.monotonic() + timeout
+        out = self.proc.stdout
+        assert out is not None
+        fd = out.fileno()
+        data = b""
+        with selectors.DefaultSelector() as sel:
+            sel.register(fd, selectors.EVENT_READ)
+            while b"\n" not in data:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self._fail(f"no port line from {self.script} within {timeout} s")
+                if not sel.select(remaining):
+                    continue
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    self._fail(
+                        f"{self.script} exited (status {self.proc.wait(1)}) before listening"
+                    )
+                data += chunk
+        self.ports = data.split(b"\n", 1)[0].decode().split()
+
+    def wait_for_connect(
+        self, port: int, host: str = "127.0.0.1", timeout: float = START_TIMEOUT
+    ) -> None:
+        """Poll until ``host:port`` accepts a connection (the script prints nothing)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                self._fail(f"{self.script} exited with status {self.proc.returncode}")
+            try:
+                socket.create_connection((host, port), timeout=1).close()
+            except OSError:
+                if time.monotonic() > deadline:
+                    self._fail(f"{self.script} did not accept on {host}:{port} within {timeout} s")
+                time.sleep(0.02)
+            else:
+                self.ports = [str(port)]
+                return
+
+    def stop(self) -> None:
+        """Terminate by pid, wait with a timeout, kill if still there."""
+        proc = self.proc
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(STOP_TIMEOUT)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        self._stderr.close()
+
+
+class _Spawner:
+    def __init__(self, tmp_dir: Path) -> None:
+        self.tmp_dir = tmp_dir
+        self.servers: list[ServerProcess] = []
+
+    def __call__(
+        self,
+        script: str | os.PathLike[str],
+        *args: object,
+        ready_port: int | None = None,
+        ready_host: str = "127.0.0.1",
+    ) -> ServerProcess:
+        stderr_path = self.tmp_dir / f"server-{len(self.servers)}.stderr"
+        server = ServerProcess(script, [str(a) for a in args], stderr_path)
+        self.servers.append(server)
+        if ready_port is None:
+            server.wait_for_port_line()
+        else:
+            server.wait_for_connect(ready_port, ready_host)
+        return server
+
+    def stop_all(self) -> None:
+        for server in reversed(self.servers):
+            server.stop()
+            if server.proc.returncode not in (0, -15):
+                # Shown by pytest with the test's output when it fails.
+                print(f"--- stderr of {server.script} {server.args} ---")
+                print(server.stderr_text())
+
+
+@pytest.fixture
+def spawn(tmp_path: Path):
+    """Start a server subprocess for this test; stopped afterwards."""
+    spawner = _Spawner(tmp_path)
+    try:
+        yield spawner
+    finally:
+        spawner.stop_all()
+
+
+@pytest.fixture(scope="module")
+def module_spawn(tmp_path_factory: pytest.TempPathFactory):
+    """Like ``spawn``, shared by the tests of one module."""
+    spawner = _Spawner(tmp_path_factory.mktemp("servers"))
+    try:
+        yield spawner
+    finally:
+        spawner.stop_all()
+
+
+def _free_port(host: str = "127.0.0.1") -> int:
+    """A port that was free a moment ago (for scripts that take --port)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def free_port():
+    """``free_port(host="127.0.0.1")``: a port number for scripts that take --port."""
+    return _free_port
+
+
+def ipv6_loopback_available() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def ipv6():
+    """Skip the test when ::1 cannot be bound on this host."""
+    if not ipv6_loopback_available():
+        pytest.skip("IPv6 loopback (::1) cannot be bound on this host")
+    return "::1"
