@@ -39,6 +39,7 @@ from prefork.worker.http1 import (
     inspect_response_head,
 )
 from prefork.worker.httputil import HTTPHeaders, HTTPInputError, parse_body_arguments
+from prefork.worker.proxy_protocol import ProxyProtocolError, parse_proxy_header
 from prefork.worker.request import HTTPRequest
 
 if TYPE_CHECKING:
@@ -105,6 +106,8 @@ class HTTPConnection(asyncio.Protocol):
         self._reading_paused = False
         self._write_callback: Callable[[], Any] | None = None
         self._close_callback: Callable[[], Any] | None = None
+        #: bytes of a PROXY protocol header still being received (None: none expected).
+        self._proxy_buffer: bytes | None = None
         # Timeout bookkeeping, read by the server's sweep.
         self.deadline = 0.0
         self._waiting = _T_HEAD
@@ -148,6 +151,15 @@ class HTTPConnection(asyncio.Protocol):
         self.deadline = self._loop.time() + self.limits.header_timeout
         if server is not None:
             server._connection_opened(self)
+            if self.xheaders or server.proxy_protocol:
+                trusted = server.peer_trusted(self.remote_ip, not isinstance(peer, tuple))
+                self.xheaders = self.xheaders and trusted
+                if server.proxy_protocol:
+                    if not trusted:
+                        error_log.info("PROXY protocol: refusing untrusted peer %s", self.remote_ip)
+                        self._close()
+                        return
+                    self._proxy_buffer = b""
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
@@ -166,6 +178,11 @@ class HTTPConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closed:
             return
+        if self._proxy_buffer is not None:
+            remainder = self._read_proxy_header(data)
+            if not remainder:
+                return
+            data = remainder
         parser = self.parser
         parser.feed(data)
         waiting = self._waiting
@@ -180,6 +197,25 @@ class HTTPConnection(asyncio.Protocol):
                 self._pause_reading()
             return
         self._process()
+
+    def _read_proxy_header(self, data: bytes) -> bytes | None:
+        """Consume the PROXY header; return the bytes after it, if any."""
+        buffered = (self._proxy_buffer or b"") + data
+        try:
+            parsed = parse_proxy_header(buffered)
+        except ProxyProtocolError as exc:
+            error_log.info("PROXY protocol from %s: %s; closing", self.remote_ip, exc)
+            self._close()
+            return None
+        if parsed is None:
+            self._proxy_buffer = buffered
+            return None
+        info, consumed = parsed
+        self._proxy_buffer = None
+        if info.source_ip is not None:
+            self.remote_ip = info.source_ip
+            self.address = (info.source_ip, info.source_port)
+        return buffered[consumed:]
 
     def eof_received(self) -> bool | None:
         # A client that half-closes after sending its request still gets
@@ -277,10 +313,13 @@ class HTTPConnection(asyncio.Protocol):
         self._keep_alive = head.keep_alive and not self.no_keep_alive and not self._draining
         self._reset_response()
         server = self.server
+        callback = self.request_callback
         if server is not None:
             server._request_started(request)
+            if server.builtin_routes:
+                callback = server.builtin_routes.get(head.target, callback)
         try:
-            self.request_callback(request)  # type: ignore[misc]
+            callback(request)  # type: ignore[misc]
         except Exception:
             self._callback_failed(request)
 

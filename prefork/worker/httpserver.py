@@ -25,10 +25,11 @@ keyword argument (``HTTPServer(cb, max_body_size=10 << 20)``).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import fields, replace
 from typing import Any
 
@@ -78,6 +79,11 @@ class HTTPServer:
         *,
         limits: Limits | None = None,
         backlog: int = DEFAULT_BACKLOG,
+        forwarded_allow_ips: str | Iterable[str] | None = None,
+        proxy_protocol: bool = False,
+        health_live_path: str | None = None,
+        health_ready_path: str | None = None,
+        drain_delay: float = 0.0,
         **limit_settings: Any,
     ) -> None:
         unknown = set(limit_settings) - _LIMIT_NAMES
@@ -91,6 +97,20 @@ class HTTPServer:
         self.ssl_context = server_context(ssl_options) if ssl_options else None
         self.limits = replace(limits or Limits(), **limit_settings)
         self.backlog = backlog
+        #: peers whose X-Forwarded-* / X-Real-Ip and PROXY headers are trusted
+        #: (None: everyone, the seed's xheaders behaviour).
+        self.trusted_networks = _parse_networks(forwarded_allow_ips)
+        self.proxy_protocol = proxy_protocol
+        #: seconds a graceful stop keeps serving, readiness answering 503,
+        #: before the listeners close (so a load balancer takes us out first).
+        self.drain_delay = drain_delay
+        self.ready = True
+        #: request target -> built-in handler answered before the application.
+        self.builtin_routes: dict[str, Callable[[HTTPRequest], Any]] = {}
+        if health_live_path:
+            self.builtin_routes[health_live_path] = self._answer_live
+        if health_ready_path:
+            self.builtin_routes[health_ready_path] = self._answer_ready
         self.observer: RequestObserver | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending_sockets: list[socket.socket] = []
@@ -112,6 +132,46 @@ class HTTPServer:
         if self._loop is None:
             self._loop = (self.io_loop or IOLoop.current()).asyncio_loop
         return self._loop
+
+    # -- trust and health ---------------------------------------------------------
+
+    def peer_trusted(self, remote_ip: str | None, is_unix: bool) -> bool:
+        """May this peer speak for the client (X-Forwarded-*, PROXY)?
+
+        Unix-socket peers are local processes allowed by the socket's file
+        mode, so they are trusted.
+        """
+        networks = self.trusted_networks
+        if networks is None or is_unix:
+            return True
+        try:
+            address = ipaddress.ip_address(remote_ip or "")
+        except ValueError:
+            return False
+        if address.version == 6 and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network for network in networks)
+
+    def set_not_ready(self) -> None:
+        """Readiness answers 503 from now on (a drain has begun)."""
+        self.ready = False
+
+    @staticmethod
+    def _answer(request: HTTPRequest, status: int, text: bytes) -> None:
+        request.write_headers(
+            status, [("Content-Type", "text/plain"), ("Cache-Control", "no-store")]
+        )
+        request.write(text)
+        request.finish()
+
+    def _answer_live(self, request: HTTPRequest) -> None:
+        self._answer(request, 200, b"ok\n")
+
+    def _answer_ready(self, request: HTTPRequest) -> None:
+        if self.ready:
+            self._answer(request, 200, b"ready\n")
+        else:
+            self._answer(request, 503, b"draining\n")
 
     # -- sockets ------------------------------------------------------------------
 
@@ -263,6 +323,7 @@ class HTTPServer:
         (``drain_grace``) in which a request that was already on its way is
         still answered, then close.
         """
+        self.ready = False
         self.accept_queued()
         self.stop()
         for conn in list(self._connections):
@@ -339,3 +400,26 @@ class HTTPServer:
             self._sweeper = None
             return
         self._schedule_sweep()
+
+
+def _parse_networks(
+    value: str | Iterable[str] | None,
+) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network] | None:
+    """``"127.0.0.1,10.0.0.0/8"`` or a list -> networks; ``"*"``/None -> None (all)."""
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else list(value)
+    networks = []
+    for item in items:
+        item = item.strip()
+        if not item:
+            continue
+        if item == "*":
+            return None
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(
+                f"forwarded_allow_ips: {item!r} is not an IP address or network"
+            ) from None
+    return networks

@@ -74,8 +74,18 @@ def attach(
 
     def graceful_stop() -> None:
         log.info("worker %d (pid %d): graceful stop", ctx.index, os.getpid())
-        server.drain()
+        server.set_not_ready()
+        # The master kills at graceful_timeout; close what is left just before.
         give_up = aloop.time() + max(ctx.graceful_timeout - 0.5, 0.1)
+        if server.drain_delay > 0:
+            # Keep serving (readiness says 503) so the load balancer takes
+            # this instance out before its listeners close.
+            aloop.call_later(server.drain_delay, drain, give_up)
+        else:
+            drain(give_up)
+
+    def drain(give_up: float) -> None:
+        server.drain()
 
         def check() -> None:
             if server.connection_count == 0 and not server.accepting_queued:
