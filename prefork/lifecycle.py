@@ -1,0 +1,170 @@
+"""The worker's side of the process-model contract, on an asyncio event loop.
+
+Every kind of worker (the HTTP server, a test app) does the same things to be
+supervised well, so they live here, free of HTTP:
+
+* die with the master: ``PR_SET_PDEATHSIG(SIGTERM)`` then, at once, a
+  ``getppid()`` check (the master may have died before the prctl), and the
+  same check on every heartbeat;
+* a heartbeat written *by the event loop* (a loop timer, not a thread), so a
+  worker whose loop is blocked stops beating and is seen as hung;
+* signals: TERM = graceful stop, QUIT and INT = fast stop (Ctrl-C reaches the
+  whole process group), USR1 = reopen log files, ABRT = dump every thread's
+  Python traceback to stderr even if the loop is blocked (``faulthandler``),
+  after which the process ends; the master sends ABRT to a hung worker,
+  then SIGKILL;
+* readiness: ``mark_ready()`` flips the slot and wakes the master through
+  the notify pipe, which gates reloads and recycles;
+* ``max_requests``: ``request_done()`` counts, and at the limit asks the
+  master to recycle this worker. The master starts the replacement, waits
+  until it is ready, then sends TERM, which calls ``graceful_stop``. That
+  way capacity never dips and at most one worker recycles at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import faulthandler
+import logging
+import os
+import signal
+from collections.abc import Callable
+
+from prefork.process import reopen_log_files, set_parent_death_signal
+from prefork.scoreboard import WorkerContext
+
+__all__ = ["WorkerLifecycle", "install"]
+
+log = logging.getLogger("prefork.worker")
+
+
+class WorkerLifecycle:
+    """What ``install`` returns: the hooks a worker calls as it runs."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        ctx: WorkerContext,
+        graceful_stop: Callable[[], None],
+        fast_stop: Callable[[], None],
+        reopen_logs: Callable[[], None] | None,
+    ) -> None:
+        self.loop = loop
+        self.ctx = ctx
+        self._graceful_stop = graceful_stop
+        self._fast_stop = fast_stop
+        self._reopen_logs = reopen_logs
+        self._requests = 0
+        self._recycle_asked = False
+        self._timer: asyncio.TimerHandle | None = None
+        self.stopping: str | None = None  # None, "graceful" or "fast"
+
+    # -- called by the worker -------------------------------------------------
+    def mark_ready(self) -> None:
+        """The worker is accepting: tell the master now rather than at its next tick."""
+        self.ctx.slot.set_ready()
+        self._notify()
+
+    def request_done(self) -> None:
+        """Count one finished request; at ``max_requests`` ask the master for a recycle.
+
+        The master answers with TERM once the replacement is ready (that TERM
+        calls ``graceful_stop``). If the master is gone, stop at once instead.
+        """
+        self._requests += 1
+        limit = self.ctx.max_requests
+        if limit <= 0 or self._recycle_asked or self._requests < limit:
+            return
+        self._recycle_asked = True
+        if self.ctx.notify_fd < 0 or os.getppid() != self.ctx.master_pid:
+            self.graceful_stop()
+            return
+        self.ctx.slot.request_recycle()
+        self._notify()
+
+    def graceful_stop(self) -> None:
+        """Start a graceful stop once; later calls do nothing."""
+        if self.stopping is not None:
+            return
+        self.stopping = "graceful"
+        self.ctx.slot.set_draining()
+        self._graceful_stop()
+
+    def fast_stop(self) -> None:
+        """Start a fast stop (also after a graceful one began); later calls do nothing."""
+        if self.stopping == "fast":
+            return
+        self.stopping = "fast"
+        self.ctx.slot.set_draining()
+        self._fast_stop()
+
+    def close(self) -> None:
+        """Stop the heartbeat and remove the signal handlers (before the loop closes)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for sig in _HANDLED:
+            try:
+                self.loop.remove_signal_handler(sig)
+            except (RuntimeError, ValueError):
+                pass
+
+    # -- internals -------------------------------------------------------------
+    def _notify(self) -> None:
+        if self.ctx.notify_fd < 0:
+            return
+        try:
+            os.write(self.ctx.notify_fd, b"!")
+        except OSError:  # pipe full (the master will see the slot on its tick) or gone
+            pass
+
+    def _beat(self) -> None:
+        self.ctx.slot.heartbeat()
+        if os.getppid() != self.ctx.master_pid and self.stopping is None:
+            log.warning("worker %d: master %d is gone, stopping", os.getpid(), self.ctx.master_pid)
+            self.graceful_stop()
+        self._timer = self.loop.call_later(self.ctx.heartbeat_interval, self._beat)
+
+    def _on_usr1(self) -> None:
+        if self._reopen_logs is not None:
+            self._reopen_logs()
+        else:
+            reopen_log_files()
+
+
+_HANDLED = (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT, signal.SIGUSR1)
+
+
+def install(
+    loop: asyncio.AbstractEventLoop,
+    ctx: WorkerContext,
+    *,
+    graceful_stop: Callable[[], None],
+    fast_stop: Callable[[], None],
+    reopen_logs: Callable[[], None] | None = None,
+) -> WorkerLifecycle:
+    """Wire a worker's event loop to the master. Call it in the worker, on its loop's thread.
+
+    ``graceful_stop``: stop accepting (after accepting what is queued), finish
+    in-flight requests with ``Connection: close``, close idle keep-alive
+    connections after a short grace, then let the process exit.
+    ``fast_stop``: close everything now and exit. Each is called at most once.
+    ``reopen_logs`` defaults to reopening every ``logging.FileHandler``.
+    Call ``mark_ready()`` on the result once the sockets are being served.
+    """
+    lc = WorkerLifecycle(loop, ctx, graceful_stop, fast_stop, reopen_logs)
+    set_parent_death_signal(signal.SIGTERM)
+    if not faulthandler.is_enabled():
+        # SIGABRT cannot be faulthandler.register()ed; enable() covers it (and
+        # SIGSEGV & co.): traceback of every thread, then the default action.
+        faulthandler.enable(all_threads=True)
+    loop.add_signal_handler(signal.SIGTERM, lc.graceful_stop)
+    loop.add_signal_handler(signal.SIGQUIT, lc.fast_stop)
+    loop.add_signal_handler(signal.SIGINT, lc.fast_stop)
+    loop.add_signal_handler(signal.SIGUSR1, lc._on_usr1)
+    ctx.slot.heartbeat()
+    lc._timer = loop.call_later(ctx.heartbeat_interval, lc._beat)
+    if os.getppid() != ctx.master_pid:
+        # The master died before PR_SET_PDEATHSIG was set: the signal will never come.
+        loop.call_soon(lc.graceful_stop)
+    return lc

@@ -1,0 +1,663 @@
+"""The master: forks workers onto shared listening sockets and keeps them alive.
+
+It knows nothing of HTTP. A worker is "a function that serves these sockets
+until told to stop" (``worker_entry``), or, with no entry, whatever code runs
+after ``Master.run()`` returns in the child (how ``HTTPServer.start(n)`` works).
+
+The loop is single-threaded and never blocks for long. Signal handlers do
+nothing but let ``signal.set_wakeup_fd`` write the signal number into a pipe,
+so every delivered signal is handled once, in order, in the loop. Waiting for
+a worker to boot or to drain is state that the loop looks at on every pass
+(at most every 0.1 s), never a blocking call. Children are reaped with
+``waitpid(-1, WNOHANG)`` in the loop, unknown ones too (safe as PID 1).
+
+Signals: TERM graceful stop; INT, QUIT fast stop; HUP reload (``reload_hook``)
+then roll the workers one at a time, each old worker retired only once its
+replacement is ready; TTIN/TTOU one worker more/fewer (the oldest retires);
+USR1 reopen log files here and in every worker; USR2 exec a new master that
+inherits the sockets, and retire this one once the new one's workers are ready.
+See ``prefork.lifecycle`` for the worker's half of the contract.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import selectors
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from prefork import process, scoreboard
+from prefork.children import Backoff, MemoryWatch, Worker
+from prefork.process import WORKER_BOOT_ERROR, check_no_event_loop, describe_status, sd_notify
+from prefork.scoreboard import Scoreboard, SlotState, WorkerContext
+from prefork.upgrade import MASTER_PID_ENV, Upgrade
+
+__all__ = ["MASTER_PID_ENV", "Master", "check_no_event_loop", "fork_workers"]
+
+log = logging.getLogger("prefork.master")
+
+TICK = 0.1  # seconds between checks of heartbeats, deadlines and back-off timers
+FAST_STOP_TIMEOUT = 2.0  # deadline of INT/QUIT before leftovers are killed
+
+_SIGNALS = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGHUP,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGCHLD,
+)
+
+
+class _InChild(BaseException):
+    """Raised in a freshly forked child to unwind the master loop up to ``run()``."""
+
+    def __init__(self, ctx: WorkerContext) -> None:
+        self.ctx = ctx
+
+
+class Master:
+    """Supervises ``workers`` forked workers sharing ``sockets``. See the module docstring.
+
+    Settings are public attributes; a ``reload_hook`` may change them (they
+    apply to workers forked after it). ``reload_hook`` runs in the master on
+    HUP; if it raises, the old configuration stays and one line is logged.
+    """
+
+    def __init__(
+        self,
+        sockets: Sequence[socket.socket] | None = None,
+        *,
+        bind: Sequence[str] = (),
+        workers: int | None = 0,
+        worker_entry: Callable[[WorkerContext], None] | None = None,
+        timeout: float = 30.0,
+        boot_timeout: float = 60.0,
+        graceful_timeout: float = 30.0,
+        max_requests: int = 0,
+        max_requests_jitter: int = 0,
+        max_memory: int = 0,
+        pidfile: str | None = None,
+        reload_hook: Callable[[], object] | None = None,
+        reexec_argv: Sequence[str] | None = None,
+        proc_name: str = "prefork",
+        backlog: int = 2048,
+        reuse_port: bool = False,
+        unix_mode: int = 0o600,
+        unix_owner: tuple[int, int] | None = None,
+        scoreboard_path: str | None = None,
+        pre_fork_checks: Sequence[Callable[[], None]] = (),
+    ) -> None:
+        if timeout <= 0 or boot_timeout <= 0 or graceful_timeout < 0:
+            raise ValueError("timeout and boot_timeout must be > 0, graceful_timeout >= 0")
+        self.sockets: list[socket.socket] | None = list(sockets) if sockets is not None else None
+        self.bind = list(bind)
+        #: None or <= 0: prefork.cpus.default_workers() (PREFORK_WORKERS, WEB_CONCURRENCY, CPUs)
+        self.workers = workers if workers and workers > 0 else 0
+        self.worker_entry = worker_entry
+        self.timeout = timeout
+        self.boot_timeout = boot_timeout
+        self.graceful_timeout = graceful_timeout
+        self.max_requests = max_requests
+        self.max_requests_jitter = max_requests_jitter
+        self.max_memory = max_memory
+        self.pidfile = pidfile
+        self.reload_hook = reload_hook
+        # sys.orig_argv keeps "-m module", which sys.argv loses.
+        self.reexec_argv = list(reexec_argv or [sys.executable, *sys.orig_argv[1:]])
+        self.proc_name = proc_name
+        self.backlog = backlog
+        self.reuse_port = reuse_port
+        self.unix_mode = unix_mode
+        self.unix_owner = unix_owner
+        self.scoreboard_path = scoreboard_path
+        self.pre_fork_checks = list(pre_fork_checks)
+
+        self.pid = os.getpid()
+        self.scoreboard: Scoreboard | None = None
+        self._workers: dict[int, Worker] = {}
+        self._target = 0
+        self._workers_setting = 0
+        self._generation = 1
+        self._free_slots: list[int] = []
+        self._backoff: dict[int, Backoff] = {}
+        self._forks = 0
+        self._ever_ready = False
+        self._announced_ready = False
+        self._hold_spawns = False
+        self._last_boot_status: int | None = None
+        self._stopping: str | None = None
+        self._stop_deadline = 0.0
+        self._killed_leftovers = False
+        self._exit_status = 0
+        self._reloading = False
+        self._roll_aborted_gen = 0
+        self._replace_fails = 0
+        self._replace_retry_at = 0.0
+        self._memory = MemoryWatch()
+        self._upgrade: Upgrade | None = None
+        self._orig_handlers: dict[int, Any] = {}
+        self._selector: selectors.BaseSelector | None = None
+        self._wake_r = self._wake_w = self._notify_r = self._notify_w = -1
+
+    # ------------------------------------------------------------------ public
+    def open_sockets(self) -> list[socket.socket]:
+        """The listening sockets: given, inherited (PREFORK_FDS, LISTEN_FDS) or bound.
+
+        Sockets handed over by a previous master (USR2) or by systemd win over
+        ``bind``: they are already bound to the configured addresses.
+        """
+        from prefork import sockets as sk
+
+        if self.sockets is None:
+            inherited = sk.sockets_from_environment()
+            source = sk.INHERIT_ENV
+            if not inherited:
+                inherited, source = sk.systemd_listen_fds(), "LISTEN_FDS"
+            if inherited:
+                log.info("using %d listening socket(s) from %s", len(inherited), source)
+                self.sockets = inherited
+            elif self.bind:
+                self.sockets = sk.listeners_from_specs(
+                    self.bind, self.backlog, self.reuse_port, self.unix_mode, self.unix_owner
+                )
+            else:
+                raise ValueError("no listening socket: pass sockets or bind addresses")
+        return self.sockets
+
+    @property
+    def worker_pids(self) -> list[int]:
+        return sorted(self._workers)
+
+    def run(self) -> WorkerContext:
+        """Supervise until stopped, then ``sys.exit(status)``: never returns in the master.
+
+        Exit status: 0 after a clean stop, 3 when no worker of the first
+        generation ever got ready, 1 on a runtime error. In a child with no
+        ``worker_entry`` this returns the child's WorkerContext; with an
+        entry, the child calls it and exits (0; 1 if it raised; 3 if it raised
+        before reporting ready).
+        """
+        for check in [check_no_event_loop, *self.pre_fork_checks]:
+            check()
+        try:
+            status = self._run()
+        except _InChild as child:
+            return child.ctx
+        sys.exit(status)
+
+    # ------------------------------------------------------------------ setup
+    def _setup(self) -> int | None:
+        from prefork import cpus
+
+        try:
+            self.open_sockets()
+            self._target = self.workers or cpus.default_workers(os.environ)
+            self._workers_setting = self.workers
+        except ValueError as e:
+            log.error("%s", e)
+            return 2
+        except OSError as e:
+            log.error("%s", e)
+            return 1
+        self._upgrade = Upgrade()
+        if self.pidfile:
+            other = process.read_pidfile(self.pidfile)
+            if other and other != self.pid and process.pid_is_alive(other):
+                log.error(
+                    "pidfile %s names running process %d: already running?", self.pidfile, other
+                )
+                return 1
+            process.write_pidfile(self.pidfile)
+        capacity = max(128, 4 * self._target + 32)
+        self.scoreboard = Scoreboard(capacity, self.scoreboard_path)
+        self._free_slots = list(range(capacity))
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._notify_r, self._notify_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._wake_r, selectors.EVENT_READ)
+        self._selector.register(self._notify_r, selectors.EVENT_READ)
+        for sig in _SIGNALS:
+            self._orig_handlers[sig] = signal.getsignal(sig)
+            signal.signal(sig, _ignore_in_python)
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        process.set_proc_title(f"{self.proc_name}: master")
+        assert self.sockets is not None
+        from prefork.sockets import describe_socket
+
+        log.info(
+            "master %d listening on %s, %d worker(s)",
+            self.pid,
+            ", ".join(describe_socket(s) for s in self.sockets),
+            self._target,
+        )
+        return None
+
+    def _run(self) -> int:
+        failed = self._setup()
+        if failed is not None:
+            return failed
+        try:
+            while True:
+                now = time.monotonic()
+                self._reap(now)
+                self._check_workers(now)
+                if self._stopping is not None:
+                    if not self._workers:
+                        break
+                    self._enforce_stop_deadline(now)
+                elif not self._ever_ready and not self._workers and self._hold_spawns:
+                    log.error(
+                        "worker failed to boot (%s); see its error above",
+                        describe_status(self._last_boot_status or 0),
+                    )
+                    self._exit_status = 3
+                    break
+                else:
+                    self._manage(now)
+                self._wait()
+        except _InChild:
+            raise
+        except Exception:
+            log.exception("master failed; stopping the workers")
+            for pid in self._workers:
+                process.kill_quietly(pid, signal.SIGTERM)
+            self._exit_status = 1
+        self._cleanup()
+        return self._exit_status
+
+    def _cleanup(self) -> None:
+        signal.set_wakeup_fd(-1)
+        for sig, handler in self._orig_handlers.items():
+            signal.signal(sig, handler)
+        if self._selector is not None:
+            self._selector.close()
+        for fd in (self._wake_r, self._wake_w, self._notify_r, self._notify_w):
+            os.close(fd)
+        from prefork.sockets import unlink_unix_sockets
+
+        assert self._upgrade is not None
+        if not self._upgrade.handing_over and not self._upgrade.in_progress:
+            unlink_unix_sockets(self.sockets or [])
+        for s in self.sockets or []:
+            s.close()
+        if self.pidfile:
+            process.remove_pidfile(self.pidfile + ".oldbin")
+            process.remove_pidfile(self.pidfile)
+        if self.scoreboard is not None:
+            self.scoreboard.close(unlink=True)
+        log.info("master %d exiting (status %d)", self.pid, self._exit_status)
+
+    # ------------------------------------------------------------------ events
+    def _wait(self) -> None:
+        assert self._selector is not None
+        self._selector.select(TICK)
+        signals = process.drain_fd(self._wake_r)
+        process.drain_fd(self._notify_r)
+        for signum in signals:
+            if signum != signal.SIGCHLD:
+                self._handle_signal(signum)
+
+    def _handle_signal(self, signum: int) -> None:
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = str(signum)
+        if signum == signal.SIGTERM:
+            assert self._upgrade is not None
+            self._upgrade.handing_over |= self._upgrade.in_progress
+            self._stop("graceful")
+        elif signum in (signal.SIGINT, signal.SIGQUIT):
+            self._stop("fast")
+        elif self._stopping is not None:
+            log.info("received %s while stopping: ignored", name)
+        elif signum == signal.SIGHUP:
+            self._reload()
+        elif signum == signal.SIGTTIN:
+            assert self.scoreboard is not None
+            if self._target >= self.scoreboard.capacity // 2:
+                log.warning("received SIGTTIN: already at the maximum of %d workers", self._target)
+                return
+            self._target += 1
+            log.info("received SIGTTIN: workers %d -> %d", self._target - 1, self._target)
+        elif signum == signal.SIGTTOU:
+            old = self._target
+            self._target = max(1, self._target - 1)
+            log.info("received SIGTTOU: workers %d -> %d", old, self._target)
+        elif signum == signal.SIGUSR1:
+            n = process.reopen_log_files()
+            log.info("received SIGUSR1: reopened %d log file(s); telling the workers", n)
+            for w in self._workers.values():
+                if w.ready_at is not None:
+                    process.kill_quietly(w.pid, signal.SIGUSR1)
+                else:
+                    w.usr1_pending = True
+        elif signum == signal.SIGUSR2:
+            assert self._upgrade is not None and self.sockets is not None
+            self._upgrade.start(
+                self.sockets, self.reexec_argv, self.pidfile, self._orig_handlers, _SIGNALS
+            )
+
+    def _stop(self, kind: str) -> None:
+        now = time.monotonic()
+        if self._stopping == "fast" or self._stopping == kind:
+            log.info("already stopping (%s)", self._stopping)
+            return
+        self._stopping = kind
+        if kind == "graceful":
+            self._stop_deadline = now + self.graceful_timeout
+            handing_over = self._upgrade is not None and self._upgrade.handing_over
+            what = "handing over to the new master" if handing_over else "graceful stop"
+            log.info(
+                "%s: %d worker(s) finishing within %g s",
+                what,
+                len(self._workers),
+                self.graceful_timeout,
+            )
+        else:
+            self._stop_deadline = min(self._stop_deadline or now + 3600, now + FAST_STOP_TIMEOUT)
+            log.info("fast stop: %d worker(s)", len(self._workers))
+        sd_notify("STOPPING=1")
+        for w in self._workers.values():
+            booting = w.ready_at is None
+            w.retiring = "stop"
+            process.kill_quietly(
+                w.pid, signal.SIGTERM if kind == "graceful" or booting else signal.SIGQUIT
+            )
+
+    def _enforce_stop_deadline(self, now: float) -> None:
+        if now < self._stop_deadline or self._killed_leftovers:
+            return
+        self._killed_leftovers = True
+        log.warning(
+            "%d worker(s) still running after the stop deadline: SIGKILL %s",
+            len(self._workers),
+            " ".join(map(str, self._workers)),
+        )
+        for pid in self._workers:
+            process.kill_quietly(pid, signal.SIGKILL)
+
+    def _reload(self) -> None:
+        log.info("received SIGHUP: reloading")
+        sd_notify(
+            f"RELOADING=1\nMONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}"
+        )
+        if self.reload_hook is not None:
+            try:
+                self.reload_hook()
+            except Exception as e:
+                log.error(
+                    "reload failed, keeping the old configuration: %s: %s", type(e).__name__, e
+                )
+                sd_notify("READY=1")
+                return
+        if self.workers != self._workers_setting:
+            from prefork import cpus
+
+            self._workers_setting = self.workers
+            old, self._target = self._target, self.workers or cpus.default_workers(os.environ)
+            log.info("workers %d -> %d (from the reloaded configuration)", old, self._target)
+        self._generation += 1
+        self._reloading = True
+
+    # ------------------------------------------------------------------ reaping
+    def _reap(self, now: float) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if self._upgrade is not None and pid == self._upgrade.child_pid:
+                self._upgrade.child_exited(status, self.pidfile)
+                continue
+            w = self._workers.pop(pid, None)
+            if w is None:
+                log.info("reaped unknown child %d (%s)", pid, describe_status(status))
+                continue
+            w.slot.clear()
+            self._free_slots.append(w.slot.number)
+            self._worker_exited(w, status, now)
+
+    def _worker_exited(self, w: Worker, status: int, now: float) -> None:
+        how = describe_status(status)
+        for other in self._workers.values():
+            if other.replaces is w:  # its replacement takes the position now
+                other.replaces = None
+        if w.retiring:
+            stop_signals = (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT)
+            fine = (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0) or (
+                os.WIFSIGNALED(status) and os.WTERMSIG(status) in stop_signals
+            )
+            (log.info if fine else log.warning)("%s exited (%s)", w, how)
+            return
+        if w.replaces is not None:
+            log.error(
+                "%s failed to boot (%s): %s aborted, keeping pid %d",
+                w,
+                how,
+                w.purpose,
+                w.replaces.pid,
+            )
+            self._replacement_failed(w, now)
+            return
+        if w.ready_at is None:
+            log.error("%s failed to boot (%s)", w, how)
+            if not self._ever_ready:
+                self._last_boot_status = status
+                boot_error = os.WIFEXITED(status) and os.WEXITSTATUS(status) == WORKER_BOOT_ERROR
+                if boot_error or self._forks >= 2 * self._target - 1:
+                    self._hold_spawns = True
+        else:
+            log.error("%s died (%s) after %.1f s", w, how, now - w.forked_at)
+        self._backoff.setdefault(w.index, Backoff()).failed(now, w.ready_at, w.index)
+        self._backoff[w.index].died_at = now
+
+    def _replacement_failed(self, w: Worker, now: float) -> None:
+        if self._reloading and w.purpose == "reload":
+            self._roll_aborted_gen = self._generation
+            self._reloading = False
+            sd_notify("READY=1")
+        self._replace_fails += 1
+        self._replace_retry_at = now + min(30.0, 0.5 * 2 ** (self._replace_fails - 1))
+
+    # ------------------------------------------------------------------ checks
+    def _check_workers(self, now: float) -> None:
+        for w in list(self._workers.values()):
+            state = w.slot.state
+            if w.ready_at is None and w.slot.booted:
+                w.ready_at = now
+                self._on_ready(w, now)
+            if state == SlotState.DRAINING and not w.retiring and self._stopping is None:
+                log.info("%s is draining on its own: starting its replacement", w)
+                w.retiring = "self"
+                w.kill_at = now + self.graceful_timeout
+                if w.replaces is not None:
+                    w.replaces = None
+                    self._replacement_failed(w, now)
+            w.check_deadlines(now, self.timeout, self.boot_timeout)
+
+    def _on_ready(self, w: Worker, now: float) -> None:
+        assert self.scoreboard is not None
+        if not self._ever_ready:
+            self._ever_ready = True
+            self._hold_spawns = False
+            self.scoreboard.set_ever_ready()
+        if w.usr1_pending:
+            process.kill_quietly(w.pid, signal.SIGUSR1)
+        backoff = self._backoff.get(w.index)
+        if backoff is not None and backoff.died_at is not None:
+            log.info(
+                "%s ready: accepting %.1f ms after its predecessor died",
+                w,
+                (now - backoff.died_at) * 1000,
+            )
+            backoff.died_at = None
+        else:
+            log.info("%s ready in %.1f ms", w, (now - w.forked_at) * 1000)
+        old = w.replaces
+        if old is not None:
+            w.replaces = None
+            self._replace_fails = 0
+            if old.pid in self._workers and not old.retiring:
+                self._retire(old, w.purpose, now)
+        if not self._announced_ready and self._count_ready() >= self._target:
+            self._announced_ready = True
+            log.info("all %d worker(s) ready", self._target)
+            sd_notify(f"READY=1\nSTATUS={self._target} workers")
+            assert self._upgrade is not None
+            self._upgrade.promote()
+        if self._reloading and not self._roll_candidates() and not self._replacement_booting():
+            self._reloading = False
+            log.info("reload complete: generation %d", self._generation)
+            sd_notify("READY=1")
+
+    # ------------------------------------------------------------------ management
+    def _active(self) -> list[Worker]:
+        return [w for w in self._workers.values() if not w.retiring and w.replaces is None]
+
+    def _count_ready(self) -> int:
+        return sum(1 for w in self._active() if w.ready_at is not None)
+
+    def _replacement_booting(self) -> Worker | None:
+        return next((w for w in self._workers.values() if w.replaces is not None), None)
+
+    def _roll_candidates(self) -> list[Worker]:
+        if self._roll_aborted_gen == self._generation:
+            return []
+        old = [w for w in self._active() if w.generation < self._generation]
+        return sorted(old, key=lambda w: w.forked_at)
+
+    def _manage(self, now: float) -> None:
+        active = self._active()
+        if len(active) < self._target and not (self._hold_spawns and not self._ever_ready):
+            used = {w.index for w in active} | {
+                w.index for w in self._workers.values() if w.replaces is not None
+            }
+            free = [i for i in range(len(self._workers) + self._target + 1) if i not in used]
+            for index in free[: self._target - len(active)]:
+                backoff = self._backoff.get(index)
+                if backoff is None or now >= backoff.next_at:
+                    restart = backoff is not None and backoff.died_at is not None
+                    self._spawn(index, "restart" if restart else "start", now)
+        elif len(active) > self._target:
+            pending = {id(w.replaces) for w in self._workers.values() if w.replaces is not None}
+            candidates = [w for w in active if id(w) not in pending]
+            if candidates:
+                self._retire(min(candidates, key=lambda w: w.forked_at), "scale down", now)
+        if self._replacement_booting() is not None or now < self._replace_retry_at:
+            return
+        if not self._ever_ready or self._count_ready() < len(self._active()):
+            return  # roll and recycle only a fully booted set
+        roll = self._roll_candidates()
+        if roll:
+            self._spawn(roll[0].index, "reload", now, replaces=roll[0])
+            return
+        if self._reloading:
+            self._reloading = False
+            log.info("reload complete: generation %d", self._generation)
+            sd_notify("READY=1")
+        if any(w.retiring == "recycle" for w in self._workers.values()):
+            return  # one recycle at a time, drain included
+        victim = self._recycle_candidate(now)
+        if victim is not None:
+            self._spawn(victim.index, "recycle", now, replaces=victim)
+
+    def _recycle_candidate(self, now: float) -> Worker | None:
+        active = [w for w in self._active() if w.ready_at is not None]
+        asked = [w for w in active if w.slot.recycle_requested]
+        if asked:
+            w = min(asked, key=lambda w: w.forked_at)
+            log.info("%s reached max_requests (%d served): recycling", w, w.slot.requests)
+            return w
+        if self.max_memory <= 0:
+            return None
+        return self._memory.largest_over(self.max_memory, active, now)
+
+    def _retire(self, w: Worker, why: str, now: float) -> None:
+        log.info("retiring %s (%s)", w, why)
+        w.retiring = "recycle" if why == "recycle" else why
+        w.kill_at = now + self.graceful_timeout
+        process.kill_quietly(w.pid, signal.SIGTERM)
+
+    def _spawn(self, index: int, purpose: str, now: float, replaces: Worker | None = None) -> None:
+        assert self.scoreboard is not None and self.sockets is not None
+        if not self._free_slots:
+            log.error("no free scoreboard slot for worker %d; will retry", index)
+            self._backoff.setdefault(index, Backoff()).next_at = now + 1.0
+            return
+        slot = self.scoreboard.slots[self._free_slots.pop(0)]
+        slot.reset(0, self._generation, index)
+        limit = self.max_requests
+        if limit > 0 and self.max_requests_jitter > 0:
+            limit += random.randint(0, self.max_requests_jitter)
+        ctx = WorkerContext(
+            index=index,
+            generation=self._generation,
+            sockets=list(self.sockets),
+            slot=slot,
+            master_pid=self.pid,
+            heartbeat_interval=min(1.0, self.timeout / 4),
+            max_requests=limit,
+            graceful_timeout=self.graceful_timeout,
+            notify_fd=self._notify_w,
+        )
+        try:
+            pid = process.fork_with_signals_blocked(_SIGNALS)
+        except OSError as e:
+            log.error("fork failed: %s; will retry", e)
+            self._free_slots.append(slot.number)
+            self._backoff.setdefault(index, Backoff()).next_at = now + 1.0
+            return
+        if pid == 0:
+            self._become_worker(ctx)
+        slot.set_pid(pid)
+        self._forks += 1
+        w = Worker(pid, index, slot, self._generation, now, purpose, replaces)
+        self._workers[pid] = w
+        log.info("booting %s (%s)", w, purpose)
+
+    def _become_worker(self, ctx: WorkerContext) -> None:
+        """In the child: clean up, then run the entry (and exit) or unwind to run()."""
+        try:
+            scoreboard._set_task_id(ctx.index)
+            master_fds = [self._wake_r, self._wake_w, self._notify_r]
+            if self._selector is not None:
+                self._selector.close()
+            process.after_fork_in_child(
+                self._orig_handlers, master_fds, f"{self.proc_name}: worker {ctx.index}"
+            )
+            ctx.slot.set_pid(os.getpid())
+            self._workers = {}
+        except BaseException:
+            os._exit(1)
+        if self.worker_entry is None:
+            raise _InChild(ctx)
+        assert self.scoreboard is not None
+        process.run_worker_entry(self.worker_entry, ctx, self.scoreboard)
+
+
+def fork_workers(
+    sockets: Sequence[socket.socket], workers: int | None = 0, **settings: Any
+) -> WorkerContext:
+    """Fork ``workers`` children supervised by a Master; return the WorkerContext in each child.
+
+    Like tornado's ``fork_processes`` but with a real supervisor: in the
+    parent this never returns (it exits when the master stops). Nothing may
+    have created an event loop before the call.
+    """
+    return Master(sockets, workers=workers, worker_entry=None, **settings).run()
+
+
+def _ignore_in_python(signum: int, frame: object) -> None:
+    """Python-level handler: nothing to do, the wakeup fd already carries the signal."""
