@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from prefork.config import SETTINGS, Config, ConfigError
+from prefork.privileges import drop_privileges, resolve_group, resolve_user
 
 __all__ = ["load_app", "main"]
 
@@ -152,6 +153,7 @@ class _Service:
         self.config = config
         self.app = app  # imported in the master with --preload, else None
         self.ssl_options = _ssl_options(config)
+        self.uid, self.gid = _credentials(config)
 
     def server_factory(self, app: Callable[..., Any]) -> Any:
         from prefork.worker.httpserver import HTTPServer
@@ -166,6 +168,11 @@ class _Service:
             no_keep_alive=not keep_alive,
             xheaders=config.xheaders,  # type: ignore[attr-defined]
             ssl_options=self.ssl_options,
+            forwarded_allow_ips=config.forwarded_allow_ips,  # type: ignore[attr-defined]
+            proxy_protocol=config.proxy_protocol,  # type: ignore[attr-defined]
+            health_live_path=config.health_live_path,  # type: ignore[attr-defined]
+            health_ready_path=config.health_ready_path,  # type: ignore[attr-defined]
+            drain_delay=config.drain_delay,  # type: ignore[attr-defined]
             **settings,
         )
 
@@ -174,6 +181,7 @@ class _Service:
         from prefork.worker.ioloop import IOLoop
         from prefork.worker.runner import attach
 
+        drop_privileges(self.uid, self.gid)
         app = self.app
         if app is None:
             try:
@@ -185,6 +193,16 @@ class _Service:
         server.add_sockets(ctx.sockets)
         attach(server, ctx)
         IOLoop.current().start()
+
+
+def _credentials(config: Config) -> tuple[int | None, int | None]:
+    """--user / --group as numbers (validated when the settings are loaded)."""
+    uid = gid = None
+    if config.user:  # type: ignore[attr-defined]
+        uid, gid = resolve_user(config.user)  # type: ignore[attr-defined]
+    if config.group:  # type: ignore[attr-defined]
+        gid = resolve_group(config.group)  # type: ignore[attr-defined]
+    return uid, gid
 
 
 def _check(config: Config) -> Callable[..., Any] | None:
@@ -230,11 +248,21 @@ def _run(config: Config, app: Callable[..., Any] | None, cli: dict[str, Any]) ->
     from prefork.master import Master
     from prefork.sockets import listeners_from_specs, sockets_from_environment, systemd_listen_fds
 
+    if config.umask is not None:  # type: ignore[attr-defined]
+        os.umask(config.umask)  # type: ignore[attr-defined]
+    uid, gid = _credentials(config)
     try:
         # Inherited sockets win: a USR2 upgrade or systemd socket activation.
         sockets = sockets_from_environment() or systemd_listen_fds()
         if not sockets:
-            sockets = listeners_from_specs(config.bind, reuse_port=config.reuse_port)  # type: ignore[attr-defined]
+            sockets = listeners_from_specs(
+                config.bind,  # type: ignore[attr-defined]
+                reuse_port=config.reuse_port,  # type: ignore[attr-defined]
+                unix_mode=config.unix_socket_mode,  # type: ignore[attr-defined]
+                unix_owner=(uid if uid is not None else -1, gid if gid is not None else -1)
+                if uid is not None or gid is not None
+                else None,
+            )
     except (OSError, ValueError) as exc:
         _fail(f"--bind: {getattr(exc, 'strerror', None) or exc}")
     service = _Service(config, app)

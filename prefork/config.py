@@ -113,6 +113,21 @@ def _binds(value: Any) -> list[str]:
     return specs
 
 
+def _octal(value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        try:
+            number = int(str(value), 8)
+        except ValueError:
+            raise ValueError(f"expected an octal number such as 027, got {value!r}") from None
+    if not 0 <= number <= 0o777:
+        raise ValueError(f"must be between 000 and 777, got {value!r}")
+    return number
+
+
 def _workers(value: Any) -> int | None:
     if value is None or value == "":
         return None
@@ -265,6 +280,63 @@ SETTINGS: tuple[Setting, ...] = (
         metavar="LEVEL",
     ),
     Setting(
+        "forwarded_allow_ips",
+        str,
+        "127.0.0.1,::1",
+        "comma-separated IPs/networks whose X-Forwarded-* and PROXY headers are trusted ('*': all)",
+        metavar="IPS",
+    ),
+    Setting(
+        "proxy_protocol",
+        _bool,
+        False,
+        "expect a PROXY protocol v1/v2 header from trusted peers (others are refused)",
+        flag=True,
+    ),
+    Setting(
+        "health_live_path",
+        _optional_path,
+        None,
+        "answer this path with 200 before the application (liveness)",
+        metavar="PATH",
+    ),
+    Setting(
+        "health_ready_path",
+        _optional_path,
+        None,
+        "answer this path with 200, or 503 while draining (readiness)",
+        metavar="PATH",
+    ),
+    Setting(
+        "drain_delay",
+        _number(float, 0.0),
+        0.0,
+        "seconds a stopping worker keeps serving with readiness 503 before it closes its listeners",
+        metavar="SECONDS",
+    ),
+    Setting(
+        "user",
+        _optional_path,
+        None,
+        "run workers as this user (name or uid) after binding",
+        metavar="USER",
+    ),
+    Setting(
+        "group",
+        _optional_path,
+        None,
+        "run workers as this group (name or gid) after binding",
+        metavar="GROUP",
+    ),
+    Setting("umask", _octal, None, "process umask, in octal (e.g. 027)", metavar="MASK"),
+    Setting(
+        "unix_socket_mode",
+        _octal,
+        0o600,
+        "mode of unix sockets bound by --bind unix:PATH, in octal",
+        metavar="MODE",
+    ),
+    Setting(
         "preload",
         _bool,
         False,
@@ -301,6 +373,24 @@ class Config:
         self._check_combinations()
 
     def _check_combinations(self) -> None:
+        from prefork.privileges import resolve_group, resolve_user
+
+        try:
+            if self.user:  # type: ignore[attr-defined]
+                resolve_user(self.user)  # type: ignore[attr-defined]
+        except ValueError as exc:
+            raise ConfigError("user", str(exc)) from None
+        try:
+            if self.group:  # type: ignore[attr-defined]
+                resolve_group(self.group)  # type: ignore[attr-defined]
+        except ValueError as exc:
+            raise ConfigError("group", str(exc)) from None
+        try:
+            from prefork.worker.httpserver import _parse_networks
+
+            _parse_networks(self.forwarded_allow_ips)  # type: ignore[attr-defined]
+        except ValueError as exc:
+            raise ConfigError("forwarded_allow_ips", str(exc).split(": ", 1)[-1]) from None
         if (self.keyfile or self.ca_certs) and not self.certfile:  # type: ignore[attr-defined]
             raise ConfigError("certfile", "is required when --keyfile or --ca-certs is given")
         if self.cert_reqs != "none" and not self.ca_certs:  # type: ignore[attr-defined]
