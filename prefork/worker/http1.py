@@ -275,6 +275,7 @@ class RequestParser:
         if self._pos >= len(buf):
             self._buf = data
             self._pos = 0
+            self._scanned = 0
             return
         if self._pos:
             buf = buf[self._pos :]
@@ -341,7 +342,9 @@ class RequestParser:
         if pos >= end:
             return NEED_DATA
         self.started = True
-        idx = buf.find(b"\r\n\r\n", pos)
+        # Resume the search where the last one stopped (minus a possible
+        # partial terminator), so a head trickling in stays linear.
+        idx = buf.find(b"\r\n\r\n", max(pos, self._scanned - 3))
         if idx < 0:
             self._check_incomplete_head(buf, pos, end)
             return NEED_DATA
@@ -367,12 +370,21 @@ class RequestParser:
 
     def _check_incomplete_head(self, buf: bytes | bytearray, pos: int, end: int) -> None:
         limits = self.limits
-        if end - pos > limits.max_header_size:
+        # Part of the CRLF CRLF terminator may already be here: not counted.
+        if buf.endswith(b"\r\n\r", pos):
+            partial_terminator = 3
+        elif buf.endswith(b"\r\n", pos):
+            partial_terminator = 2
+        else:
+            partial_terminator = buf.endswith(b"\r", pos)
+        if end - pos - partial_terminator > limits.max_header_size:
             raise self._fail(431, "request header block too large")
         first_line_end = buf.find(b"\n", pos)
-        if (first_line_end < 0 and end - pos > limits.max_request_line) or (
-            first_line_end - pos > limits.max_request_line
-        ):
+        if first_line_end < 0:
+            line_length = end - pos - (buf[end - 1] == 0x0D)
+        else:
+            line_length = first_line_end - pos - 1
+        if line_length > limits.max_request_line:
             raise self._fail(414, "request line too long")
         # A bare LF would leave the request waiting for a CRLF CRLF that
         # never comes: refuse it as soon as it arrives.  Only new bytes are
@@ -388,7 +400,8 @@ class RequestParser:
         self._scanned = max(end - 1, pos)
 
     def _parse_head(self, head: bytes, limits: Limits) -> RequestHead:
-        if head.count(b"\r") != head.count(b"\n"):
+        line_ends = head.count(b"\r\n")
+        if head.count(b"\r") != line_ends or head.count(b"\n") != line_ends:
             raise ProtocolError(400, "bare CR or LF in request head")
         if _FORBIDDEN_CTL.search(head) is not None:
             raise ProtocolError(400, "control character in request head")
@@ -447,7 +460,14 @@ class RequestParser:
             if not is_11:
                 raise ProtocolError(400, "Transfer-Encoding in an HTTP/1.0 request")
             if transfer_codings != ["chunked"]:
-                if transfer_codings[-1] == "chunked" or "" in transfer_codings:
+                # RFC 9112 6.3: chunked must be the final coding, else the
+                # length cannot be known (400); a coding we do not
+                # implement before it is 501 (6.1).
+                if (
+                    transfer_codings[-1] != "chunked"
+                    or transfer_codings.count("chunked") > 1
+                    or "" in transfer_codings
+                ):
                     raise ProtocolError(400, "invalid Transfer-Encoding")
                 raise ProtocolError(501, "only the chunked transfer coding is supported")
             chunked = True
@@ -519,12 +539,11 @@ class RequestParser:
             pos = self._pos
             state = self._state
             if state == _CHUNK_SIZE:
-                line_end = buf.find(b"\r\n", pos)
+                line_end = self._find_line_end(buf, pos)
                 if line_end < 0:
-                    if len(buf) - pos > limits.max_chunk_line:
+                    # The line's CR may already be here (hence the + 1).
+                    if len(buf) - pos > limits.max_chunk_line + 1:
                         raise ProtocolError(400, "chunk size line too long")
-                    if buf.find(b"\n", pos) >= 0:
-                        raise ProtocolError(400, "bare LF in chunk size line")
                     return NEED_DATA
                 if line_end - pos > limits.max_chunk_line:
                     raise ProtocolError(400, "chunk size line too long")
@@ -568,12 +587,10 @@ class RequestParser:
                 self._pos = pos + 2
                 self._state = _CHUNK_SIZE
             else:  # _TRAILERS
-                line_end = buf.find(b"\r\n", pos)
+                line_end = self._find_line_end(buf, pos)
                 if line_end < 0:
-                    if len(buf) - pos + self._trailer_bytes > limits.max_header_size:
+                    if len(buf) - pos - 1 + self._trailer_bytes > limits.max_header_size:
                         raise ProtocolError(431, "trailer section too large")
-                    if buf.find(b"\n", pos) >= 0:
-                        raise ProtocolError(400, "bare LF in trailer section")
                     return NEED_DATA
                 line = bytes(buf[pos:line_end])
                 self._pos = line_end + 2
@@ -588,6 +605,23 @@ class RequestParser:
                 if b"\r" in line or b"\n" in line or _FORBIDDEN_CTL.search(line):
                     raise ProtocolError(400, "invalid character in trailer section")
                 self._trailer_lines.append(line)
+
+    def _find_line_end(self, buf: bytes | bytearray, pos: int) -> int:
+        """Index of the CRLF ending the line at ``pos``, or -1 (more needed).
+
+        Only bytes not seen before are scanned, so a long line arriving byte
+        by byte costs linear time; a bare LF is refused as soon as it comes.
+        """
+        start = max(pos, self._scanned - 1)
+        line_end = buf.find(b"\r\n", start)
+        lf = buf.find(b"\n", start, line_end if line_end >= 0 else len(buf))
+        if lf >= 0:
+            raise ProtocolError(400, "bare LF in chunked body framing")
+        if line_end < 0:
+            self._scanned = len(buf)
+        else:
+            self._scanned = line_end + 2
+        return line_end
 
     def _parse_trailers(self) -> list[tuple[str, str]]:
         return _parse_field_lines(self._trailer_lines, self.limits, "trailer")
@@ -658,7 +692,7 @@ class ResponseHead:
     def bodyless(self, request_method: str) -> bool:
         """True when no body may follow (RFC 9112 6.3 rules 1 and 2)."""
         status = self.status
-        return request_method == "HEAD" or status < 200 or status in (204, 304)
+        return request_method == "HEAD" or 100 <= status < 200 or status in (204, 304)
 
     def framed(self, request_method: str) -> bool:
         """True when the client can find the end of this response."""
@@ -746,7 +780,7 @@ LAST_CHUNK = b"0\r\n\r\n"
 def error_response(status: int, reason: str | None = None) -> bytes:
     """A complete, closing response for a request the server refuses."""
     reason = reason or REASONS.get(status, "Error")
-    body = f"{status} {reason}\n".encode("latin-1", "replace")
+    body = f"{status} {reason}\n".encode("utf-8", "replace")
     return (
         f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\n"
         f"Content-Type: text/plain; charset=utf-8\r\n"

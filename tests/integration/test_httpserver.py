@@ -565,10 +565,14 @@ MALFORMED = {
     ),
     "te-gzip": (
         b"POST /echo HTTP/1.1\r\n" + _H + b"Transfer-Encoding: gzip\r\n\r\nxxxxx",
-        501,
+        400,
     ),
     "te-chunked-not-last": (
         b"POST /echo HTTP/1.1\r\n" + _H + b"Transfer-Encoding: chunked, gzip\r\n\r\n",
+        400,
+    ),
+    "te-unknown-coding-before-chunked": (
+        b"POST /echo HTTP/1.1\r\n" + _H + b"Transfer-Encoding: gzip, chunked\r\n\r\n",
         501,
     ),
     "te-in-http10": (
