@@ -64,7 +64,8 @@ def load_app(spec: str) -> Callable[..., Any]:
 def _argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="prefork",
-        description="Serve MODULE:CALLABLE (a request callback) with a pre-fork master.",
+        description="Serve MODULE:CALLABLE (a request callback or a WSGI application) "
+        "with a pre-fork master.",
         epilog="Every option can also be set as PREFORK_<NAME> in the environment "
         "(PREFORK_MAX_REQUESTS=1000) or as NAME = value in a --config file. "
         "`prefork status --pidfile PATH` shows the workers of a running master.",
@@ -157,14 +158,16 @@ class _Service:
 
     def server_factory(self, app: Callable[..., Any]) -> Any:
         from prefork.worker.httpserver import HTTPServer
+        from prefork.worker.wsgi import request_callback_for
 
         config = self.config
+        callback = request_callback_for(app, config.interface, config.threads)  # type: ignore[attr-defined]
         keep_alive = config.keep_alive  # type: ignore[attr-defined]
         settings: dict[str, Any] = {}
         if keep_alive:
             settings["keep_alive_timeout"] = keep_alive
         return HTTPServer(
-            app,
+            callback,
             no_keep_alive=not keep_alive,
             xheaders=config.xheaders,  # type: ignore[attr-defined]
             ssl_options=self.ssl_options,

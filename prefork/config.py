@@ -226,6 +226,21 @@ SETTINGS: tuple[Setting, ...] = (
         metavar="SIZE",
     ),
     Setting(
+        "interface",
+        _choice("auto", "seed", "wsgi"),
+        "auto",
+        "how the application is called: seed (callback(request)), wsgi (PEP 3333 "
+        "app(environ, start_response)) or auto (from its signature)",
+        metavar="KIND",
+    ),
+    Setting(
+        "threads",
+        _number(int, 1),
+        4,
+        "WSGI: application threads per worker (1 for an application that is not thread-safe)",
+        metavar="N",
+    ),
+    Setting(
         "keep_alive",
         _number(float, 0.0),
         75.0,

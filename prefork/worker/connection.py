@@ -471,6 +471,7 @@ class HTTPConnection(asyncio.Protocol):
             lower = name.lower()
             if lower == "content-length":
                 declared = int(value) if value.strip().isdigit() else None
+                continue  # sent once, below (RFC 9110 8.6: never a duplicate)
             elif lower == "transfer-encoding":
                 continue  # the server decides the framing
             elif lower == "connection":

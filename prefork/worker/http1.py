@@ -215,6 +215,26 @@ def _parse_field_lines(lines: list[bytes], limits: Limits, what: str) -> list[tu
     return pairs
 
 
+# Header lines: "\r\n" name ":" value, up to the next line end.
+_FIELD_LINE = re.compile(rb"\r\n([^:\r\n]*):([^\r\n]*)")
+
+_KNOWN_METHODS = {
+    m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
+}
+
+# The headers that decide framing, keep-alive and 100-continue.
+_F_HOST, _F_CONNECTION, _F_CONTENT_LENGTH, _F_TRANSFER_ENCODING, _F_EXPECT = range(5)
+_FRAMING_HEADERS = {
+    "Host": _F_HOST,
+    "Connection": _F_CONNECTION,
+    "Content-Length": _F_CONTENT_LENGTH,
+    "Transfer-Encoding": _F_TRANSFER_ENCODING,
+    "Expect": _F_EXPECT,
+}
+# Host values already checked (bounded, like the name cache).
+_VALID_HOSTS: set[str] = set()
+
+
 def _split_tokens(value: str) -> list[str]:
     return [token.strip(" \t").lower() for token in value.split(",")]
 
@@ -405,48 +425,71 @@ class RequestParser:
             raise ProtocolError(400, "bare CR or LF in request head")
         if _FORBIDDEN_CTL.search(head) is not None:
             raise ProtocolError(400, "control character in request head")
-        lines = head.split(b"\r\n")
-        request_line = lines[0]
+        first_end = head.find(b"\r\n")
+        request_line = head if first_end < 0 else head[:first_end]
         if len(request_line) > limits.max_request_line:
             raise ProtocolError(414, "request line too long")
         parts = request_line.split(b" ")
         if len(parts) != 3:
             raise ProtocolError(400, "malformed request line")
         raw_method, raw_target, raw_version = parts
-        if _TOKEN.fullmatch(raw_method) is None:
-            raise ProtocolError(400, "invalid method")
+        method = _KNOWN_METHODS.get(raw_method)
+        if method is None:
+            if _TOKEN.fullmatch(raw_method) is None:
+                raise ProtocolError(400, "invalid method")
+            method = raw_method.decode("ascii")
         if _TARGET.fullmatch(raw_target) is None:
             raise ProtocolError(400, "invalid request target")
-        version_match = _VERSION.fullmatch(raw_version)
-        if version_match is None:
-            raise ProtocolError(400, "invalid HTTP version")
-        if version_match.group(1) != b"1":
-            raise ProtocolError(505, "HTTP version not supported")
-        version = "HTTP/1.1" if raw_version == b"HTTP/1.1" else raw_version.decode("ascii")
-        is_11 = version_match.group(2) != b"0"
-        headers = _parse_field_lines(lines[1:], limits, "header")
+        if raw_version == b"HTTP/1.1":
+            version = "HTTP/1.1"
+            is_11 = True
+        else:
+            version_match = _VERSION.fullmatch(raw_version)
+            if version_match is None:
+                raise ProtocolError(400, "invalid HTTP version")
+            if version_match.group(1) != b"1":
+                raise ProtocolError(505, "HTTP version not supported")
+            version = raw_version.decode("ascii")
+            is_11 = version_match.group(2) != b"0"
+        if line_ends > limits.max_headers:
+            raise ProtocolError(431, "too many header lines")
+        # One C-level scan finds every "name:value" line; a line without a
+        # colon (or an obs-fold line) makes the count differ.
+        fields = _FIELD_LINE.findall(head, first_end) if first_end >= 0 else []
+        if len(fields) != line_ends:
+            raise ProtocolError(400, "malformed header line (no colon, or obs-fold)")
+        cache = _NAME_CACHE
+        headers = [
+            (cache.get(name) or _normalize_name(name), value.strip(b" \t").decode("latin-1"))
+            for name, value in fields
+        ]
 
         content_lengths: list[str] = []
         transfer_codings: list[str] = []
         connection_tokens: list[str] = []
         hosts = 0
         expect_continue = False
+        framing = _FRAMING_HEADERS
         for name, value in headers:
-            # Only a handful of names matter for framing; compare the
-            # normalized names directly (no per-header lower()).
-            if name == "Content-Length":
-                content_lengths.extend(v.strip(" \t") for v in value.split(","))
-            elif name == "Transfer-Encoding":
-                transfer_codings.extend(_split_tokens(value))
-            elif name == "Connection":
-                connection_tokens.extend(_split_tokens(value))
-            elif name == "Host":
+            kind = framing.get(name)
+            if kind is None:
+                continue
+            if kind == _F_HOST:
                 hosts += 1
-                if _HOST.fullmatch(value) is None:
-                    raise ProtocolError(400, "invalid Host header")
-            elif name == "Expect":
-                if "100-continue" in _split_tokens(value):
-                    expect_continue = True
+                if value not in _VALID_HOSTS:
+                    if _HOST.fullmatch(value) is None:
+                        raise ProtocolError(400, "invalid Host header")
+                    if len(_VALID_HOSTS) >= _NAME_CACHE_MAX:
+                        _VALID_HOSTS.clear()
+                    _VALID_HOSTS.add(value)
+            elif kind == _F_CONNECTION:
+                connection_tokens.extend(_split_tokens(value))
+            elif kind == _F_CONTENT_LENGTH:
+                content_lengths.extend(v.strip(" \t") for v in value.split(","))
+            elif kind == _F_TRANSFER_ENCODING:
+                transfer_codings.extend(_split_tokens(value))
+            elif "100-continue" in _split_tokens(value):  # Expect
+                expect_continue = True
         if hosts > 1:
             raise ProtocolError(400, "more than one Host header")
         if is_11 and not hosts:
@@ -482,7 +525,6 @@ class RequestParser:
             if content_length > limits.max_body_size:
                 raise ProtocolError(413, "request body too large")
 
-        method = raw_method.decode("ascii")
         if is_11:
             keep_alive = "close" not in connection_tokens
         else:

@@ -1,0 +1,515 @@
+"""PEP 3333: serve a WSGI application from a worker's event loop.
+
+``HTTPServer(WSGIAdapter(app))`` serves ``app(environ, start_response)``.
+The loop thread only reads requests and writes responses; the application
+runs in a bounded thread pool of the worker, so a slow request never stalls
+the other connections or the heartbeat the master watches.
+
+Threading rule: the connection is touched on the loop thread only.  The
+application's thread hands each step (head + first chunk, a chunk, finish,
+abort) to the loop with ``call_soon_threadsafe`` and waits while more than
+``window`` bytes are handed over but not yet written to the socket: a huge
+streamed body is held back by the client's reading speed, not buffered.
+
+Framing: a body known to be complete (a list or tuple of at most one chunk,
+PEP 3333's ``len() == 1`` case) gets a Content-Length; a Content-Length set
+by the application is honoured (excess bytes are cut, a short body closes
+the connection); anything else streams chunked (HTTP/1.1) or
+close-delimited (HTTP/1.0).  Every chunk is written out at once, as PEP 3333
+requires ("must not delay the transmission of any block").
+
+``wsgi.input`` is the request body the server has already read (bounded by
+``max_body_size``); streaming it from the socket is a later step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import io
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_to_bytes, urlsplit
+
+from prefork.worker.http1 import build_response_head
+
+if TYPE_CHECKING:
+    from prefork.worker.ioloop import IOLoop
+    from prefork.worker.request import HTTPRequest
+
+__all__ = [
+    "DEFAULT_THREADS",
+    "WSGIAdapter",
+    "build_environ",
+    "detect_interface",
+    "is_wsgi_app",
+    "request_callback_for",
+]
+
+error_log = logging.getLogger("prefork.error")
+
+#: Application threads per worker.  Workers already give one process per CPU;
+#: threads let a worker overlap I/O waits (database, upstream HTTP) of
+#: typical WSGI apps, as waitress's default of 4 does, at little memory cost.
+DEFAULT_THREADS = 4
+#: Bytes handed to the loop but not yet written before the app thread waits.
+WINDOW = 256 * 1024
+#: Seconds a response may make no progress (client not reading) before the
+#: connection is closed, so a stuck client cannot hold a pool thread forever.
+SEND_TIMEOUT = 60.0
+
+_POLL = 0.5  # how often a waiting app thread checks that the loop still runs
+_ERROR_HEAD = (500, None, [("Content-Type", "text/plain; charset=utf-8")])
+_ERROR_BODY = b"500 Internal Server Error\n"
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class _ErrorStream:
+    """``wsgi.errors``: what the application writes, logged line by line."""
+
+    def __init__(self) -> None:
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        lines = (self._partial + text).split("\n")
+        self._partial = lines.pop()
+        for line in lines:
+            if line:
+                error_log.error("%s", line)
+        return len(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        if self._partial:
+            error_log.error("%s", self._partial)
+            self._partial = ""
+
+
+def _split_host(host: str, default_port: str) -> tuple[str, str]:
+    """``example.com:8080`` / ``[::1]:80`` / ``example.com`` -> (name, port)."""
+    if host.startswith("["):
+        end = host.find("]")
+        if end > 0:
+            port = host[end + 2 :] if host[end + 1 : end + 2] == ":" else ""
+            return host[: end + 1], port or default_port
+    name, sep, port = host.rpartition(":")
+    if sep and ":" not in name and (port.isdigit() or not port):
+        return name, port or default_port
+    return host, default_port
+
+
+def build_environ(request: HTTPRequest, multithread: bool = True) -> dict[str, Any]:
+    """The PEP 3333 environ of ``request`` (called on the loop thread)."""
+    scheme = request.protocol
+    path = request.path
+    if path.startswith(("http://", "https://")):  # absolute-form target
+        path = urlsplit(path).path or "/"
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": request.method,
+        "SCRIPT_NAME": "",
+        # PEP 3333: the decoded bytes, carried as a latin-1 "bytes-as-str".
+        "PATH_INFO": unquote_to_bytes(path).decode("latin-1"),
+        "QUERY_STRING": request.query,
+        "SERVER_PROTOCOL": request.version,
+        "REMOTE_ADDR": request.remote_ip or "",
+        "RAW_URI": request.uri,
+        "REQUEST_URI": request.uri,
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": scheme,
+        "wsgi.input": io.BytesIO(request.body),
+        "wsgi.errors": _ErrorStream(),
+        "wsgi.multithread": multithread,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+        "wsgi.input_terminated": True,
+    }
+    for name, value in request.headers.get_all():
+        if "_" in name:
+            # X-Auth_User would collide with X-Auth-User (the CGI spoofing
+            # problem); gunicorn and nginx drop such headers too.
+            continue
+        key = name.upper().replace("-", "_")
+        if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            key = "HTTP_" + key
+        old = environ.get(key)
+        if old is None:
+            environ[key] = value
+        else:
+            environ[key] = old + ("; " if key == "HTTP_COOKIE" else ",") + value
+    if "CONTENT_LENGTH" not in environ and request.body:
+        # A chunked body was read whole: its length is known now.
+        environ["CONTENT_LENGTH"] = str(len(request.body))
+    default_port = "443" if scheme == "https" else "80"
+    host = environ.get("HTTP_HOST")
+    conn = request.connection
+    if host:
+        environ["SERVER_NAME"], environ["SERVER_PORT"] = _split_host(host, default_port)
+    else:
+        sockname = conn.transport.get_extra_info("sockname") if conn and conn.transport else None
+        if isinstance(sockname, tuple) and len(sockname) >= 2:
+            ip = str(sockname[0])
+            environ["SERVER_NAME"] = f"[{ip}]" if ":" in ip else ip
+            environ["SERVER_PORT"] = str(sockname[1])
+        else:  # a unix socket has no host name or port
+            environ["SERVER_NAME"], environ["SERVER_PORT"] = "localhost", default_port
+    address = conn.address if conn is not None else None
+    if isinstance(address, tuple) and len(address) >= 2 and address[0] == request.remote_ip:
+        environ["REMOTE_PORT"] = str(address[1])
+    return environ
+
+
+def _parse_status(status: str) -> tuple[int, str | None]:
+    if not isinstance(status, str):
+        raise TypeError(f"WSGI status must be a str, not {type(status).__name__}")
+    code = status[:3]
+    if len(code) != 3 or not code.isdigit() or status[3:4] not in ("", " "):
+        raise ValueError(f"invalid WSGI status {status!r} (expected '200 OK')")
+    return int(code), status[4:] or None
+
+
+class _Response:
+    """One request's WSGI call: runs in a pool thread, answers via the loop."""
+
+    def __init__(self, adapter: WSGIAdapter, request: HTTPRequest, loop: Any) -> None:
+        self.app = adapter.app
+        self.window = adapter.window
+        self.send_timeout = adapter.send_timeout
+        self.request = request
+        self.loop: asyncio.AbstractEventLoop = loop
+        self.cond = threading.Condition()
+        self.gone = False  # the client went away, or the response was given up
+        self.posted = 0  # body bytes handed to the loop (app thread)
+        self.acked = 0  # of those, bytes known written out (set by the loop)
+        self.status: tuple[int, str | None] | None = None
+        self.headers: list[tuple[str, str]] = []
+        self.headers_sent = False
+        self.remaining: int | None = None  # of the declared Content-Length
+        self.bodyless = False
+        self.finished = False  # loop side: finish() was called
+
+    # -- the application's side (pool thread) -------------------------------
+
+    def start_response(
+        self, status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
+    ) -> Callable[[bytes], None]:
+        if exc_info is not None:
+            try:
+                if self.headers_sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None  # no cycle through the traceback
+        elif self.status is not None:
+            raise AssertionError("start_response() called twice without exc_info")
+        code, reason = _parse_status(status)
+        pairs = [(name, value) for name, value in headers]
+        # Refuse bad headers now, in the application's frame (PEP 3333).
+        build_response_head(code, reason, pairs)
+        self.remaining = None
+        for name, value in pairs:
+            if name.lower() == "content-length" and value.strip().isdigit():
+                self.remaining = int(value)
+        self.status = (code, reason)
+        self.headers = pairs
+        self.bodyless = self.request.method == "HEAD" or code < 200 or code in (204, 304)
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        """The ``write()`` callable start_response returns."""
+        if self.status is None:
+            raise AssertionError("write() called before start_response()")
+        self._send(data)
+
+    def _send(self, data: bytes) -> None:
+        if not isinstance(data, (bytes, bytearray)):
+            raise TypeError(f"WSGI body chunks must be bytes, not {type(data).__name__}")
+        if not data or self.gone:
+            return
+        if self.status is None:
+            raise AssertionError("the application sent body bytes before start_response()")
+        if self.bodyless:
+            return
+        if self.remaining is not None:
+            data = data[: self.remaining]
+            self.remaining -= len(data)
+            if not data:
+                return
+        data = bytes(data)
+        self.posted += len(data)
+        if self.headers_sent:
+            self._post(self._loop_write, data, self.posted)
+        else:
+            self.headers_sent = True
+            code, reason = self.status
+            self._post(self._loop_start, code, reason, self.headers, data, self.posted)
+        self._wait_for_window()
+
+    def _wait_for_window(self) -> None:
+        """Back-pressure: wait until at most ``window`` bytes are unsent."""
+        with self.cond:
+            acked = self.acked
+            deadline = time.monotonic() + self.send_timeout
+            while not self.gone and self.posted - self.acked > self.window:
+                if not self.loop.is_running():  # the worker is going away
+                    self.gone = True
+                    return
+                self.cond.wait(_POLL)
+                if self.acked != acked:
+                    acked = self.acked
+                    deadline = time.monotonic() + self.send_timeout
+                elif time.monotonic() > deadline:
+                    error_log.warning("%s: client read nothing; closing", self.request.uri)
+                    self.gone = True
+
+    def run(self, environ: dict[str, Any]) -> None:
+        """Call the application and send its response (in a pool thread)."""
+        result: Any = None
+        whole: Any = None
+        try:
+            if self.gone:  # the client left while the request was queued
+                self._post(self._loop_abort)
+                return
+            try:
+                result = self.app(environ, self.start_response)
+                if isinstance(result, (list, tuple)) and len(result) <= 1 and not self.headers_sent:
+                    whole = result[0] if result else b""
+                else:
+                    for chunk in result:
+                        self._send(chunk)
+                        if self.gone or (self.bodyless and self.status is not None):
+                            break  # no body will be sent: stop producing it
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+            self._complete(whole)
+        except BaseException:  # a pool thread has nobody else to tell
+            error_log.exception("Error in WSGI application: %s", self.request.uri)
+            if self.headers_sent or self.gone:
+                self._post(self._loop_abort)  # bytes are out: only a close can tell
+            else:
+                self._post(self._loop_finish, _ERROR_HEAD, _ERROR_BODY)
+        finally:
+            environ["wsgi.errors"].flush()
+
+    def _complete(self, whole: Any) -> None:
+        if self.gone:
+            self._post(self._loop_abort)
+            return
+        if self.headers_sent:
+            self._post(self._loop_finish, None, b"")
+            return
+        if self.status is None:
+            raise AssertionError("the application returned without calling start_response()")
+        if whole is not None and not isinstance(whole, (bytes, bytearray)):
+            raise TypeError(f"WSGI body chunks must be bytes, not {type(whole).__name__}")
+        body = bytes(whole or b"")
+        code, reason = self.status
+        headers = self.headers
+        if self.remaining is not None and not self.bodyless:
+            if len(body) < self.remaining:
+                headers = [*headers, ("Connection", "close")]  # short: end by closing
+            body = body[: self.remaining]
+        self._post(self._loop_finish, (code, reason, headers), body)
+
+    # -- hand-over -------------------------------------------------------------
+
+    def _post(self, fn: Callable[..., None], *args: Any) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self._on_loop, fn, args)
+        except RuntimeError:  # the loop is closed: the worker is exiting
+            self.client_gone()
+
+    def client_gone(self) -> None:
+        """The connection closed (its close callback, on the loop) or was given up."""
+        with self.cond:
+            self.gone = True
+            self.cond.notify_all()
+
+    def _ack(self, mark: int) -> None:
+        with self.cond:
+            if mark > self.acked:
+                self.acked = mark
+                self.cond.notify_all()
+
+    # -- the loop's side: the only code that touches the connection -------------
+
+    def _on_loop(self, fn: Callable[..., None], args: tuple[Any, ...]) -> None:
+        if self.finished:
+            return  # the connection may serve another request by now
+        try:
+            fn(*args)
+        except Exception:
+            error_log.exception("Error writing a WSGI response: %s", self.request.uri)
+            self.client_gone()
+            if not self.finished:
+                self._loop_abort()
+
+    def _loop_start(
+        self, code: int, reason: str | None, headers: list[tuple[str, str]], data: bytes, mark: int
+    ) -> None:
+        request = self.request
+        request.write_headers(code, headers, reason)
+        request.write(data)
+        # A second write makes the connection send the held head and first
+        # chunk now, streaming, instead of waiting to see if more follows.
+        request.write(b"", lambda: self._ack(mark))
+
+    def _loop_write(self, data: bytes, mark: int) -> None:
+        self.request.write(data, lambda: self._ack(mark))
+
+    def _loop_finish(
+        self, head: tuple[int, str | None, list[tuple[str, str]]] | None, body: bytes
+    ) -> None:
+        request = self.request
+        if request.connection is not None:
+            # Before finish(): it may start the next request on this connection.
+            request.connection.set_close_callback(None)
+        if head is not None:
+            code, reason, headers = head
+            request.write_headers(code, headers, reason)
+            if body:
+                request.write(body)
+        self.finished = True
+        request.finish()
+
+    def _loop_abort(self) -> None:
+        """Give up the response: close the connection, account the request."""
+        self.finished = True
+        request = self.request
+        conn = request.connection
+        if conn is not None:
+            conn.set_close_callback(None)
+            conn.close()
+        try:
+            request.finish()
+        except Exception:
+            error_log.exception("Error finishing an aborted WSGI response")
+
+
+class WSGIAdapter:
+    """A request callback that serves a PEP 3333 application.
+
+    ``threads`` bounds the application calls running at once in this worker
+    (more requests wait in the pool's queue); with ``threads=1`` the environ
+    says ``wsgi.multithread: False``.  The pool is created in the process
+    that serves, never inherited across fork().
+    """
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        threads: int = DEFAULT_THREADS,
+        io_loop: IOLoop | None = None,
+        *,
+        window: int = WINDOW,
+        send_timeout: float = SEND_TIMEOUT,
+    ) -> None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads!r}")
+        self.app = app
+        self.threads = threads
+        self.io_loop = io_loop
+        self.window = window
+        self.send_timeout = send_timeout
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_pid = 0
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        """This process's pool (a pool copied by fork() has no threads)."""
+        pid = os.getpid()
+        if self._executor is None or self._executor_pid != pid:
+            self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="prefork-wsgi")
+            self._executor_pid = pid
+        return self._executor
+
+    def __call__(self, request: HTTPRequest) -> None:
+        if self.io_loop is not None:
+            loop = self.io_loop.asyncio_loop
+        else:
+            loop = asyncio.get_running_loop()
+        environ = build_environ(request, self.threads > 1)
+        response = _Response(self, request, loop)
+        conn = request.connection
+        if conn is not None:
+            if conn.closed():
+                response.gone = True
+            conn.set_close_callback(response.client_gone)
+        self.executor.submit(response.run, environ)
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop the pool (pending requests are still run when ``wait``)."""
+        if self._executor is not None and self._executor_pid == os.getpid():
+            self._executor.shutdown(wait=wait)
+        self._executor = None
+
+
+def detect_interface(app: Callable[..., Any]) -> str | None:
+    """``"wsgi"``, ``"seed"``, or None when the signature does not tell.
+
+    The rule: a seed callback is called with one argument (the request), a
+    WSGI application with two (environ, start_response).  What accepts
+    exactly one of those is that kind; what accepts both (``*args``, optional
+    parameters) or whose signature cannot be read (some builtins) is
+    undecided.  Functions, bound methods, classes, ``functools.partial``,
+    decorated functions (``__wrapped__``) and objects with ``__call__``
+    (Flask, Django's WSGIHandler, middleware) are all inspected.
+    """
+    try:
+        signature = inspect.signature(app)
+    except (TypeError, ValueError):
+        return None
+
+    def takes(count: int) -> bool:
+        try:
+            signature.bind(*([None] * count))
+        except TypeError:
+            return False
+        return True
+
+    one, two = takes(1), takes(2)
+    if one == two:
+        return None
+    return "seed" if one else "wsgi"
+
+
+def is_wsgi_app(app: Callable[..., Any]) -> bool:
+    """True when :func:`detect_interface` says ``app`` is a WSGI application."""
+    return detect_interface(app) == "wsgi"
+
+
+def request_callback_for(
+    app: Callable[..., Any], interface: str = "auto", threads: int = DEFAULT_THREADS
+) -> Callable[[HTTPRequest], Any]:
+    """The request callback that serves ``app`` (``--interface auto|seed|wsgi``).
+
+    ``auto`` decides by :func:`detect_interface`; when that cannot tell, the
+    application is served as a seed callback and a warning says so.
+    """
+    if interface == "auto":
+        found = detect_interface(app)
+        if found is None:
+            error_log.warning(
+                "Cannot tell from the signature of %r whether it is a WSGI application "
+                "or a request callback; serving it as a request callback "
+                "(use --interface wsgi to change that)",
+                app,
+            )
+            found = "seed"
+        interface = found
+    if interface == "wsgi":
+        return WSGIAdapter(app, threads=threads)
+    if interface == "seed":
+        return app
+    raise ValueError(f"unknown interface {interface!r} (expected auto, seed or wsgi)")
