@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of prefork and its peers (``python bench/run.py``)."""

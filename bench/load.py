@@ -1,0 +1,158 @@
+"""The load generator: scenarios, the ``wrk`` command line and its output.
+
+Every scenario is ``wrk -t1 -c50 --latency`` against one URL, shaped by a
+header or a Lua script; one thread, because with one pinned worker wrk has
+exactly one core of its own, and one thread saturates a Python server.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LUA = Path(__file__).resolve().parent / "lua"
+CONNECTIONS = 50
+THREADS = 1
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One way of loading a server.
+
+    ``wsgi`` picks the WSGI variant of each app; ``latency`` is False where
+    wrk's latency histogram is not valid (with a pipelining script wrk
+    records one sample per batch but corrects for as many samples as
+    requests, and prints 0 for every percentile).
+    """
+
+    name: str
+    description: str
+    path: str = "/"
+    headers: tuple[str, ...] = ()
+    script: str | None = None
+    wsgi: bool = False
+    latency: bool = True
+
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario("hello", "GET / on keep-alive connections (13-byte body)"),
+    Scenario(
+        "close",
+        "a new connection per request (Connection: close)",
+        headers=("Connection: close",),
+    ),
+    Scenario(
+        "pipeline16",
+        "16 requests per write on keep-alive connections (HTTP/1.1 pipelining; no latency: wrk cannot measure it here)",
+        script="pipeline.lua",
+        latency=False,
+    ),
+    Scenario("big", "GET /big: a 1 MiB response", path="/big"),
+    Scenario("upload", "POST /upload with a 1 MiB body", script="upload.lua"),
+    Scenario("wsgi-hello", "GET / through each server's WSGI interface", wsgi=True),
+)
+BY_NAME = {scenario.name: scenario for scenario in SCENARIOS}
+
+
+@dataclass
+class WrkResult:
+    """What one wrk run measured; ``error`` is set when wrk itself failed."""
+
+    req_per_s: float = 0.0
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    requests: int = 0
+    socket_errors: int = 0
+    non_2xx: int = 0
+    error: str | None = None
+    raw: str = field(default="", repr=False)
+
+
+def wrk_path() -> str | None:
+    """The wrk binary, or None (the harness then stops with an apt hint)."""
+    return shutil.which("wrk")
+
+
+def wrk_command(scenario: Scenario, port: int, duration: int) -> list[str]:
+    """The wrk command line for ``scenario`` against 127.0.0.1:``port``."""
+    command = [wrk_path() or "wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{duration}s"]
+    command += ["--latency", "--timeout", "5s"]
+    for header in scenario.headers:
+        command += ["-H", header]
+    if scenario.script:
+        command += ["-s", str(LUA / scenario.script)]
+    return [*command, f"http://127.0.0.1:{port}{scenario.path}"]
+
+
+def run_wrk(
+    scenario: Scenario,
+    port: int,
+    duration: int,
+    cpu: int | None,
+    during: Callable[[subprocess.Popen[str]], None] | None = None,
+) -> WrkResult:
+    """Run wrk (pinned to ``cpu`` if given); ``during(wrk)`` runs while it loads the server.
+
+    ``during`` is how the server's RSS is sampled under load rather than at
+    rest; it gets wrk's Popen and returns once wrk has exited.  It runs in
+    this thread, after the fork, so no thread exists when ``preexec_fn`` runs.
+    """
+    command = wrk_command(scenario, port, duration)
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=(lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None,
+    )
+    if during is not None:
+        during(process)
+    try:
+        output, _ = process.communicate(timeout=duration + 30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        output, _ = process.communicate()
+        return WrkResult(error="wrk did not finish", raw=output)
+    result = parse_wrk(output)
+    if process.returncode != 0 and result.error is None:
+        result.error = f"wrk exited with {process.returncode}: {output.strip()[-200:]}"
+    return result
+
+
+_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+_LATENCY = re.compile(r"^\s*(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s|m)\s*$", re.MULTILINE)
+_RPS = re.compile(r"^Requests/sec:\s+([\d.]+)", re.MULTILINE)
+_COUNT = re.compile(r"^\s*(\d+) requests in", re.MULTILINE)
+_SOCKET = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
+_NON_2XX = re.compile(r"Non-2xx or 3xx responses: (\d+)")
+
+
+def parse_wrk(output: str) -> WrkResult:
+    """Pull requests/s, p50, p99, socket errors and non-2xx out of wrk's report."""
+    result = WrkResult(raw=output)
+    rps = _RPS.search(output)
+    if rps is None:
+        result.error = "no Requests/sec in wrk output: " + output.strip()[-200:]
+        return result
+    result.req_per_s = float(rps.group(1))
+    for percent, value, unit in _LATENCY.findall(output):
+        millis = float(value) * _UNITS_MS[unit]
+        if percent == "50":
+            result.p50_ms = millis
+        else:
+            result.p99_ms = millis
+    count = _COUNT.search(output)
+    result.requests = int(count.group(1)) if count else 0
+    socket = _SOCKET.search(output)
+    result.socket_errors = sum(int(n) for n in socket.groups()) if socket else 0
+    non_2xx = _NON_2XX.search(output)
+    result.non_2xx = int(non_2xx.group(1)) if non_2xx else 0
+    if result.requests == 0:
+        # e.g. every response was malformed: wrk counts parse failures as read errors
+        result.error = f"no complete response ({result.socket_errors} socket errors)"
+    return result
