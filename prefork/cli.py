@@ -181,9 +181,15 @@ class _Service:
 
     def serve(self, ctx: Any) -> None:
         """The worker entry: import the app, serve ``ctx.sockets`` until stopped."""
-        from prefork.worker.ioloop import IOLoop
+        # Everything prefork needs is imported before the privilege drop: the
+        # new user may not be able to read the interpreter's own files.
+        import concurrent.futures.thread  # noqa: F401  (the WSGI thread pool)
+
+        from prefork.worker import wsgi  # noqa: F401
+        from prefork.worker.ioloop import IOLoop, new_event_loop
         from prefork.worker.runner import attach
 
+        IOLoop(new_event_loop()).install()  # imports uvloop, if used, as the old user
         drop_privileges(self.uid, self.gid)
         app = self.app
         if app is None:

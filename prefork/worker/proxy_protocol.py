@@ -88,6 +88,8 @@ def _parse_v1(line: str) -> ProxyInfo:
 
 
 def _address(text: str, version: int) -> str:
+    if "%" in text:  # an IPv6 zone: never a client address, and unvalidated text
+        raise ProxyProtocolError(f"invalid address {text!r} in PROXY header")
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
