@@ -157,7 +157,10 @@ def install(
     if not faulthandler.is_enabled():
         # SIGABRT cannot be faulthandler.register()ed; enable() covers it (and
         # SIGSEGV & co.): traceback of every thread, then the default action.
-        faulthandler.enable(all_threads=True)
+        try:
+            faulthandler.enable(all_threads=True)
+        except (RuntimeError, ValueError, AttributeError, OSError):
+            log.warning("worker %d: no usable stderr, hang tracebacks are lost", os.getpid())
     loop.add_signal_handler(signal.SIGTERM, lc.graceful_stop)
     loop.add_signal_handler(signal.SIGQUIT, lc.fast_stop)
     loop.add_signal_handler(signal.SIGINT, lc.fast_stop)

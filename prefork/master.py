@@ -35,7 +35,7 @@ from typing import Any
 from prefork import process, scoreboard
 from prefork.children import Backoff, MemoryWatch, Worker
 from prefork.process import WORKER_BOOT_ERROR, check_no_event_loop, describe_status, sd_notify
-from prefork.scoreboard import Scoreboard, SlotState, WorkerContext
+from prefork.scoreboard import Scoreboard, SlotSnapshot, SlotState, WorkerContext
 from prefork.upgrade import MASTER_PID_ENV, Upgrade
 
 __all__ = ["MASTER_PID_ENV", "Master", "check_no_event_loop", "fork_workers"]
@@ -176,7 +176,12 @@ class Master:
 
     @property
     def worker_pids(self) -> list[int]:
+        """Pids of the live workers (booting, ready and draining)."""
         return sorted(self._workers)
+
+    def snapshot(self) -> list[SlotSnapshot]:
+        """What each live worker last wrote in its scoreboard slot (for status reports)."""
+        return [w.slot.snapshot() for w in self._workers.values()]
 
     def run(self) -> WorkerContext:
         """Supervise until stopped, then ``sys.exit(status)``: never returns in the master.
@@ -252,9 +257,8 @@ class Master:
                 self._reap(now)
                 self._check_workers(now)
                 if self._stopping is not None:
-                    if not self._workers:
+                    if not self._workers or self._enforce_stop_deadline(now):
                         break
-                    self._enforce_stop_deadline(now)
                 elif not self._ever_ready and not self._workers and self._hold_spawns:
                     log.error(
                         "worker failed to boot (%s); see its error above",
@@ -374,9 +378,15 @@ class Master:
                 w.pid, signal.SIGTERM if kind == "graceful" or booting else signal.SIGQUIT
             )
 
-    def _enforce_stop_deadline(self, now: float) -> None:
-        if now < self._stop_deadline or self._killed_leftovers:
-            return
+    def _enforce_stop_deadline(self, now: float) -> bool:
+        """SIGKILL what is left at the stop deadline; True to give up 5 s after that."""
+        if now < self._stop_deadline:
+            return False
+        if self._killed_leftovers:
+            if now < self._stop_deadline + 5.0:
+                return False
+            log.error("giving up on unkillable worker(s) %s", " ".join(map(str, self._workers)))
+            return True
         self._killed_leftovers = True
         log.warning(
             "%d worker(s) still running after the stop deadline: SIGKILL %s",
@@ -385,6 +395,7 @@ class Master:
         )
         for pid in self._workers:
             process.kill_quietly(pid, signal.SIGKILL)
+        return False
 
     def _reload(self) -> None:
         log.info("received SIGHUP: reloading")
