@@ -30,7 +30,7 @@ import os
 import signal
 from collections.abc import Callable
 
-from prefork.process import reopen_log_files, set_parent_death_signal
+from prefork.process import reopen_log_files, set_parent_death_signal, term_received_during_boot
 from prefork.scoreboard import WorkerContext
 
 __all__ = ["WorkerLifecycle", "install"]
@@ -167,6 +167,8 @@ def install(
     loop.add_signal_handler(signal.SIGUSR1, lc._on_usr1)
     ctx.slot.heartbeat()
     lc._timer = loop.call_later(ctx.heartbeat_interval, lc._beat)
+    if term_received_during_boot():
+        loop.call_soon(lc.graceful_stop)
     if os.getppid() != ctx.master_pid:
         # The master died before PR_SET_PDEATHSIG was set: the signal will never come.
         loop.call_soon(lc.graceful_stop)

@@ -136,6 +136,7 @@ class Master:
         self._hold_spawns = False
         self._last_boot_status: int | None = None
         self._stopping: str | None = None
+        self._listeners_closed = False
         self._stop_deadline = 0.0
         self._killed_leftovers = False
         self._exit_status = 0
@@ -287,13 +288,7 @@ class Master:
             self._selector.close()
         for fd in (self._wake_r, self._wake_w, self._notify_r, self._notify_w):
             os.close(fd)
-        from prefork.sockets import unlink_unix_sockets
-
-        assert self._upgrade is not None
-        if not self._upgrade.handing_over and not self._upgrade.in_progress:
-            unlink_unix_sockets(self.sockets or [])
-        for s in self.sockets or []:
-            s.close()
+        self._close_listeners()
         if self.pidfile:
             process.remove_pidfile(self.pidfile + ".oldbin")
             process.remove_pidfile(self.pidfile)
@@ -377,6 +372,27 @@ class Master:
             process.kill_quietly(
                 w.pid, signal.SIGTERM if kind == "graceful" or booting else signal.SIGQUIT
             )
+        self._close_listeners()
+
+    def _close_listeners(self) -> None:
+        """Let go of the listening sockets once the final stop has begun.
+
+        The workers take what is already queued and then close their copies;
+        if the master kept its copy, the kernel would go on completing
+        handshakes that nobody accepts, and reset them at exit.  Without it,
+        a late client is refused at connect (or, for a unix socket whose file
+        is gone, finds no socket) and can retry elsewhere.
+        """
+        from prefork.sockets import unlink_unix_sockets
+
+        if self._listeners_closed:
+            return
+        self._listeners_closed = True
+        assert self._upgrade is not None
+        if not self._upgrade.handing_over and not self._upgrade.in_progress:
+            unlink_unix_sockets(self.sockets or [])
+        for sock in self.sockets or []:
+            sock.close()
 
     def _enforce_stop_deadline(self, now: float) -> bool:
         """SIGKILL what is left at the stop deadline; True to give up 5 s after that."""

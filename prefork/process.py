@@ -108,6 +108,13 @@ def after_fork_in_child(
         except (OSError, ValueError, TypeError):
             signal.signal(signum, signal.SIG_DFL)
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    # Until the worker installs its own handlers (prefork.lifecycle): a TERM
+    # is remembered, so a booting worker still drains what is queued once
+    # it serves; INT and QUIT (Ctrl-C reaches the whole process group) end
+    # it quietly, without a KeyboardInterrupt traceback.
+    signal.signal(signal.SIGTERM, _remember_term)
+    signal.signal(signal.SIGINT, _exit_quietly)
+    signal.signal(signal.SIGQUIT, _exit_quietly)
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
     for fd in close_fds:
         try:
@@ -117,6 +124,23 @@ def after_fork_in_child(
     random.seed()
     if title:
         set_proc_title(title)
+
+
+_term_during_boot = False
+
+
+def _remember_term(signum: int, frame: object) -> None:
+    global _term_during_boot
+    _term_during_boot = True
+
+
+def _exit_quietly(signum: int, frame: object) -> None:
+    os._exit(0)
+
+
+def term_received_during_boot() -> bool:
+    """True if TERM arrived before the worker installed its handlers."""
+    return _term_during_boot
 
 
 def process_is_stopped(pid: int) -> bool:

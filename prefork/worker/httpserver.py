@@ -27,13 +27,14 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import socket
 import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import fields, replace
 from typing import Any
 
-from prefork.sockets import DEFAULT_BACKLOG, bind_sockets
+from prefork.sockets import DEFAULT_BACKLOG, INHERIT_ENV, bind_sockets, sockets_from_environment
 from prefork.worker import accesslog
 from prefork.worker.connection import HTTPConnection
 from prefork.worker.http1 import Limits
@@ -187,8 +188,16 @@ class HTTPServer:
         backlog: int = DEFAULT_BACKLOG,
         reuse_port: bool = False,
     ) -> None:
-        """Bind sockets now; they serve once :meth:`start` is called."""
-        sockets = bind_sockets(port, address or None, family, backlog, reuse_port=reuse_port)
+        """Bind sockets now; they serve once :meth:`start` is called.
+
+        In a master started by a USR2 upgrade the listening sockets are
+        inherited from the old master (``PREFORK_FDS``) instead of bound again.
+        """
+        inherited = _take_inherited_sockets()
+        if inherited is not None:
+            sockets = inherited
+        else:
+            sockets = bind_sockets(port, address or None, family, backlog, reuse_port=reuse_port)
         if self._started:
             self.add_sockets(sockets)
         else:
@@ -400,6 +409,18 @@ class HTTPServer:
             self._sweeper = None
             return
         self._schedule_sweep()
+
+
+_inherited_taken = False
+
+
+def _take_inherited_sockets() -> list[socket.socket] | None:
+    """The sockets a re-executed master inherited, once per process (else None)."""
+    global _inherited_taken
+    if not os.environ.get(INHERIT_ENV):
+        return [] if _inherited_taken else None
+    _inherited_taken = True
+    return sockets_from_environment()
 
 
 def _parse_networks(

@@ -755,12 +755,6 @@ def test_two_hosts_behind_haproxy_term_one_under_load(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: after the workers close their listeners the master still holds the "
-    "listening socket, so the kernel keeps completing handshakes; those connections are "
-    "never accepted and are reset when the master exits (they should be refused)",
-)
 def test_no_connection_is_reset_after_the_listeners_close(tmp_path: Path, procs: list) -> None:
     """A client whose connect() succeeded during a graceful stop gets an answer.
 
