@@ -171,6 +171,22 @@ def module_spawn(tmp_path_factory: pytest.TempPathFactory):
         spawner.stop_all()
 
 
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.02):
+    """Poll ``predicate`` until it returns something truthy, and return that.
+
+    Fails with AssertionError naming ``what`` after ``timeout`` seconds: the
+    bounded wait every test uses instead of a sleep.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
 def _free_port(host: str = "127.0.0.1") -> int:
     """A port that was free a moment ago (for scripts that take --port)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

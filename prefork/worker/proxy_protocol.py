@@ -20,6 +20,11 @@ _V1_PREFIX = b"PROXY "
 _V1_MAX = 107  # the longest valid v1 line, CRLF included
 _V2_HEADER = struct.Struct("!12sBBH")
 _V2_MAX_PAYLOAD = 4096
+# v2 address family -> (address block layout, address class, name)
+_V2_ADDRESSES: dict[int, tuple[struct.Struct, type, str]] = {
+    1: (struct.Struct("!4s4sHH"), ipaddress.IPv4Address, "IPv4"),
+    2: (struct.Struct("!16s16sHH"), ipaddress.IPv6Address, "IPv6"),
+}
 
 
 class ProxyProtocolError(ValueError):
@@ -129,25 +134,13 @@ def _parse_v2(data: bytes) -> tuple[ProxyInfo, int] | None:
     address_family = family >> 4
     if transport not in (0, 1):  # UNSPEC or STREAM
         raise ProxyProtocolError("unsupported PROXY v2 transport")
-    if address_family == 1:
-        if len(payload) < 12:
-            raise ProxyProtocolError("short PROXY v2 IPv4 address block")
-        source, dest, source_port, dest_port = struct.unpack_from("!4s4sHH", payload)
+    if address_family in _V2_ADDRESSES:
+        layout, address_class, name = _V2_ADDRESSES[address_family]
+        if len(payload) < layout.size:
+            raise ProxyProtocolError(f"short PROXY v2 {name} address block")
+        source, dest, source_port, dest_port = layout.unpack_from(payload)
         info = ProxyInfo(
-            str(ipaddress.IPv4Address(source)),
-            source_port,
-            str(ipaddress.IPv4Address(dest)),
-            dest_port,
-        )
-    elif address_family == 2:
-        if len(payload) < 36:
-            raise ProxyProtocolError("short PROXY v2 IPv6 address block")
-        source, dest, source_port, dest_port = struct.unpack_from("!16s16sHH", payload)
-        info = ProxyInfo(
-            str(ipaddress.IPv6Address(source)),
-            source_port,
-            str(ipaddress.IPv6Address(dest)),
-            dest_port,
+            str(address_class(source)), source_port, str(address_class(dest)), dest_port
         )
     elif address_family in (0, 3):  # UNSPEC, or a unix socket: no IP to report
         info = ProxyInfo()

@@ -67,6 +67,7 @@ CURL_CASES = {
     "http1.0-no-keep-alive": ("--http1.0", None, False, "close"),
 }
 
+
 @needs("curl")
 @pytest.mark.parametrize("case", sorted(CURL_CASES))
 def test_curl(hello_url, case):

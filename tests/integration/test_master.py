@@ -30,23 +30,12 @@ import psutil
 import pytest
 
 from prefork.scoreboard import Scoreboard, SlotSnapshot, SlotState
+from tests.conftest import wait_for
 
 APP = Path(__file__).parent / "apps" / "echo_master.py"
 PR_SET_CHILD_SUBREAPER = 36
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux process model")
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.02):
-    """Poll ``predicate`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 def _set_subreaper(on: bool) -> None:

@@ -10,34 +10,22 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import psutil
 import pytest
 import requests
 
-from tests.conftest import APPS, ROOT
+from tests.conftest import APPS, ROOT, wait_for
 
 
 def _workers(pid: int) -> list[psutil.Process]:
     return psutil.Process(pid).children()
 
 
-def _wait_for(predicate, timeout: float, message: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(message)
-        time.sleep(0.02)
-
-
 def test_bind_start_n_serves_ipv4_ipv6_and_stops_on_term(spawn, free_port, ipv6):
     port = free_port()
     server = spawn(ROOT / "examples/hello.py", "--port", port, "--workers", "2", ready_port=port)
-    workers = _wait_for(
+    workers = wait_for(
         lambda: len(_workers(server.pid)) == 2 and _workers(server.pid), 10, "2 workers"
     )
     for url in (f"http://127.0.0.1:{port}/v4", f"http://[::1]:{port}/v6"):
@@ -60,12 +48,12 @@ def test_bind_start_n_serves_ipv4_ipv6_and_stops_on_term(spawn, free_port, ipv6)
 def test_start_n_replaces_a_killed_worker(spawn, free_port):
     port = free_port()
     server = spawn(ROOT / "examples/hello.py", "--port", port, "--workers", "2", ready_port=port)
-    before = _wait_for(
+    before = wait_for(
         lambda: len(_workers(server.pid)) == 2 and _workers(server.pid), 10, "2 workers"
     )
     victim = before[0].pid
     os.kill(victim, signal.SIGKILL)
-    after = _wait_for(
+    after = wait_for(
         lambda: (
             (pids := {p.pid for p in _workers(server.pid)})
             and len(pids) == 2

@@ -22,7 +22,6 @@ import json
 import signal
 import socket
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
@@ -32,6 +31,7 @@ import requests
 
 from prefork.config import SETTINGS
 from prefork.worker.wsgi import WSGIAdapter, detect_interface, is_wsgi_app, request_callback_for
+from tests.conftest import wait_for
 
 APPS = Path(__file__).resolve().parent.parent / "apps"
 WSGI_APP = APPS / "wsgi_app.py"
@@ -42,17 +42,6 @@ CLI_READY = {"interface", "threads"} <= {s.name for s in SETTINGS}
 needs_cli = pytest.mark.skipif(
     not CLI_READY, reason="the CLI has no --interface / --threads settings yet"
 )
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def raw_exchange(port: int, data: bytes, timeout: float = TIMEOUT) -> bytes:
