@@ -256,13 +256,19 @@ def main(argv: Sequence[str] | None = None) -> None:
 def _run(config: Config, app: Callable[..., Any] | None, cli: dict[str, Any]) -> NoReturn:
     from prefork.master import Master
     from prefork.sockets import listeners_from_specs, sockets_from_environment, systemd_listen_fds
+    from prefork.upgrade import UNLINK_ENV
 
     if config.umask is not None:  # type: ignore[attr-defined]
         os.umask(config.umask)  # type: ignore[attr-defined]
     uid, gid = _credentials(config)
     try:
         # Inherited sockets win: a USR2 upgrade or systemd socket activation.
-        sockets = sockets_from_environment() or systemd_listen_fds()
+        # Unix socket files are removed at exit only if prefork created them.
+        unlink_unix = os.environ.get(UNLINK_ENV) != "0"
+        sockets = sockets_from_environment()
+        if not sockets:
+            sockets = systemd_listen_fds()
+            unlink_unix = not sockets
         if not sockets:
             sockets = listeners_from_specs(
                 config.bind,  # type: ignore[attr-defined]
@@ -289,6 +295,7 @@ def _run(config: Config, app: Callable[..., Any] | None, cli: dict[str, Any]) ->
         pidfile=pidfile,
         scoreboard_path=pidfile + ".scoreboard" if pidfile else None,
         reuse_port=config.reuse_port,  # type: ignore[attr-defined]
+        unlink_unix=unlink_unix,
     )
 
     def reload() -> None:

@@ -36,7 +36,7 @@ from prefork import process, scoreboard
 from prefork.children import Backoff, MemoryWatch, Worker
 from prefork.process import WORKER_BOOT_ERROR, check_no_event_loop, describe_status, sd_notify
 from prefork.scoreboard import Scoreboard, SlotSnapshot, SlotState, WorkerContext
-from prefork.upgrade import MASTER_PID_ENV, Upgrade
+from prefork.upgrade import MASTER_PID_ENV, UNLINK_ENV, Upgrade
 
 __all__ = ["MASTER_PID_ENV", "Master", "check_no_event_loop", "fork_workers"]
 
@@ -96,6 +96,7 @@ class Master:
         unix_owner: tuple[int, int] | None = None,
         scoreboard_path: str | None = None,
         pre_fork_checks: Sequence[Callable[[], None]] = (),
+        unlink_unix: bool = True,
     ) -> None:
         if timeout <= 0 or boot_timeout <= 0 or graceful_timeout < 0:
             raise ValueError("timeout and boot_timeout must be > 0, graceful_timeout >= 0")
@@ -121,6 +122,9 @@ class Master:
         self.unix_owner = unix_owner
         self.scoreboard_path = scoreboard_path
         self.pre_fork_checks = list(pre_fork_checks)
+        #: remove unix socket files on the final stop: only those prefork
+        #: bound itself (systemd's ListenStream= files belong to systemd).
+        self.unlink_unix = unlink_unix
 
         self.pid = os.getpid()
         self.scoreboard: Scoreboard | None = None
@@ -137,6 +141,7 @@ class Master:
         self._last_boot_status: int | None = None
         self._stopping: str | None = None
         self._listeners_closed = False
+        self._watchdog = process.SystemdWatchdog.from_environment()
         self._stop_deadline = 0.0
         self._killed_leftovers = False
         self._exit_status = 0
@@ -167,6 +172,8 @@ class Master:
             if inherited:
                 log.info("using %d listening socket(s) from %s", len(inherited), source)
                 self.sockets = inherited
+                if source == "LISTEN_FDS" or os.environ.get(UNLINK_ENV) == "0":
+                    self.unlink_unix = False  # systemd owns those socket files
             elif self.bind:
                 self.sockets = sk.listeners_from_specs(
                     self.bind, self.backlog, self.reuse_port, self.unix_mode, self.unix_owner
@@ -255,6 +262,7 @@ class Master:
         try:
             while True:
                 now = time.monotonic()
+                self._watchdog.ping(now)
                 self._reap(now)
                 self._check_workers(now)
                 if self._stopping is not None:
@@ -343,7 +351,12 @@ class Master:
         elif signum == signal.SIGUSR2:
             assert self._upgrade is not None and self.sockets is not None
             self._upgrade.start(
-                self.sockets, self.reexec_argv, self.pidfile, self._orig_handlers, _SIGNALS
+                self.sockets,
+                self.reexec_argv,
+                self.pidfile,
+                self._orig_handlers,
+                _SIGNALS,
+                self.unlink_unix,
             )
 
     def _stop(self, kind: str) -> None:
@@ -365,7 +378,8 @@ class Master:
         else:
             self._stop_deadline = min(self._stop_deadline or now + 3600, now + FAST_STOP_TIMEOUT)
             log.info("fast stop: %d worker(s)", len(self._workers))
-        sd_notify("STOPPING=1")
+        if not (self._upgrade is not None and self._upgrade.handing_over):
+            sd_notify("STOPPING=1")  # a hand-over is not a stop of the service
         for w in self._workers.values():
             booting = w.ready_at is None
             w.retiring = "stop"
@@ -389,7 +403,7 @@ class Master:
             return
         self._listeners_closed = True
         assert self._upgrade is not None
-        if not self._upgrade.handing_over and not self._upgrade.in_progress:
+        if self.unlink_unix and not self._upgrade.handing_over and not self._upgrade.in_progress:
             unlink_unix_sockets(self.sockets or [])
         for sock in self.sockets or []:
             sock.close()
@@ -541,9 +555,11 @@ class Master:
         if not self._announced_ready and self._count_ready() >= self._target:
             self._announced_ready = True
             log.info("all %d worker(s) ready", self._target)
-            sd_notify(f"READY=1\nSTATUS={self._target} workers")
             assert self._upgrade is not None
+            # After a USR2 upgrade, MAINPID moves to this master before the
+            # old one is told to stop, so systemd never sees the service stop.
             self._upgrade.promote()
+            sd_notify(f"READY=1\nSTATUS={self._target} workers")
         if self._reloading and not self._roll_candidates() and not self._replacement_booting():
             self._reloading = False
             log.info("reload complete: generation %d", self._generation)

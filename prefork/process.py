@@ -116,6 +116,10 @@ def after_fork_in_child(
     signal.signal(signal.SIGINT, _exit_quietly)
     signal.signal(signal.SIGQUIT, _exit_quietly)
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    # Only the master talks to systemd (NotifyAccess=all would let a worker's
+    # READY=1 or a stray ping through).
+    for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+        os.environ.pop(name, None)
     for fd in close_fds:
         try:
             os.close(fd)
@@ -168,6 +172,32 @@ def describe_status(status: int) -> str:
     if os.WIFEXITED(status):
         return f"exit status {os.WEXITSTATUS(status)}"
     return f"status {status:#x}"
+
+
+class SystemdWatchdog:
+    """``WATCHDOG=1`` every half ``WATCHDOG_USEC`` from the master's loop.
+
+    The ping comes from the loop itself, so a stuck master stops pinging and
+    systemd restarts it (``WatchdogSec=`` in the unit).
+    """
+
+    def __init__(self, interval: float | None) -> None:
+        self.interval = interval
+        self._next = 0.0
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] = os.environ) -> SystemdWatchdog:
+        usec = environ.get("WATCHDOG_USEC", "")
+        pid = environ.get("WATCHDOG_PID", "")
+        if not usec.isdigit() or int(usec) <= 0 or (pid and pid != str(os.getpid())):
+            return cls(None)
+        return cls(int(usec) / 1e6 / 2)
+
+    def ping(self, now: float) -> None:
+        if self.interval is None or now < self._next:
+            return
+        self._next = now + self.interval
+        sd_notify("WATCHDOG=1")
 
 
 # --------------------------------------------------------------------------

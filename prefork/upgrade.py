@@ -31,6 +31,8 @@ log = logging.getLogger("prefork.master")
 
 #: Environment variable naming the old master in a master exec'd by USR2.
 MASTER_PID_ENV = "PREFORK_MASTER_PID"
+#: "0" when the handed-over unix sockets belong to systemd (never unlinked).
+UNLINK_ENV = "PREFORK_UNLINK_UNIX"
 
 
 class Upgrade:
@@ -58,6 +60,7 @@ class Upgrade:
         pidfile: str | None,
         original_handlers: Mapping[int, object],
         signals: Sequence[int],
+        unlink_unix: bool = True,
     ) -> None:
         """Fork and exec the new master (USR2)."""
         if self.child_pid is not None:
@@ -73,6 +76,7 @@ class Upgrade:
         env = dict(os.environ)
         env[INHERIT_ENV] = export_for_exec(sockets)
         env[MASTER_PID_ENV] = str(os.getpid())
+        env[UNLINK_ENV] = "1" if unlink_unix else "0"
         if pidfile:
             try:
                 os.rename(pidfile, pidfile + ".oldbin")
@@ -118,6 +122,6 @@ class Upgrade:
         if os.getppid() != old:
             log.warning("old master %d is already gone", old)
             return
+        process.sd_notify(f"MAINPID={os.getpid()}")
         log.info("upgrade complete: sending TERM to old master %d", old)
         process.kill_quietly(old, signal.SIGTERM)
-        process.sd_notify(f"MAINPID={os.getpid()}")
