@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from prefork.worker import accesslog
+from prefork.worker.bodystream import BodyStream
 from prefork.worker.http1 import (
     LAST_CHUNK,
     NEED_DATA,
@@ -108,6 +109,10 @@ class HTTPConnection(asyncio.Protocol):
         self._close_callback: Callable[[], Any] | None = None
         #: bytes of a PROXY protocol header still being received (None: none expected).
         self._proxy_buffer: bytes | None = None
+        #: the callback reads request bodies as they arrive (WSGI's wsgi.input)
+        #: instead of getting them whole.
+        self._stream_bodies = bool(getattr(request_callback, "streams_request_body", False))
+        self._body_stream: BodyStream | None = None
         # Timeout bookkeeping, read by the server's sweep.
         self.deadline = 0.0
         self._waiting = _T_HEAD
@@ -163,6 +168,8 @@ class HTTPConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
+        if self._body_stream is not None:
+            self._body_stream.abort()
         self._write_callback = None
         self.deadline = 0.0
         if self.server is not None:
@@ -191,7 +198,7 @@ class HTTPConnection(asyncio.Protocol):
             self.deadline = self._loop.time() + self.limits.header_timeout  # type: ignore[union-attr]
         elif waiting == _T_BODY:
             self.deadline = self._loop.time() + self.limits.body_timeout  # type: ignore[union-attr]
-        if self._request is not None:
+        if self._request is not None and self._body_stream is None:
             # Answering: pipelined bytes wait, within a bound.
             if not self._reading_paused and parser.buffered > self.limits.max_header_size:
                 self._pause_reading()
@@ -256,11 +263,16 @@ class HTTPConnection(asyncio.Protocol):
                     if event.has_body:  # type: ignore[union-attr]
                         if event.expect_continue:  # type: ignore[union-attr]
                             self.transport.write(_CONTINUE)
+                        if self._stream_bodies:
+                            self._dispatch(b"", None, streaming=True)
                         self._waiting = _T_BODY
                         self.deadline = self._loop.time() + self.limits.body_timeout  # type: ignore[union-attr]
                         continue
                     self._dispatch(b"", None)
                 elif cls is bytes:
+                    if self._body_stream is not None:
+                        self._body_stream.feed(event)  # type: ignore[arg-type]
+                        continue
                     body = self._body
                     if body is None:
                         self._body = event  # type: ignore[assignment]
@@ -269,6 +281,8 @@ class HTTPConnection(asyncio.Protocol):
                             body = self._body = bytearray(body)
                         body += event  # type: ignore[operator]
                     continue
+                elif self._body_stream is not None:  # EndOfMessage of a streamed body
+                    self._end_body_stream(event.trailers)  # type: ignore[union-attr]
                 else:
                     body = self._body
                     self._body = None
@@ -276,12 +290,14 @@ class HTTPConnection(asyncio.Protocol):
                         bytes(body) if body is not None else b"",
                         event.trailers,  # type: ignore[union-attr]
                     )
-                if self._request is not None:
+                if self._request is not None and self._body_stream is None:
                     return  # answered asynchronously; resumed by finish()
         finally:
             self._in_process = False
 
-    def _dispatch(self, body: bytes, trailers: list[tuple[str, str]] | None) -> None:
+    def _dispatch(
+        self, body: bytes, trailers: list[tuple[str, str]] | None, streaming: bool = False
+    ) -> None:
         head = self._head
         assert head is not None
         self._head = None
@@ -300,7 +316,11 @@ class HTTPConnection(asyncio.Protocol):
             )
             if trailers:
                 request.trailers = trailers
-            if body and head.method in _BODY_METHODS:
+            if streaming:
+                self._body_stream = request.body_stream = BodyStream(
+                    self._pause_for_reader, self._resume_for_reader
+                )
+            elif body and head.method in _BODY_METHODS:
                 content_type = headers.get("Content-Type")
                 if content_type:
                     parse_body_arguments(
@@ -322,6 +342,33 @@ class HTTPConnection(asyncio.Protocol):
             callback(request)  # type: ignore[misc]
         except Exception:
             self._callback_failed(request)
+
+    def _end_body_stream(self, trailers: list[tuple[str, str]]) -> None:
+        stream = self._body_stream
+        assert stream is not None
+        self._body_stream = None
+        if self._request is not None and trailers:
+            self._request.trailers = trailers
+        stream.finish()
+        self._waiting = _T_NONE
+        self.deadline = 0.0
+
+    def _pause_for_reader(self) -> None:
+        """The application has not read the body it was sent: stop reading."""
+        self.deadline = 0.0  # a slow reader is not a slow client
+        if not self._reading_paused:
+            self._pause_reading()
+
+    def _resume_for_reader(self) -> None:
+        """Called from the reader's thread once it has caught up."""
+        self._loop.call_soon_threadsafe(self._resume_reading)  # type: ignore[union-attr]
+
+    def _resume_reading(self) -> None:
+        if self._reading_paused and not self._closed:
+            self._reading_paused = False
+            self.transport.resume_reading()
+            if self._body_stream is not None:
+                self.deadline = self._loop.time() + self.limits.body_timeout  # type: ignore[union-attr]
 
     def _callback_failed(self, request: HTTPRequest) -> None:
         error_log.error(
@@ -404,7 +451,13 @@ class HTTPConnection(asyncio.Protocol):
         assert request is not None
         method = request.method
         framed = head.framed(method)
-        keep_alive = self._keep_alive and framed and not head.close and not self._draining
+        keep_alive = (
+            self._keep_alive
+            and framed
+            and not head.close
+            and not self._draining
+            and self._body_stream is None  # answered before the body was all read
+        )
         self._keep_alive = keep_alive
         cut = head.length - 2
         if head.status:
@@ -465,7 +518,8 @@ class HTTPConnection(asyncio.Protocol):
         no_body_status = status < 200 or status in (204, 304)
         bodyless = no_body_status or request.method == "HEAD"
         declared: int | None = None
-        keep_alive = self._keep_alive and not self._draining
+        # Answered before the request body was all read: the connection ends.
+        keep_alive = self._keep_alive and not self._draining and self._body_stream is None
         headers = []
         for name, value in pairs:
             lower = name.lower()
@@ -584,6 +638,12 @@ class HTTPConnection(asyncio.Protocol):
         server = self.server
         if server is not None:
             server._request_finished(request, self._resp_status, self._resp_bytes)
+        if self._body_stream is not None:
+            # Answered before the body was all read: the rest of it would be
+            # taken for the next request, so the connection ends here.
+            self._body_stream.abort()
+            self._body_stream = None
+            self._keep_alive = False
         if self._closed or not self._keep_alive or self._draining:
             self._close()
             return

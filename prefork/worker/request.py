@@ -10,6 +10,7 @@ from prefork.worker.httputil import HTTPFile, HTTPHeaders, parse_qs_bytes
 from prefork.worker.xheaders import forwarded_ip, forwarded_protocol
 
 if TYPE_CHECKING:
+    from prefork.worker.bodystream import BodyStream
     from prefork.worker.connection import HTTPConnection
 
 __all__ = ["HTTPRequest"]
@@ -67,6 +68,9 @@ class HTTPRequest:
         self.arguments: dict[str, list[bytes]] = parse_qs_bytes(query) if query else {}
         #: trailer fields of a chunked request body, (name, value) pairs.
         self.trailers: list[tuple[str, str]] = []
+        #: for callbacks that stream request bodies (``streams_request_body``):
+        #: a file to read the body from as it arrives; ``body`` is then empty.
+        self.body_stream: BodyStream | None = None
 
     def supports_http_1_1(self) -> bool:
         """True for an HTTP/1.1 request (exactly, as in the seed)."""

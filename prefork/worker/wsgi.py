@@ -18,8 +18,11 @@ the connection); anything else streams chunked (HTTP/1.1) or
 close-delimited (HTTP/1.0).  Every chunk is written out at once, as PEP 3333
 requires ("must not delay the transmission of any block").
 
-``wsgi.input`` is the request body the server has already read (bounded by
-``max_body_size``); streaming it from the socket is a later step.
+``wsgi.input`` streams: the application is called as soon as the request
+head has arrived and reads the body while it comes in (blocking in its own
+thread); past a window of unread bytes the connection stops reading from the
+socket, so an upload never has to fit in memory.  ``max_body_size`` and the
+body timeout still apply.
 """
 
 from __future__ import annotations
@@ -127,7 +130,9 @@ def build_environ(request: HTTPRequest, multithread: bool = True) -> dict[str, A
         "REQUEST_URI": request.uri,
         "wsgi.version": (1, 0),
         "wsgi.url_scheme": scheme,
-        "wsgi.input": io.BytesIO(request.body),
+        "wsgi.input": request.body_stream
+        if request.body_stream is not None
+        else io.BytesIO(request.body),
         "wsgi.errors": _ErrorStream(),
         "wsgi.multithread": multithread,
         "wsgi.multiprocess": True,
@@ -147,7 +152,7 @@ def build_environ(request: HTTPRequest, multithread: bool = True) -> dict[str, A
             environ[key] = value
         else:
             environ[key] = old + ("; " if key == "HTTP_COOKIE" else ",") + value
-    if "CONTENT_LENGTH" not in environ and request.body:
+    if "CONTENT_LENGTH" not in environ and request.body and request.body_stream is None:
         # A chunked body was read whole: its length is known now.
         environ["CONTENT_LENGTH"] = str(len(request.body))
     default_port = "443" if scheme == "https" else "80"
@@ -400,11 +405,17 @@ class _Response:
 class WSGIAdapter:
     """A request callback that serves a PEP 3333 application.
 
+    It is called as soon as a request head arrives (``streams_request_body``)
+    and the application reads the body from ``wsgi.input`` as it streams in.
+
     ``threads`` bounds the application calls running at once in this worker
     (more requests wait in the pool's queue); with ``threads=1`` the environ
     says ``wsgi.multithread: False``.  The pool is created in the process
     that serves, never inherited across fork().
     """
+
+    #: the connection calls us at the request head, the body streams in after.
+    streams_request_body = True
 
     def __init__(
         self,

@@ -32,6 +32,7 @@ Routes (by PATH_INFO):
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -127,6 +128,23 @@ def app(environ, start_response):
     args = args_of(environ)
     if path == "/environ":
         return environ_app(environ, start_response)
+    if path == "/first-bytes":
+        # Answers with the first n body bytes without waiting for the rest:
+        # only possible when wsgi.input streams.
+        first = environ["wsgi.input"].read(int(args_of(environ).get("n", "5")))
+        start_response("200 OK", [("Content-Length", str(len(first)))])
+        return [first]
+    if path == "/digest":
+        # Reads the body in 64 KiB pieces: the size and sha256 of what came.
+        digest = hashlib.sha256()
+        size = 0
+        while True:
+            piece = environ["wsgi.input"].read(65536)
+            if not piece:
+                break
+            size += len(piece)
+            digest.update(piece)
+        return json_response(start_response, {"size": size, "sha256": digest.hexdigest()})
     if path == "/write":
         write = start_response("200 OK", [("Content-Type", "text/plain")])
         write(b"one,")

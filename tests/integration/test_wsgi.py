@@ -19,6 +19,7 @@ import functools
 import hashlib
 import http.client
 import json
+import os
 import signal
 import socket
 import time
@@ -363,7 +364,34 @@ def test_chunked_request_body_reaches_wsgi_input(wsgi: Server) -> None:
     )
     env = json.loads(raw.split(b"\r\n\r\n", 1)[1])
     assert env["wsgi.input.read"] == "hello world"
-    assert env["CONTENT_LENGTH"] == "11"
+    # The body streams: its length is not known when the application starts.
+    assert "CONTENT_LENGTH" not in env
+    assert env["wsgi.input_terminated"] == {"type": "bool", "repr": "True"}
+
+
+def test_wsgi_input_streams_before_the_body_is_complete(wsgi: Server) -> None:
+    """The application runs at the request head and reads the body as it comes:
+    it can answer from the first bytes of a body that is still being sent."""
+    with socket.create_connection(("127.0.0.1", wsgi.port), timeout=TIMEOUT) as sock:
+        sock.sendall(
+            b"POST /first-bytes?n=5 HTTP/1.1\r\nHost: h\r\nContent-Length: 1000000\r\n\r\nhello"
+        )
+        response = b""
+        while b"\r\n\r\nhello" not in response:
+            chunk = sock.recv(65536)
+            assert chunk, f"closed before the answer: {response!r}"
+            response += chunk
+    assert response.startswith(b"HTTP/1.1 200 ")
+    # Answered before the rest of the body: the connection cannot be reused.
+    assert b"Connection: close" in response
+
+
+def test_large_upload_streams_through_wsgi_input(wsgi: Server) -> None:
+    """A 32 MiB upload arrives intact through the bounded stream window."""
+    body = os.urandom(1 << 20) * 32
+    response = requests.post(f"http://127.0.0.1:{wsgi.port}/digest", data=body, timeout=60)
+    assert response.status_code == 200
+    assert response.json() == {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
 
 
 def test_path_info_is_decoded_bytes_as_latin1(wsgi: Server) -> None:

@@ -1,0 +1,172 @@
+"""A request body that streams in while the application reads it.
+
+The connection feeds body bytes from the event loop; the application reads
+them, possibly from another thread (a WSGI worker thread), blocking until
+bytes arrive.  Memory stays bounded: past ``window`` unread bytes the
+connection stops reading from the socket, and it resumes once the reader
+has caught up, so a 1 GiB upload never sits in memory.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+__all__ = ["BodyStream", "ClientDisconnected"]
+
+DEFAULT_WINDOW = 1 << 20
+
+
+class ClientDisconnected(ConnectionError):
+    """The client went away before sending the whole body."""
+
+
+class BodyStream(io.RawIOBase):
+    """A readable, blocking file of the request body (``wsgi.input``)."""
+
+    def __init__(
+        self,
+        pause: Callable[[], Any],
+        resume: Callable[[], Any],
+        window: int = DEFAULT_WINDOW,
+    ) -> None:
+        super().__init__()
+        self._pause = pause  # called on the loop thread
+        self._resume = resume  # called from any thread: must be thread-safe
+        self._window = window
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._paused = False
+        self._finished = False
+        self._aborted = False
+        self._cond = threading.Condition()
+        #: bytes received so far.
+        self.received = 0
+
+    # -- the loop's side ----------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        with self._cond:
+            self._chunks.append(data)
+            self._buffered += len(data)
+            self.received += len(data)
+            if self._buffered > self._window and not self._paused:
+                self._paused = True
+                self._pause()
+            self._cond.notify_all()
+
+    def finish(self) -> None:
+        with self._cond:
+            self._finished = True
+            self._cond.notify_all()
+
+    def abort(self) -> None:
+        with self._cond:
+            self._aborted = True
+            self._cond.notify_all()
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    # -- the reader's side --------------------------------------------------------
+
+    def readable(self) -> bool:
+        return True
+
+    def _take(self, size: int) -> bytes:
+        """Up to ``size`` bytes (-1: all that is buffered); caller holds the lock."""
+        if size < 0 or size >= self._buffered:
+            data = b"".join(self._chunks)
+            self._chunks.clear()
+        else:
+            parts = []
+            need = size
+            while need:
+                chunk = self._chunks[0]
+                if len(chunk) <= need:
+                    parts.append(self._chunks.popleft())
+                    need -= len(chunk)
+                else:
+                    parts.append(chunk[:need])
+                    self._chunks[0] = chunk[need:]
+                    need = 0
+            data = b"".join(parts)
+        self._buffered -= len(data)
+        if self._paused and self._buffered <= self._window // 2:
+            self._paused = False
+            self._resume()
+        return data
+
+    def _wait(self, enough: Callable[[], bool]) -> None:
+        while not enough():
+            if self._aborted:
+                raise ClientDisconnected("the client disconnected before the body was complete")
+            if self._finished:
+                return
+            self._cond.wait()
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Read up to ``size`` bytes (all, when -1 or None), blocking for them."""
+        if size is None:
+            size = -1
+        with self._cond:
+            if size < 0:
+                self._wait(lambda: False)
+                return self._take(-1)
+            self._wait(lambda: self._buffered >= size)
+            return self._take(size)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        """One line (with its newline), at most ``size`` bytes."""
+        if size is None:
+            size = -1
+        with self._cond:
+
+            def has_line() -> bool:
+                if 0 <= size <= self._buffered:
+                    return True
+                return any(b"\n" in chunk for chunk in self._chunks)
+
+            self._wait(has_line)
+            joined = b"".join(self._chunks)
+            end = joined.find(b"\n") + 1 or len(joined)
+            if 0 <= size < end:
+                end = size
+            self._chunks.clear()
+            if end < len(joined):
+                self._chunks.append(joined[end:])
+            self._buffered = len(joined)
+            return self._take_prefix(joined, end)
+
+    def _take_prefix(self, joined: bytes, end: int) -> bytes:
+        self._buffered -= end
+        if self._paused and self._buffered <= self._window // 2:
+            self._paused = False
+            self._resume()
+        return joined[:end]
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        lines = []
+        total = 0
+        for line in self:
+            lines.append(line)
+            total += len(line)
+            if 0 < hint <= total:
+                break
+        return lines
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            line = self.readline()
+            if not line:
+                return
+            yield line
