@@ -4,30 +4,46 @@ A master process binds the listening sockets, forks one worker per CPU and
 supervises them; each worker runs its own event loop with the classic
 ``tornado.httpserver`` API (HTTPServer, HTTPRequest, HTTPConnection,
 HTTPHeaders, IOLoop), hardened against request smuggling and slow clients.
+
+The names below are imported on first use, so that the master process, which
+never serves HTTP, does not load the HTTP stack (asyncio, ssl, ...) at all.
 """
 
-import sys
+from __future__ import annotations
 
-from prefork.worker import httpserver, httputil, ioloop
-from prefork.worker.httpserver import HTTPConnection, HTTPRequest, HTTPServer
-from prefork.worker.httputil import HTTPFile, HTTPHeaders
-from prefork.worker.ioloop import IOLoop, PeriodicCallback
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-# ``import prefork.httpserver`` works as well as ``from prefork import httpserver``.
-for _name, _module in (("httpserver", httpserver), ("ioloop", ioloop), ("httputil", httputil)):
-    sys.modules.setdefault(f"prefork.{_name}", _module)
+_NAMES = {
+    "HTTPServer": "prefork.worker.httpserver",
+    "HTTPRequest": "prefork.worker.httpserver",
+    "HTTPConnection": "prefork.worker.httpserver",
+    "HTTPHeaders": "prefork.worker.httputil",
+    "HTTPFile": "prefork.worker.httputil",
+    "IOLoop": "prefork.worker.ioloop",
+    "PeriodicCallback": "prefork.worker.ioloop",
+}
+_MODULES = {
+    "httpserver": "prefork.worker.httpserver",
+    "httputil": "prefork.worker.httputil",
+    "ioloop": "prefork.worker.ioloop",
+}
 
-__all__ = [
-    "HTTPConnection",
-    "HTTPFile",
-    "HTTPHeaders",
-    "HTTPRequest",
-    "HTTPServer",
-    "IOLoop",
-    "PeriodicCallback",
-    "httpserver",
-    "httputil",
-    "ioloop",
-]
+__all__ = sorted([*_NAMES, *_MODULES])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NAMES:
+        value = getattr(importlib.import_module(_NAMES[name]), name)
+    elif name in _MODULES:
+        value = importlib.import_module(_MODULES[name])
+    else:
+        raise AttributeError(f"module 'prefork' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_NAMES, *_MODULES])

@@ -17,7 +17,6 @@ import argparse
 import importlib
 import logging
 import os
-import ssl
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
@@ -28,8 +27,6 @@ from prefork.privileges import drop_privileges, resolve_group, resolve_user
 __all__ = ["load_app", "main"]
 
 log = logging.getLogger("prefork.master")
-
-_CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
 
 
 class AppImportError(Exception):
@@ -143,7 +140,13 @@ def _ssl_options(config: Config) -> dict[str, Any] | None:
         options["keyfile"] = config.keyfile  # type: ignore[attr-defined]
     if config.ca_certs:  # type: ignore[attr-defined]
         options["ca_certs"] = config.ca_certs  # type: ignore[attr-defined]
-    options["cert_reqs"] = _CERT_REQS[config.cert_reqs]  # type: ignore[attr-defined]
+    import ssl  # here, not at import: the master never needs it
+
+    options["cert_reqs"] = {
+        "none": ssl.CERT_NONE,
+        "optional": ssl.CERT_OPTIONAL,
+        "required": ssl.CERT_REQUIRED,
+    }[config.cert_reqs]  # type: ignore[attr-defined]
     return options
 
 

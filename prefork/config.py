@@ -401,9 +401,9 @@ class Config:
         except ValueError as exc:
             raise ConfigError("group", str(exc)) from None
         try:
-            from prefork.worker.httpserver import _parse_networks
+            from prefork.worker.xheaders import parse_networks
 
-            _parse_networks(self.forwarded_allow_ips)  # type: ignore[attr-defined]
+            parse_networks(self.forwarded_allow_ips)  # type: ignore[attr-defined]
         except ValueError as exc:
             raise ConfigError("forwarded_allow_ips", str(exc).split(": ", 1)[-1]) from None
         if (self.keyfile or self.ca_certs) and not self.certfile:  # type: ignore[attr-defined]

@@ -42,6 +42,7 @@ from prefork.worker.httputil import HTTPFile, HTTPHeaders
 from prefork.worker.ioloop import IOLoop
 from prefork.worker.request import HTTPRequest
 from prefork.worker.tls import server_context
+from prefork.worker.xheaders import parse_networks
 
 __all__ = ["HTTPServer", "HTTPRequest", "HTTPConnection", "HTTPHeaders", "HTTPFile"]
 
@@ -100,7 +101,7 @@ class HTTPServer:
         self.backlog = backlog
         #: peers whose X-Forwarded-* / X-Real-Ip and PROXY headers are trusted
         #: (None: everyone, the seed's xheaders behaviour).
-        self.trusted_networks = _parse_networks(forwarded_allow_ips)
+        self.trusted_networks = parse_networks(forwarded_allow_ips)
         self.proxy_protocol = proxy_protocol
         #: seconds a graceful stop keeps serving, readiness answering 503,
         #: before the listeners close (so a load balancer takes us out first).
@@ -421,26 +422,3 @@ def _take_inherited_sockets() -> list[socket.socket] | None:
         return [] if _inherited_taken else None
     _inherited_taken = True
     return sockets_from_environment()
-
-
-def _parse_networks(
-    value: str | Iterable[str] | None,
-) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network] | None:
-    """``"127.0.0.1,10.0.0.0/8"`` or a list -> networks; ``"*"``/None -> None (all)."""
-    if value is None:
-        return None
-    items = value.split(",") if isinstance(value, str) else list(value)
-    networks = []
-    for item in items:
-        item = item.strip()
-        if not item:
-            continue
-        if item == "*":
-            return None
-        try:
-            networks.append(ipaddress.ip_network(item, strict=False))
-        except ValueError:
-            raise ValueError(
-                f"forwarded_allow_ips: {item!r} is not an IP address or network"
-            ) from None
-    return networks

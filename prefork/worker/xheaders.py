@@ -8,9 +8,9 @@ on the same keep-alive connection.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
-__all__ = ["forwarded_ip", "forwarded_protocol"]
+__all__ = ["forwarded_ip", "forwarded_protocol", "parse_networks"]
 
 
 def _last_element(value: str) -> str:
@@ -53,3 +53,26 @@ def forwarded_protocol(headers: Mapping[str, str], default: str) -> str:
             if candidate in ("http", "https"):
                 return candidate
     return default
+
+
+def parse_networks(
+    value: str | Iterable[str] | None,
+) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network] | None:
+    """``"127.0.0.1,10.0.0.0/8"`` or a list -> networks; ``"*"``/None -> None (all)."""
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else list(value)
+    networks = []
+    for item in items:
+        item = item.strip()
+        if not item:
+            continue
+        if item == "*":
+            return None
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(
+                f"forwarded_allow_ips: {item!r} is not an IP address or network"
+            ) from None
+    return networks
