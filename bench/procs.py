@@ -80,15 +80,21 @@ def probe(port: int, path: str = "/", timeout: float = 2.0) -> tuple[int, int | 
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
             sock.sendall(request.encode())
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
+            data = _read_head(sock)
     except OSError:
         return 0, None
     return _status_and_pid(data)
+
+
+def _read_head(sock: socket.socket) -> bytes:
+    """Bytes up to the end of the response head (or the close)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def _status_and_pid(data: bytes) -> tuple[int, int | None]:
@@ -211,13 +217,8 @@ def burst(port: int, count: int = 8, timeout: float = 1.0) -> list[int]:
 
 
 def _read_pid(sock: socket.socket) -> int | None:
-    data = b""
     try:
-        while b"\r\n\r\n" not in data:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = _read_head(sock)
     except OSError:
         return None
     status, pid = _status_and_pid(data)
