@@ -22,15 +22,23 @@ port open by accident. Standard library only.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import logging
 import os
-import re
 import socket
 import stat
-from collections.abc import Iterable, MutableMapping, Sequence
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Iterable, Sequence
+
+# Parsing of --bind values and inherited sockets live in their own modules;
+# their public names are available from here too.
+from prefork.bindspec import BindSpec, parse_bind  # noqa: E402
+from prefork.inherit import (  # noqa: E402
+    INHERIT_ENV,
+    adopt_fd,
+    export_for_exec,
+    sockets_from_environment,
+    systemd_listen_fds,
+    systemd_listen_fds_with_names,
+)
 
 __all__ = [
     "DEFAULT_BACKLOG",
@@ -57,15 +65,6 @@ log = logging.getLogger("prefork.sockets")
 #: the value at ``net.core.somaxconn`` (4096 on Linux >= 5.4), so asking for
 #: more than the host allows is harmless.
 DEFAULT_BACKLOG = 2048
-
-#: Environment variable through which a master passes its listening fds to the
-#: new master it execs on USR2 (like gunicorn's GUNICORN_FD or nginx's NGINX).
-INHERIT_ENV = "PREFORK_FDS"
-
-#: The first fd of systemd socket activation (``SD_LISTEN_FDS_START``).
-SD_LISTEN_FDS_START = 3
-
-_SYSTEMD_VARS = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
 
 # How many times to retry a whole dual-stack bind when the kernel-chosen port
 # of the first family is already taken on another family (tornado issue #1860).
@@ -379,130 +378,6 @@ def bind_unix_socket(
     return sock
 
 
-# --------------------------------------------------------------------------
-# Bind specs
-
-
-BindKind = Literal["tcp", "unix", "fd"]
-
-
-@dataclass(frozen=True)
-class BindSpec:
-    """One parsed ``--bind`` value.
-
-    * ``tcp``: ``host`` (None = all interfaces; a name means all its
-      addresses; an IPv6 literal without brackets) and ``port``;
-    * ``unix``: ``path`` (``@name`` for the abstract namespace);
-    * ``fd``: ``fd``, an inherited listening socket.
-    """
-
-    kind: BindKind
-    host: str | None = None
-    port: int | None = None
-    path: str | None = None
-    fd: int | None = None
-
-    @property
-    def abstract(self) -> bool:
-        """True for a unix socket in the Linux abstract namespace."""
-        return self.kind == "unix" and self.path is not None and self.path.startswith("@")
-
-    def __str__(self) -> str:
-        if self.kind == "unix":
-            return f"unix:{self.path}"
-        if self.kind == "fd":
-            return f"fd://{self.fd}"
-        if self.host is None:
-            return f":{self.port}"
-        if ":" in self.host:
-            return f"[{self.host}]:{self.port}"
-        return f"{self.host}:{self.port}"
-
-
-_PORT = re.compile(r"[0-9]{1,5}")
-_HOST_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?"
-_HOSTNAME = re.compile(rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*\.?")
-_FORMS = "use HOST:PORT, [IPv6]:PORT, :PORT, PORT, unix:PATH, unix:@NAME or fd://N"
-
-
-def _parse_port(spec: str, text: str) -> int:
-    if not _PORT.fullmatch(text) or int(text) > 65535:
-        raise ValueError(f"bind {spec!r}: port must be a number 0-65535")
-    return int(text)
-
-
-def parse_bind(spec: str) -> BindSpec:
-    """Parse one bind address; ValueError with a one-line message naming it.
-
-    Accepted forms: ``HOST:PORT``, ``[IPv6]:PORT``, ``:PORT`` or ``PORT`` (all
-    interfaces), ``unix:PATH``, ``unix:@NAME`` (abstract namespace),
-    ``fd://N`` (an inherited listening socket). Surrounding whitespace is
-    ignored.
-    """
-    text = spec.strip()
-    if not text:
-        raise ValueError(f"bind {spec!r}: empty address ({_FORMS})")
-
-    if text.startswith("unix:"):
-        path = text[len("unix:") :]
-        if not path:
-            raise ValueError(f"bind {spec!r}: missing unix socket path")
-        if path == "@":
-            raise ValueError(f"bind {spec!r}: missing abstract socket name after '@'")
-        if "\0" in path:
-            raise ValueError(f"bind {spec!r}: unix socket path contains a NUL byte")
-        size = len(os.fsencode(path[1:] if path.startswith("@") else path))
-        if size > _UNIX_PATH_MAX:
-            raise ValueError(
-                f"bind {spec!r}: unix socket path is too long "
-                f"({size} bytes, at most {_UNIX_PATH_MAX})"
-            )
-        return BindSpec("unix", path=path)
-
-    if text.startswith("fd://"):
-        number = text[len("fd://") :]
-        if not number.isascii() or not number.isdigit():
-            raise ValueError(f"bind {spec!r}: fd must be a non-negative integer")
-        return BindSpec("fd", fd=int(number))
-
-    if "://" in text:
-        scheme = text.split("://", 1)[0]
-        raise ValueError(f"bind {spec!r}: unsupported scheme {scheme!r} ({_FORMS})")
-
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise ValueError(f"bind {spec!r}: missing ']' after the IPv6 address")
-        host = text[1:end]
-        rest = text[end + 1 :]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(f"bind {spec!r}: {host!r} is not an IPv6 address") from None
-        if not rest:
-            raise ValueError(f"bind {spec!r}: missing port (use [IPv6]:PORT)")
-        if not rest.startswith(":"):
-            raise ValueError(f"bind {spec!r}: expected ':PORT' after ']'")
-        return BindSpec("tcp", host=host, port=_parse_port(spec, rest[1:]))
-
-    if ":" not in text:
-        if _PORT.fullmatch(text):
-            return BindSpec("tcp", host=None, port=_parse_port(spec, text))
-        if text.isascii() and text.isdigit():
-            raise ValueError(f"bind {spec!r}: port must be a number 0-65535")
-        raise ValueError(f"bind {spec!r}: missing port ({_FORMS})")
-
-    host, _, port_text = text.rpartition(":")
-    if ":" in host:
-        raise ValueError(f"bind {spec!r}: IPv6 addresses must be in brackets, e.g. '[::1]:8000'")
-    port = _parse_port(spec, port_text)
-    if not host:
-        return BindSpec("tcp", host=None, port=port)
-    if len(host) > 253 or not _HOSTNAME.fullmatch(host):
-        raise ValueError(f"bind {spec!r}: invalid host name {host!r}")
-    return BindSpec("tcp", host=host, port=port)
-
-
 def _close_all(
     sockets: Iterable[socket.socket], adopted: dict[int, tuple[bool, bool] | None]
 ) -> None:
@@ -571,8 +446,8 @@ def listeners_from_specs(
                     try:
                         was = (os.get_blocking(bind.fd), os.get_inheritable(bind.fd))
                     except OSError:
-                        was = None  # not open: _adopt_fd says so
-                    sock = _adopt_fd(bind.fd, f"fd {bind.fd}")
+                        was = None  # not open: adopt_fd says so
+                    sock = adopt_fd(bind.fd, f"fd {bind.fd}")
                     opened.append(sock)
                     adopted[id(sock)] = was
             except socket.gaierror as e:
@@ -587,149 +462,6 @@ def listeners_from_specs(
         _close_all(opened, adopted)
         raise
     return opened
-
-
-# --------------------------------------------------------------------------
-# Inherited sockets (fd://N, systemd, re-exec)
-
-
-def _adopt_fd(fd: int, label: str) -> socket.socket:
-    """Wrap an inherited fd that must be a listening stream socket.
-
-    On success the socket is non-blocking and not inheritable across exec
-    (``export_for_exec`` turns that back on for a deliberate re-exec). On
-    failure the fd is left open and unchanged.
-    """
-    try:
-        st = os.fstat(fd)
-    except OSError as e:
-        raise _os_error(e.errno, f"{label} is not open: {e.strerror}") from e
-    if not stat.S_ISSOCK(st.st_mode):
-        raise ValueError(f"{label} is not a socket")
-    sock = socket.socket(fileno=fd)
-    try:
-        if sock.type != socket.SOCK_STREAM:
-            raise ValueError(f"{label} is not a stream socket ({sock.type.name})")
-        if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
-            raise ValueError(f"{label} is not a listening socket (listen() was not called)")
-        sock.setblocking(False)
-        sock.set_inheritable(False)
-    except BaseException:
-        sock.detach()
-        raise
-    return sock
-
-
-def _adopt_all(fds: list[int], labels: list[str]) -> list[socket.socket]:
-    sockets: list[socket.socket] = []
-    try:
-        for fd, label in zip(fds, labels, strict=True):
-            sockets.append(_adopt_fd(fd, label))
-    except BaseException:
-        # These fds were handed to this process for it to own; a failure here
-        # ends startup, so close them rather than leave half-adopted sockets.
-        for s in sockets:
-            s.close()
-        raise
-    return sockets
-
-
-def systemd_listen_fds_with_names(
-    unset_environment: bool = True,
-) -> list[tuple[str, socket.socket]]:
-    """The sockets passed by systemd socket activation, with their names.
-
-    Implements ``sd_listen_fds_with_names``: the variables apply only when
-    ``LISTEN_PID`` equals this process's pid (a forked worker or a child that
-    merely inherited the environment gets nothing); ``LISTEN_FDS`` sockets
-    start at fd 3; names come from ``LISTEN_FDNAMES`` (``FileDescriptorName=``
-    or ``--fdname=``), ``"unknown"`` where missing, as in systemd.
-
-    With ``unset_environment`` the three variables are removed from
-    ``os.environ`` whatever the outcome (like systemd), so workers, app code
-    and subprocesses never see stale values. The sockets are made non-blocking
-    and close-on-exec (as ``sd_listen_fds`` does). Each must be a listening
-    stream socket, else ValueError naming the fd.
-    """
-    try:
-        pid_text = os.environ.get("LISTEN_PID")
-        fds_text = os.environ.get("LISTEN_FDS")
-        names_text = os.environ.get("LISTEN_FDNAMES")
-        if pid_text is None or fds_text is None:
-            return []
-        try:
-            pid = int(pid_text)
-        except ValueError:
-            log.warning("ignoring LISTEN_PID=%r: not a number", pid_text)
-            return []
-        if pid != os.getpid():
-            return []
-        if not (fds_text.strip().isascii() and fds_text.strip().isdigit()):
-            raise ValueError(f"LISTEN_FDS={fds_text!r}: not a number of file descriptors")
-        count = int(fds_text)
-        names = names_text.split(":") if names_text else []
-        if names and len(names) != count:
-            log.warning(
-                "LISTEN_FDNAMES has %d names for LISTEN_FDS=%d; using 'unknown' for the rest",
-                len(names),
-                count,
-            )
-        names = (names + ["unknown"] * count)[:count]
-        fds = list(range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + count))
-        labels = [f"LISTEN_FDS fd {fd} ({name})" for fd, name in zip(fds, names, strict=True)]
-        return list(zip(names, _adopt_all(fds, labels), strict=True))
-    finally:
-        if unset_environment:
-            for name in _SYSTEMD_VARS:
-                os.environ.pop(name, None)
-
-
-def systemd_listen_fds(unset_environment: bool = True) -> list[socket.socket]:
-    """The sockets passed by systemd socket activation (see the ``_with_names`` form)."""
-    return [sock for _name, sock in systemd_listen_fds_with_names(unset_environment)]
-
-
-def export_for_exec(sockets: Iterable[socket.socket]) -> str:
-    """Prepare sockets to survive an ``exec`` of a new master; return the PREFORK_FDS value.
-
-    Marks each fd inheritable and returns their numbers, e.g. ``"3,4,7"``, to
-    put in the new process's environment under ``INHERIT_ENV``.
-    """
-    fds = []
-    for sock in sockets:
-        fd = sock.fileno()
-        if fd < 0:
-            raise ValueError("cannot export a closed socket")
-        os.set_inheritable(fd, True)
-        fds.append(str(fd))
-    return ",".join(fds)
-
-
-def sockets_from_environment(
-    environ: MutableMapping[str, str] = os.environ,
-    unset: bool = True,
-) -> list[socket.socket]:
-    """The listening sockets a previous master passed in ``PREFORK_FDS``.
-
-    Used by a master that was re-exec'ed for a binary upgrade (USR2). Returns
-    an empty list when the variable is absent. Each fd must be a listening
-    stream socket; ``listen()`` is not called again. With ``unset`` the
-    variable is removed, so children never see it.
-    """
-    try:
-        raw = environ.get(INHERIT_ENV)
-        if raw is None or not raw.strip():
-            return []
-        fds = []
-        for part in raw.split(","):
-            part = part.strip()
-            if not part.isascii() or not part.isdigit():
-                raise ValueError(f"{INHERIT_ENV}={raw!r}: expected fd numbers like '3,4'")
-            fds.append(int(part))
-        return _adopt_all(fds, [f"{INHERIT_ENV} fd {fd}" for fd in fds])
-    finally:
-        if unset:
-            environ.pop(INHERIT_ENV, None)
 
 
 # --------------------------------------------------------------------------
