@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["IOLoop", "PeriodicCallback", "new_event_loop"]
+__all__ = ["IOLoop", "PeriodicCallback", "new_event_loop", "preload_event_loop_module"]
 
 log = logging.getLogger("prefork.error")
 
@@ -35,6 +35,19 @@ def _uvloop_wanted() -> bool:
     if _use_uvloop is not None:
         return _use_uvloop
     return os.environ.get("PREFORK_UVLOOP", "1").lower() not in ("0", "false", "no", "off")
+
+
+def preload_event_loop_module() -> None:
+    """Import uvloop (when it will be used) without creating a loop.
+
+    A pre-fork master calls this so that its workers inherit the module
+    instead of each importing it after the fork.
+    """
+    if _uvloop_wanted():
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            pass
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:

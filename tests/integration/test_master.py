@@ -1,11 +1,25 @@
 """The master's process model with real processes, signals and a concurrent client load.
 
-Each test starts ``apps/echo_master.py`` (a tiny HTTP responder run under
-prefork's Master) with subprocess.Popen, drives it with signals and a bounded
-client load on loopback, and in a finally block kills it by pid, reaps it and
-checks with psutil that none of its processes survive. Every wait polls a
-condition with a deadline. The worker states come from the master's
-scoreboard, mapped from a file (``--scoreboard``).
+Each test runs the product users run: the ``prefork`` command
+(``python -m prefork -b 127.0.0.1:0 ... tests.integration.apps.master_app:app``,
+from the repository root), whose workers serve the seed application
+``apps/master_app.py`` with prefork's own HTTPServer. Only the test of the
+Master API itself (``Master.run()`` returning the WorkerContext in each
+child, as ``HTTPServer.start(n)`` uses it) runs the stand-in
+``apps/echo_master.py``.
+
+A test starts the server with subprocess.Popen in a session of its own,
+drives it with signals and a bounded client load on loopback, and reads the
+worker states from the master's scoreboard (``PIDFILE.scoreboard``). Every
+wait polls a condition with a deadline.
+
+Every process a server starts stays in its session: the workers, the masters
+a USR2 upgrade execs, their grandchildren, even inside a pid namespace
+(prefork never calls setsid). At the end of every test everything in the
+session is killed by pid and reaped, and the test fails if any of it
+survives; at the end of the module, likewise for every session it started.
+The test process is a child subreaper, so orphans (old and new masters of an
+upgrade, workers of a killed master) come back to it rather than to pid 1.
 """
 
 from __future__ import annotations
@@ -15,6 +29,7 @@ import http.client
 import os
 import random
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -22,6 +37,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,10 +46,31 @@ import psutil
 import pytest
 
 from prefork.scoreboard import Scoreboard, SlotSnapshot, SlotState
-from tests.conftest import wait_for
+from tests.conftest import ROOT, wait_for
 
-APP = Path(__file__).parent / "apps" / "echo_master.py"
+APP = "tests.integration.apps.master_app:app"
+STANDIN = Path(__file__).parent / "apps" / "echo_master.py"
+FAIL_MESSAGE = "boot failure requested by the test"  # raised by master_app.py
 PR_SET_CHILD_SUBREAPER = 36
+
+#: Set in the environment of every server; a process that has replaced its
+#: environment with its title (setproctitle) is known by the title instead.
+TAG_ENV = "MASTER_TEST_TAG"
+RUN_TAG = uuid.uuid4().hex
+#: The session of every server this module started, with its start time.
+_SESSIONS: dict[int, float] = {}
+#: Inherited settings that would change what the server does.
+_SCRUBBED_ENV = (
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "WEB_CONCURRENCY",
+    "MASTER_APP_FAIL_BOOT",
+    "MASTER_APP_FAIL_BOOT_IF",
+)
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux process model")
 
@@ -43,45 +80,149 @@ def _set_subreaper(on: bool) -> None:
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1 if on else 0, 0, 0, 0)
 
 
+def _is_ours(p: psutil.Process) -> bool:
+    """A process started by this module: our tag in its environment, or a prefork title."""
+    try:
+        if p.environ().get(TAG_ENV) == RUN_TAG:
+            return True
+    except (psutil.Error, OSError):
+        pass
+    return _title(p).startswith("prefork: ")
+
+
+def _live_members(sessions: dict[int, float]) -> list[psutil.Process]:
+    """The live (not zombie) processes of these sessions started by this module.
+
+    A session id cannot be taken by another program while a member of ours
+    is left (setsid() fails while a process group of that number exists);
+    the start time and the tag (or title) rule out the rest.
+    """
+    found = []
+    for pid in psutil.pids():
+        try:
+            sid = os.getsid(pid)
+            if sid not in sessions:
+                continue
+            p = psutil.Process(pid)
+            if p.create_time() + 0.01 < sessions[sid] or p.status() == psutil.STATUS_ZOMBIE:
+                continue
+        except (OSError, psutil.Error):
+            continue
+        if _is_ours(p):
+            found.append(p)
+    return found
+
+
 @pytest.fixture(scope="module", autouse=True)
 def subreaper() -> Iterator[None]:
     """Orphans of the servers under test (e.g. after kill -9 of a master) come back to us.
 
-    So the teardown can find and check every process a test left behind,
-    and old masters of a USR2 upgrade can be reaped.
+    So the teardown can find, kill and reap every process a test left behind,
+    and the masters of a USR2 upgrade are reaped by the test, not by pid 1.
+    At the end of the module nothing started by it may be left.
     """
     _set_subreaper(True)
-    yield
-    _set_subreaper(False)
+    try:
+        yield
+        left = _live_members(_SESSIONS)
+        for p in left:
+            _kill_quietly(p.pid)
+        assert not left, f"processes started by this module survive: {left}"
+    finally:
+        _set_subreaper(False)
+
+
+def _kill_quietly(pid: int, sig: int = signal.SIGKILL) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _no_core_files() -> None:
+    """A hung worker gets SIGABRT (traceback dump) before SIGKILL: no core file from tests."""
+    resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
 
 
 class Server:
-    """One echo_master.py process tree under test."""
+    """One server process tree under test: the ``prefork`` CLI, or the stand-in."""
 
-    def __init__(self, tmp: Path, *args: str, prefix: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        *args: str,
+        prefix: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        standin: bool = False,
+    ) -> None:
         self.tmp = tmp
         self.log_path = tmp / "master.log"
-        self.board_path = tmp / "scoreboard"
         self.pidfile = tmp / "master.pid"
-        self.out = open(tmp / "stdout.log", "wb")
-        cmd = [
-            *(prefix or []),
-            sys.executable,
-            str(APP),
-            "--log-file",
-            str(self.log_path),
-            "--scoreboard",
-            str(self.board_path),
-            "--pidfile",
-            str(self.pidfile),
-            *args,
-        ]
+        self.out_path = tmp / "stdout.log"
+        self.out = open(self.out_path, "wb")  # noqa: SIM115 - closed in close()
+        if standin:
+            self.board_path = tmp / "scoreboard"
+            cmd = [
+                sys.executable,
+                str(STANDIN),
+                "--log-file",
+                str(self.log_path),
+                "--scoreboard",
+                str(self.board_path),
+                "--pidfile",
+                str(self.pidfile),
+                *args,
+            ]
+        else:
+            # The CLI maps the scoreboard next to the pidfile.
+            self.board_path = Path(f"{self.pidfile}.scoreboard")
+            cmd = [
+                sys.executable,
+                "-m",
+                "prefork",
+                "-b",
+                "127.0.0.1:0",
+                "--error-log",
+                str(self.log_path),
+                "--access-log",
+                "off",
+                "--pidfile",
+                str(self.pidfile),
+                # The stand-in's defaults; a test's own options come after and win.
+                "--boot-timeout",
+                "10",
+                "--graceful-timeout",
+                "10",
+                *args,
+                APP,
+            ]
+        full_env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("PREFORK_") and k not in _SCRUBBED_ENV
+        }
+        full_env.update(env or {})
+        full_env[TAG_ENV] = RUN_TAG
         # A session of its own: a Ctrl-C in the test's terminal does not reach it,
         # and a test can send a "Ctrl-C" to its whole process group.
         self.proc = subprocess.Popen(
-            cmd, stdout=self.out, stderr=subprocess.STDOUT, start_new_session=True
+            [*(prefix or []), *cmd],
+            cwd=ROOT,
+            env=full_env,
+            stdin=subprocess.DEVNULL,
+            stdout=self.out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_no_core_files,
         )
+        self.sid = self.proc.pid  # start_new_session: the session leader
+        try:
+            self.started = psutil.Process(self.proc.pid).create_time()
+        except psutil.NoSuchProcess:
+            self.started = time.time() - 1
+        _SESSIONS[self.sid] = self.started
         self.known: set[int] = {self.proc.pid}
+        self.exit_status: dict[int, int] = {}
         self._board: Scoreboard | None = None
         self._board_ino = 0
 
@@ -92,6 +233,10 @@ class Server:
         except FileNotFoundError:
             return ""
 
+    def output(self) -> str:
+        """What the processes wrote to their stdout and stderr."""
+        return self.out_path.read_text(errors="replace")
+
     def port(self) -> int:
         m = wait_for(
             lambda: re.search(r"listening on http://127\.0\.0\.1:(\d+)", self.log()),
@@ -100,13 +245,49 @@ class Server:
         )
         return int(m.group(1))
 
+    def members(self) -> list[psutil.Process]:
+        """Every live process this server started (its session)."""
+        return _live_members({self.sid: self.started})
+
+    def owns(self, pid: int) -> bool:
+        """Whether ``pid`` is a live process started by this server."""
+        try:
+            if os.getsid(pid) != self.sid:
+                return False
+            p = psutil.Process(pid)
+            return (
+                p.create_time() + 0.01 >= self.started
+                and _status(p) not in ("gone", psutil.STATUS_ZOMBIE)
+                and _is_ours(p)
+            )
+        except (OSError, psutil.Error):
+            return False
+
+    def pidfile_pid(self) -> int | None:
+        """The pid in the pidfile if it names a process of ours.
+
+        Not otherwise: in a pid namespace the master writes 1, which here is init.
+        """
+        try:
+            pid = int(self.pidfile.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        return pid if self.owns(pid) else None
+
     @property
     def master_pid(self) -> int:
         """The current master: the pid in the pidfile (it changes with USR2)."""
-        try:
-            return int(self.pidfile.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return self.proc.pid
+        return self.pidfile_pid() or self.proc.pid
+
+    def wait_new_master(self, previous: list[int], timeout: float = 15) -> int:
+        """The master a USR2 upgrade started, once it has written the pidfile."""
+        pid = wait_for(
+            lambda: (p := self.pidfile_pid()) not in previous and p,
+            timeout,
+            "the new master to write the pidfile",
+        )
+        self.known.add(pid)
+        return pid
 
     def board(self) -> Scoreboard | None:
         try:
@@ -157,52 +338,111 @@ class Server:
     def signal(self, sig: int) -> None:
         os.kill(self.master_pid, sig)
 
+    # -- exits -----------------------------------------------------------------
+    def reap(self, pid: int) -> int | None:
+        """The exit code of ``pid`` once it has ended and was reaped here, else None.
+
+        The subprocess.Popen child is left to Popen: reaping it behind its
+        back would make ``proc.wait()`` report 0 whatever the real status.
+        Others (masters of an upgrade, workers of a killed master) are ours
+        to reap once orphaned (we are their subreaper).
+        """
+        if pid == self.proc.pid:
+            return self.proc.poll()
+        if pid in self.exit_status:
+            return self.exit_status[pid]
+        try:
+            got, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:  # not (yet) our child, or reaped elsewhere
+            return None
+        if got == 0:
+            return None
+        self.exit_status[pid] = os.waitstatus_to_exitcode(status)
+        return self.exit_status[pid]
+
+    def wait_exit(self, pid: int, timeout: float, what: str) -> int:
+        """Wait until ``pid`` has exited and was reaped here; its exit code."""
+        return wait_for(lambda: (code := self.reap(pid)) is not None and (code,), timeout, what)[0]
+
     # -- teardown ------------------------------------------------------------
     def close(self) -> None:
-        """Kill everything this server started, reap it, and check nothing survives."""
-        self.children()
-        self.slots()
-        for pid in sorted(self.known):
+        """Kill everything this server started, reap it, and check nothing survives.
+
+        Only processes of this server's session are signalled (never a pid
+        that might have been reused by another program). The scan repeats
+        until none is left, so a master that forks a replacement or a new
+        master while being torn down is caught too.
+
+        When the process the test started has already exited (a stop, a
+        ``kill -9``, a USR2 hand-over), nothing it started may outlive it:
+        not a worker, not a grandchild, not a new master the test did not
+        stop and reap itself. The test then fails, after the clean-up.
+        """
+        try:
+            self.children()
+            self.slots()
+        except psutil.Error:
+            pass
+        outlived: list[psutil.Process] = []
+        if self.proc.poll() is not None:
             try:
-                os.kill(pid, signal.SIGCONT)
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+                wait_for(lambda: not self.members(), 2, "the server's processes to exit")
+            except AssertionError:
+                outlived = self.members()
+                for p in outlived:
+                    print(f"outlived its master: {p.pid} {_title(p)!r}")
+        deadline = time.monotonic() + 15
+        while True:
+            alive = self.members()
+            self.known.update(p.pid for p in alive)
+            self._reap_zombies()
+            if not alive:
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"processes of the server survive: {alive}")
+            for p in alive:
+                _kill_quietly(p.pid, signal.SIGCONT)
+                _kill_quietly(p.pid, signal.SIGKILL)
+            time.sleep(0.02)
         try:
             self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
-        self.out.close()
+        finally:
+            self.out.close()
+        wait_for(lambda: self._reap_zombies() == 0, 10, "every process of the server to be reaped")
+        assert not outlived, f"processes outlived the server's master: {outlived}"
 
-        def all_gone() -> bool:
-            alive = []
-            for pid in self.known:
-                try:
-                    p = psutil.Process(pid)
-                    if p.status() == psutil.STATUS_ZOMBIE:
-                        _reap(pid)
-                        continue
-                    alive.append(pid)
-                except psutil.NoSuchProcess:
-                    continue
-            return not alive
+    def _reap_zombies(self) -> int:
+        """Reap our zombie children (orphans of the servers come to us); how many are left.
 
-        wait_for(all_gone, 10, "every process of the server to be gone")
-
-
-def _reap(pid: int) -> None:
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
+        A zombie's session cannot be read: every zombie child but another
+        server's Popen child is reaped (this module starts no other children).
+        """
+        left = 0
+        for kid in psutil.Process().children():
+            if _status(kid) != psutil.STATUS_ZOMBIE:
+                continue
+            if kid.pid in _SESSIONS and kid.pid != self.proc.pid:
+                continue
+            if self.reap(kid.pid) is None:
+                left += 1
+        return left
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """``server(*cli_options, env=..., prefix=...)`` runs the prefork CLI on master_app.
+
+    ``standin=True`` runs apps/echo_master.py with its own options instead.
+    """
     started: list[Server] = []
 
-    def start(*args: str, prefix: list[str] | None = None) -> Server:
-        s = Server(tmp_path, *args, prefix=prefix)
+    def start(
+        *args: str,
+        prefix: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        standin: bool = False,
+    ) -> Server:
+        s = Server(tmp_path, *args, prefix=prefix, env=env, standin=standin)
         started.append(s)
         return s
 
@@ -311,14 +551,25 @@ def _status(p: psutil.Process) -> str:
         return "gone"
 
 
+def _title(p: psutil.Process) -> str:
+    try:
+        return " ".join(p.cmdline()).strip()
+    except psutil.NoSuchProcess:
+        return "gone"
+
+
 # --------------------------------------------------------------------------
 # Tests
 
 
 def test_hup_20_times_under_load_fails_no_request(server) -> None:
-    srv = server("--workers", "2")
+    srv = server("-w", "2")
     port = srv.port()
     first = srv.wait_workers(2)
+    # The real command: process titles name the master and each worker.
+    assert _title(psutil.Process(srv.proc.pid)) == "prefork: master"
+    titles = sorted(_title(k) for k in srv.children())
+    assert titles == ["prefork: worker 0", "prefork: worker 1"]
     with Load(port) as load:
         for _ in range(20):
             srv.signal(signal.SIGHUP)
@@ -333,7 +584,7 @@ def test_hup_20_times_under_load_fails_no_request(server) -> None:
 
 
 def test_ttin_ttou_pairs_under_load(server) -> None:
-    srv = server("--workers", "2")
+    srv = server("-w", "2")
     port = srv.port()
     srv.wait_workers(2)
     with Load(port) as load:
@@ -350,7 +601,7 @@ def test_ttin_ttou_pairs_under_load(server) -> None:
 
 
 def test_max_requests_recycles_one_at_a_time(server) -> None:
-    srv = server("--workers", "2", "--max-requests", "50", "--max-requests-jitter", "10")
+    srv = server("-w", "2", "--max-requests", "50", "--max-requests-jitter", "10")
     port = srv.port()
     srv.wait_workers(2)
     most_draining = 0
@@ -372,11 +623,14 @@ def test_max_requests_recycles_one_at_a_time(server) -> None:
 
 
 def test_run_returns_the_context_in_each_child_without_an_entry(server) -> None:
-    srv = server("--workers", "2", "--no-entry")
+    # The Master API itself (what HTTPServer.start(n) builds on): Master.run()
+    # with no worker entry returns the WorkerContext in each child. The CLI
+    # always passes an entry, so this one runs the stand-in.
+    srv = server("--workers", "2", "--no-entry", standin=True)
     port = srv.port()
     first = srv.wait_workers(2)
     assert {s.index for s in srv.slots()} == {0, 1}
-    titles = {p.pid: " ".join(p.cmdline()).strip() for p in srv.children()}
+    titles = {p.pid: _title(p) for p in srv.children()}
     assert sorted(titles.values()) == ["prefork: worker 0", "prefork: worker 1"]
     srv.signal(signal.SIGHUP)
     second = srv.wait_workers(2, generation=2)
@@ -388,7 +642,7 @@ def test_run_returns_the_context_in_each_child_without_an_entry(server) -> None:
 
 def test_max_memory_recycles_the_worker_over_the_limit(server) -> None:
     limit = 60 << 20  # an idle worker uses about 20 MiB
-    srv = server("--workers", "2", "--max-memory", str(limit))
+    srv = server("-w", "2", "--max-memory", str(limit))
     port = srv.port()
     first = srv.wait_workers(2)
     with Load(port) as load:
@@ -403,7 +657,7 @@ def test_max_memory_recycles_the_worker_over_the_limit(server) -> None:
 
 
 def test_sigkill_of_a_worker_is_replaced_within_100ms(server) -> None:
-    srv = server("--workers", "2")
+    srv = server("-w", "2")
     port = srv.port()
     victim, survivor = srv.wait_workers(2)
     with Load(port, keepalive=1, oneshot=1) as load:
@@ -435,7 +689,7 @@ def test_sigkill_of_a_worker_is_replaced_within_100ms(server) -> None:
 
 def test_sigstop_worker_is_killed_and_replaced(server) -> None:
     timeout = 2.0
-    srv = server("--workers", "2", "--timeout", str(timeout))
+    srv = server("-w", "2", "--timeout", str(timeout))
     port = srv.port()
     victim, other = srv.wait_workers(2)
     get(port)
@@ -464,7 +718,7 @@ def test_sigstop_worker_is_killed_and_replaced(server) -> None:
 
 def test_blocked_loop_dumps_its_traceback_then_is_replaced(server) -> None:
     timeout = 2.0
-    srv = server("--workers", "2", "--timeout", str(timeout))
+    srv = server("-w", "2", "--timeout", str(timeout))
     port = srv.port()
     before = srv.wait_workers(2)
     blocker = threading.Thread(target=lambda: _get_quietly(port, "/block?s=60"), daemon=True)
@@ -483,9 +737,10 @@ def test_blocked_loop_dumps_its_traceback_then_is_replaced(server) -> None:
     assert victim not in after and set(before) - {victim} <= set(after)
     line = next(ln for ln in srv.log().splitlines() if "is hung" in ln)
     assert f"pid {victim}" in line and "serving 'GET /block?s=60'" in line and "SIGABRT" in line
-    stderr = (srv.tmp / "stdout.log").read_text(errors="replace")
+    stderr = srv.output()
     assert "Fatal Python error: Aborted" in stderr
-    assert "in handle" in stderr  # the Python frame the loop was stuck in
+    # The Python frame the loop was stuck in: the application's.
+    assert re.search(r'File ".*/master_app\.py", line \d+ in block\n', stderr), stderr
 
 
 def _get_quietly(port: int, path: str) -> None:
@@ -496,7 +751,7 @@ def _get_quietly(port: int, path: str) -> None:
 
 
 def test_kill9_master_frees_the_port_within_1s(server) -> None:
-    srv = server("--workers", "2")
+    srv = server("-w", "2")
     port = srv.port()
     workers = srv.wait_workers(2)
     get(port)
@@ -505,12 +760,8 @@ def test_kill9_master_frees_the_port_within_1s(server) -> None:
     srv.proc.wait(timeout=5)
 
     def gone() -> bool:
-        for pid in workers:
-            if psutil.pid_exists(pid):
-                if _status(psutil.Process(pid)) != psutil.STATUS_ZOMBIE:
-                    return False
-                _reap(pid)
-        return True
+        # The workers are orphaned to us (the subreaper): reaped here.
+        return all(srv.reap(pid) is not None or not psutil.pid_exists(pid) for pid in workers)
 
     wait_for(gone, 1.0, "every worker to exit after kill -9 of the master", interval=0.005)
 
@@ -534,7 +785,9 @@ def test_kill9_master_frees_the_port_within_1s(server) -> None:
 
 def test_boot_failure_exits_3_without_fork_storm(server) -> None:
     n, boot_timeout = 2, 10.0
-    srv = server("--workers", str(n), "--fail-boot", "--boot-timeout", str(boot_timeout))
+    srv = server(
+        "-w", str(n), "--boot-timeout", str(boot_timeout), env={"MASTER_APP_FAIL_BOOT": "1"}
+    )
     started = time.monotonic()
     status = srv.proc.wait(timeout=boot_timeout + 5)
     elapsed = time.monotonic() - started
@@ -545,11 +798,11 @@ def test_boot_failure_exits_3_without_fork_storm(server) -> None:
     assert elapsed < boot_timeout
     assert forks < 2 * n
     assert log.count("worker failed to boot (exit status 3); see its error above") == 1
-    assert log.count("RuntimeError: boot failure requested by the test") == 1
+    assert log.count(f"RuntimeError: {FAIL_MESSAGE}") == 1
 
 
 def test_a_crash_loop_is_paced_by_backoff(server) -> None:
-    srv = server("--workers", "1")
+    srv = server("-w", "1")
     port = srv.port()
     srv.wait_workers(1)
     deadline = time.monotonic() + 3
@@ -565,21 +818,25 @@ def test_a_crash_loop_is_paced_by_backoff(server) -> None:
     assert srv.proc.poll() is None
 
 
-def test_failed_boot_during_reload_keeps_serving(server) -> None:
-    srv = server("--workers", "2", "--fail-boot-from-generation", "2")
+def test_failed_boot_during_reload_keeps_serving(server, tmp_path: Path) -> None:
+    marker = tmp_path / "fail-boot"
+    srv = server("-w", "2", env={"MASTER_APP_FAIL_BOOT_IF": str(marker)})
     port = srv.port()
     old = srv.wait_workers(2)
     with Load(port) as load:
+        marker.touch()  # from now on the application fails at import
         srv.signal(signal.SIGHUP)
         wait_for(lambda: "reload aborted" in srv.log() or "aborted" in srv.log(), 10, "the abort")
         time.sleep(0.5)
     assert srv.wait_workers(2) == old
     assert srv.proc.poll() is None
     assert load.failures == [], load.failures[:5]
+    # The replacement failed because the application could not be imported.
+    assert f"RuntimeError: {FAIL_MESSAGE} ({marker} exists)" in srv.log()
 
 
 def test_term_finishes_inflight_and_backlog_then_exits_0(server) -> None:
-    srv = server("--workers", "2", "--graceful-timeout", "15")
+    srv = server("-w", "2", "--graceful-timeout", "15")
     port = srv.port()
     workers = srv.wait_workers(2)
     results: dict[str, list] = {"sleep": [], "queued": []}
@@ -637,7 +894,7 @@ def test_term_finishes_inflight_and_backlog_then_exits_0(server) -> None:
 
 
 def test_ctrl_c_to_the_process_group_stops_fast_and_quietly(server) -> None:
-    srv = server("--workers", "2")
+    srv = server("-w", "2")
     port = srv.port()
     workers = srv.wait_workers(2)
     with Load(port, keepalive=1, oneshot=1):
@@ -645,7 +902,7 @@ def test_ctrl_c_to_the_process_group_stops_fast_and_quietly(server) -> None:
         started = time.monotonic()
         status = srv.proc.wait(timeout=10)
     elapsed = time.monotonic() - started
-    output = srv.log() + (srv.tmp / "stdout.log").read_text(errors="replace")
+    output = srv.log() + srv.output()
     print(f"\nCtrl-C: exit {status} after {elapsed:.2f} s")
     assert status == 0
     assert elapsed < 3
@@ -655,25 +912,38 @@ def test_ctrl_c_to_the_process_group_stops_fast_and_quietly(server) -> None:
 
 
 def test_usr1_reopens_logs_in_master_and_every_worker(server, tmp_path: Path) -> None:
-    srv = server("--workers", "3")
+    srv = server("-w", "3")
     srv.port()
     workers = srv.wait_workers(3)
-    shutil.move(srv.log_path, tmp_path / "master.log.1")
+    wait_for(lambda: "all 3 worker(s) ready" in srv.log(), 5, "the master to log the boot")
+    moved = tmp_path / "master.log.1"
+    before = srv.log()
+    shutil.move(srv.log_path, moved)
     srv.signal(signal.SIGUSR1)
+    processes = [srv.proc.pid, *workers]
+
+    def log_files(pid: int) -> set[str]:
+        return {f.path for f in psutil.Process(pid).open_files() if f.path.endswith(".log")}
 
     def all_reopened() -> bool:
-        text = srv.log()
-        return "reopened" in text and all(
-            f"worker {pid} reopened its log files" in text for pid in workers
+        # Each process has the new file open, and the moved one no longer.
+        return "received SIGUSR1" in srv.log() and all(
+            log_files(pid) == {str(srv.log_path), str(srv.out_path)} for pid in processes
         )
 
-    wait_for(all_reopened, 5, "every worker to write to the new log file")
-    assert "received SIGUSR1" in srv.log()
-    assert "received SIGUSR1" not in (tmp_path / "master.log.1").read_text()
+    wait_for(all_reopened, 5, "every process to open the new log file")
+    # Every worker writes to the new file: each logs its graceful stop there.
+    srv.signal(signal.SIGTERM)
+    assert srv.proc.wait(timeout=15) == 0
+    text = srv.log()
+    for pid in workers:
+        assert f"(pid {pid}): graceful stop" in text
+    assert "received SIGUSR1" in text and "exiting (status 0)" in text
+    assert moved.read_text() == before  # nothing more went to the moved file
 
 
 def test_signal_storm_keeps_the_right_worker_count(server) -> None:
-    srv = server("--workers", "2")
+    srv = server("-w", "2")
     port = srv.port()
     srv.wait_workers(2)
     rng = random.Random(1234)
@@ -686,12 +956,13 @@ def test_signal_storm_keeps_the_right_worker_count(server) -> None:
     # that may have been merged that way (the same signal pending just before
     # the send: an over-estimate), so that "handled >= sent - merged" proves the
     # master itself lost none.
+    master = srv.master_pid
     merged = 0
     started = time.monotonic()
     for i, sig in enumerate(sigs):
-        if _pending_signals(srv.master_pid) & (1 << (sig - 1)):
+        if _pending_signals(master) & (1 << (sig - 1)):
             merged += 1
-        srv.signal(sig)
+        os.kill(master, sig)
         time.sleep(max(0.0, started + (i + 1) * 0.01 - time.monotonic()))
     sent = time.monotonic() - started
 
@@ -714,7 +985,10 @@ def test_signal_storm_keeps_the_right_worker_count(server) -> None:
         elif kind == "TTOU":
             expected = max(1, expected - 1)
     assert target == expected
-    pids = srv.wait_workers(expected, timeout=60)
+    # Settled: every HUP's roll is over (each HUP is a new generation), so no
+    # replacement is still to be forked and no old worker is still draining.
+    generation = 1 + master_lines().count("HUP")
+    pids = srv.wait_workers(expected, timeout=60, generation=generation)
     print(
         f"\n100 signals in {sent:.2f} s: {len(master_lines())} handled, "
         f"at most {merged} merged by the kernel, {expected} workers"
@@ -740,7 +1014,7 @@ def test_master_as_pid1_stops_gracefully_and_reaps_orphans(server, tmp_path: Pat
     )
     if probe.returncode != 0:
         pytest.skip(f"unshare -p fails here: {probe.stderr.decode().strip()}")
-    srv = server("--workers", "2", prefix=[unshare, "-p", "-f", "--mount-proc"])
+    srv = server("-w", "2", prefix=[unshare, "-p", "-f", "--mount-proc"])
     port = srv.port()
 
     def master() -> psutil.Process | None:
@@ -749,6 +1023,8 @@ def test_master_as_pid1_stops_gracefully_and_reaps_orphans(server, tmp_path: Pat
 
     m = wait_for(master, 10, "the namespaced master")
     srv.known.add(m.pid)
+    assert _title(m) == "prefork: master"
+    assert srv.pidfile.read_text().strip() == "1"  # its own pid, in its namespace
     wait_for(lambda: len(m.children()) == 2, 10, "two workers")
     for _ in range(3):
         get(port, "/orphan?s=0.3")
@@ -760,45 +1036,42 @@ def test_master_as_pid1_stops_gracefully_and_reaps_orphans(server, tmp_path: Pat
 
 
 def test_three_usr2_upgrades_under_load_fail_no_request(server) -> None:
-    srv = server("--workers", "2")
+    srv = server("-w", "2")
     port = srv.port()
     srv.wait_workers(2)
     masters = [srv.proc.pid]
+    oldbin = Path(f"{srv.pidfile}.oldbin")
     with Load(port) as load:
         for _ in range(3):
-            old = srv.master_pid
+            old = masters[-1]
             os.kill(old, signal.SIGUSR2)
-            new = wait_for(
-                lambda old=old: srv.master_pid != old and srv.master_pid,
-                15,
-                "the new master to write the pidfile",
-            )
-            srv.known.add(new)
-            masters.append(new)
-
-            def old_gone(old: int = old) -> bool:
-                try:
-                    p = psutil.Process(old)
-                except psutil.NoSuchProcess:
-                    return True
-                if _status(p) == psutil.STATUS_ZOMBIE:
-                    _reap(old)
-                    return True
-                return False
-
-            wait_for(old_gone, 20, "the old master to exit")
+            masters.append(srv.wait_new_master(masters))
+            # The old master hands over and exits 0; the test reaps it (we are
+            # its parent, or its subreaper once its own parent is gone).
+            assert srv.wait_exit(old, 20, "the old master to exit") == 0
             srv.wait_workers(2, timeout=15)
-            assert not Path(str(srv.pidfile) + ".oldbin").exists()
+            assert not oldbin.exists()
     print(f"\n3 USR2 upgrades: {load.ok} requests ok, {len(load.failures)} failed")
     assert load.failures == [], load.failures[:5]
-    assert srv.proc.returncode == 0 or srv.proc.wait(timeout=5) == 0
+    assert srv.proc.returncode == 0
     assert srv.log().count("upgrade complete") == 3
     # A second USR2 while an upgrade is in progress is ignored.
-    current = srv.master_pid
+    current = masters[-1]
     os.kill(current, signal.SIGUSR2)
     time.sleep(0.05)
     os.kill(current, signal.SIGUSR2)
     wait_for(
         lambda: "already in progress; ignored" in srv.log(), 10, "the second USR2 to be ignored"
     )
+    last = srv.wait_new_master(masters)
+    masters.append(last)
+    assert srv.wait_exit(current, 20, "the fourth old master to exit") == 0
     wait_for(lambda: srv.log().count("upgrade complete") == 4, 20, "the fourth upgrade")
+    assert srv.log().count("already in progress; ignored") == 1
+    # Stop the last master by pid and reap it: no master of the upgrades is left.
+    workers = srv.wait_workers(2)
+    os.kill(last, signal.SIGTERM)
+    assert srv.wait_exit(last, 15, "the last master to exit") == 0
+    assert not srv.pidfile.exists() and not oldbin.exists()
+    wait_for(lambda: not any(srv.owns(p) for p in workers), 5, "its workers to exit")
+    assert srv.members() == [], "a master or worker of the upgrades survives"

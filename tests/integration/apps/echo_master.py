@@ -1,4 +1,9 @@
-"""A tiny HTTP/1.1 responder run under prefork's Master, for the process-model tests.
+"""A tiny HTTP/1.1 responder run under prefork's Master, for tests of the Master API itself.
+
+The process-model tests run the real ``prefork`` command on
+``master_app.py``; this stand-in remains for what the command cannot show,
+``Master.run()`` returning the WorkerContext in each child (``--no-entry``,
+the way ``HTTPServer.start(n)`` uses the Master).
 
 It stands in for the real HTTP stack: it reads a request head, answers
 ``200 OK`` with the worker's pid as the body, keeps connections alive, and

@@ -1,0 +1,90 @@
+"""A seed application for the master's process-model tests, served by the real CLI::
+
+    python -m prefork -b 127.0.0.1:0 tests.integration.apps.master_app:app
+
+(from the repository root, so that the module imports). The CLI imports it in
+each worker (not in the master: no ``--preload``), so every worker, including
+the replacements of a HUP, reads the environment variables below afresh.
+
+Paths (the body of every answer is the worker's pid and a newline, with a
+Content-Length, so that keep-alive connections stay open):
+
+* ``/``           answers at once;
+* ``/sleep?s=N``  answers after N seconds without blocking the loop;
+* ``/block?s=N``  blocks the loop N seconds (``time.sleep`` in :func:`block`);
+* ``/leak?s=N``   holds N MiB more for the rest of the worker's life;
+* ``/crash``      ends the worker at once (``os._exit(1)``), answering nothing;
+* ``/orphan?s=N`` leaves a grandchild that outlives its parent by N seconds
+  (0.3 by default), for the PID 1 test.
+
+Boot failures, decided at import time:
+
+* ``MASTER_APP_FAIL_BOOT=1``: the import raises;
+* ``MASTER_APP_FAIL_BOOT_IF=PATH``: the import raises while the file PATH
+  exists (a test creates it before a HUP: the replacements fail to boot).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from prefork import HTTPRequest, IOLoop
+
+FAIL_MESSAGE = "boot failure requested by the test"
+
+if os.environ.get("MASTER_APP_FAIL_BOOT") == "1":
+    raise RuntimeError(FAIL_MESSAGE)
+_marker = os.environ.get("MASTER_APP_FAIL_BOOT_IF")
+if _marker and os.path.exists(_marker):
+    raise RuntimeError(f"{FAIL_MESSAGE} ({_marker} exists)")
+
+LEAK: list[bytes] = []
+
+
+def respond(request: HTTPRequest) -> None:
+    """200 with this worker's pid; the server adds ``Connection: close`` when it closes."""
+    body = b"%d\n" % os.getpid()
+    request.write(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s"
+        % (len(body), body)
+    )
+    request.finish()
+
+
+def block(seconds: float) -> None:
+    """Block the event loop (a hung worker's traceback names this frame)."""
+    time.sleep(seconds)
+
+
+def orphan(seconds: float) -> None:
+    """Fork a child that forks a grandchild and exits at once: the grandchild is orphaned."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            if os.fork() == 0:
+                time.sleep(seconds or 0.3)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+
+
+def _seconds(request: HTTPRequest) -> float:
+    return float(request.arguments.get("s", [b"0"])[0])
+
+
+def app(request: HTTPRequest) -> None:
+    """The request callback (``MODULE:CALLABLE`` for the CLI)."""
+    path = request.path
+    if path == "/sleep":
+        IOLoop.current().call_later(_seconds(request), respond, request)
+        return
+    if path == "/block":
+        block(_seconds(request))
+    elif path == "/leak":
+        LEAK.append(b"\x01" * (int(_seconds(request)) << 20))
+    elif path == "/crash":
+        os._exit(1)
+    elif path == "/orphan":
+        orphan(_seconds(request))
+    respond(request)
