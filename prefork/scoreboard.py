@@ -66,7 +66,9 @@ _U8 = struct.Struct("=B")
 _F64 = struct.Struct("=d")
 _U64 = struct.Struct("=Q")
 _CURRENT = struct.Struct(f"=dH{SUMMARY_SIZE}s")
-_CLEAR = struct.Struct("=dH")
+# requests, then request_started and summary_len (adjacent fields): a finished
+# request is counted and cleared in one write.
+_DONE = struct.Struct("=QdH")
 
 _OFF_PID = 0
 _OFF_CONNECTIONS = 12
@@ -75,6 +77,7 @@ _OFF_FLAGS = 17
 _OFF_HEARTBEAT = 32
 _OFF_REQUESTS = 40
 _OFF_CURRENT = 48
+assert _OFF_CURRENT == _OFF_REQUESTS + _U64.size  # _DONE writes both
 
 #: flags bit: the worker reached max_requests and asks the master to recycle it.
 FLAG_RECYCLE = 0x01
@@ -128,12 +131,15 @@ class SlotSnapshot:
 class Slot:
     """One worker's slot. The worker-side methods are cheap: one ``pack_into`` each."""
 
-    __slots__ = ("_mm", "_off", "number", "_requests")
+    __slots__ = ("_mm", "_off", "number", "_requests", "_off_current", "_off_requests")
 
     def __init__(self, mm: mmap.mmap, number: int) -> None:
         self._mm = mm
         self.number = number
         self._off = HEADER_SIZE + number * SLOT_SIZE
+        # The offsets written on every request, computed once.
+        self._off_current = self._off + _OFF_CURRENT
+        self._off_requests = self._off + _OFF_REQUESTS
         self._requests = 0
 
     # -- worker side ------------------------------------------------------
@@ -158,15 +164,18 @@ class Slot:
         _U8.pack_into(self._mm, self._off + _OFF_FLAGS, flags | FLAG_RECYCLE)
 
     def request_started(self, summary: str) -> None:
-        """Record the request now being served (e.g. ``"GET /path"``), for hang reports."""
+        """Record the request now being served (e.g. ``"GET /path"``), for hang reports.
+
+        Written before the application runs: a worker whose loop then blocks
+        cannot write anything else, and this is what the master reports.
+        """
         data = summary.encode("utf-8", "replace")[:SUMMARY_SIZE]
-        _CURRENT.pack_into(self._mm, self._off + _OFF_CURRENT, _monotonic(), len(data), data)
+        _CURRENT.pack_into(self._mm, self._off_current, _monotonic(), len(data), data)
 
     def request_finished(self) -> None:
-        """Count one served request and clear the current one."""
+        """Count one served request and clear the current one (one write)."""
         self._requests += 1
-        _U64.pack_into(self._mm, self._off + _OFF_REQUESTS, self._requests)
-        _CLEAR.pack_into(self._mm, self._off + _OFF_CURRENT, 0.0, 0)
+        _DONE.pack_into(self._mm, self._off_requests, self._requests, 0.0, 0)
 
     def set_connections(self, n: int) -> None:
         """Record the number of open connections."""

@@ -9,7 +9,9 @@ frames).
 
 Requests on one connection are answered strictly in order: while a response
 is in progress, pipelined bytes wait in the parser (reading pauses once more
-than a header block's worth is waiting).
+than a header block's worth is waiting).  Responses to pipelined requests
+answered in the same read are sent together, in one write (see
+:meth:`HTTPConnection._send`), instead of one system call each.
 
 Timeouts do not arm a timer per read: the connection only records a deadline
 and the server sweeps all connections about once a second.
@@ -49,6 +51,8 @@ if TYPE_CHECKING:
 __all__ = ["HTTPConnection"]
 
 error_log = logging.getLogger("prefork.error")
+# Checked before calling into the access log: off, a request costs this call.
+_access_log_enabled = accesslog.access_log.isEnabledFor
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _KEEP_ALIVE_HEADER = b"Connection: keep-alive\r\n"
@@ -104,6 +108,8 @@ class HTTPConnection(asyncio.Protocol):
         self._closed = False
         self._draining = False
         self._in_process = False
+        #: responses held while pipelined requests are answered (None: send at once).
+        self._batch: list[bytes] | None = None
         self._reading_paused = False
         self._write_callback: Callable[[], Any] | None = None
         self._close_callback: Callable[[], Any] | None = None
@@ -121,11 +127,10 @@ class HTTPConnection(asyncio.Protocol):
         self._body: bytes | bytearray | None = None
         self._request: HTTPRequest | None = None
         self._keep_alive = False
-        self._reset_response()
-        if stream is not None:
-            self.connection_made(stream)
-
-    def _reset_response(self) -> None:
+        # The response in progress.  Each request starts at _R_NONE with no
+        # status and no bytes (reset in _dispatch); every other field belongs
+        # to one way of answering and is set when the response takes it: the
+        # raw fields by write() / _start_raw, the framed ones by write_headers.
         self._resp_state = _R_NONE
         self._resp_status = 0
         self._resp_bytes = 0
@@ -137,6 +142,8 @@ class HTTPConnection(asyncio.Protocol):
         self._framed: tuple[int, str | None, list[tuple[str, str]]] | None = None
         self._held: bytes | None = None
         self._held_callback: Callable[[], Any] | None = None
+        if stream is not None:
+            self.connection_made(stream)
 
     # -- asyncio.Protocol -------------------------------------------------------
 
@@ -262,7 +269,7 @@ class HTTPConnection(asyncio.Protocol):
                     self._head = event  # type: ignore[assignment]
                     if event.has_body:  # type: ignore[union-attr]
                         if event.expect_continue:  # type: ignore[union-attr]
-                            self.transport.write(_CONTINUE)
+                            self._send(_CONTINUE)
                         if self._stream_bodies:
                             self._dispatch(b"", None, streaming=True)
                         self._waiting = _T_BODY
@@ -292,8 +299,14 @@ class HTTPConnection(asyncio.Protocol):
                     )
                 if self._request is not None and self._body_stream is None:
                     return  # answered asynchronously; resumed by finish()
+                if not parser.buffered:
+                    # The usual end: no pipelined request waiting (asking the
+                    # parser would only say NEED_DATA or PAUSED).
+                    return
         finally:
             self._in_process = False
+            if self._batch is not None:
+                self._flush_batch()
 
     def _dispatch(
         self, body: bytes, trailers: list[tuple[str, str]] | None, streaming: bool = False
@@ -304,7 +317,8 @@ class HTTPConnection(asyncio.Protocol):
         self._waiting = _T_NONE
         self.deadline = 0.0
         try:
-            headers = HTTPHeaders.from_pairs(head.headers)
+            headers = HTTPHeaders.from_parsed(head.headers)
+            # Positional: keyword arguments make this call ~0.1 µs slower.
             request = HTTPRequest(
                 head.method,
                 head.target,
@@ -312,7 +326,10 @@ class HTTPConnection(asyncio.Protocol):
                 headers,
                 body,
                 self.remote_ip,
-                connection=self,
+                None,  # protocol (from the connection)
+                head.host,
+                None,  # files
+                self,  # connection
             )
             if trailers:
                 request.trailers = trailers
@@ -331,11 +348,15 @@ class HTTPConnection(asyncio.Protocol):
             return
         self._request = request
         self._keep_alive = head.keep_alive and not self.no_keep_alive and not self._draining
-        self._reset_response()
+        self._resp_state = _R_NONE
+        self._resp_status = 0
+        self._resp_bytes = 0
         server = self.server
         callback = self.request_callback
         if server is not None:
-            server._request_started(request)
+            observer = server.observer
+            if observer is not None:
+                observer.request_started(request)
             if server.builtin_routes:
                 callback = server.builtin_routes.get(head.target, callback)
         try:
@@ -384,7 +405,7 @@ class HTTPConnection(asyncio.Protocol):
         if self._resp_state in (_R_NONE, _R_FRAMED_HELD) and not self._closed:
             self._resp_state = _R_RAW_BODY
             self._resp_status = 500
-            self.transport.write(error_response(500))
+            self._send(error_response(500))
         self._finish_request()
 
     def _reject(self, status: int, reason: str) -> None:
@@ -394,7 +415,7 @@ class HTTPConnection(asyncio.Protocol):
         error_log.info("%d %s from %s: %s", status, _reason(status), self.remote_ip, reason)
         self._head = None
         self._body = None
-        self.transport.write(error_response(status))
+        self._send(error_response(status))
         accesslog.log_rejected(self.remote_ip, status)
         self._close()
 
@@ -410,12 +431,12 @@ class HTTPConnection(asyncio.Protocol):
             return
         state = self._resp_state
         if state == _R_RAW_BODY:
-            self.transport.write(chunk)
+            self._send(chunk)
             self._resp_bytes += len(chunk)
             if self._raw_chunked:
                 self._raw_tail = (self._raw_tail + bytes(chunk[-5:]))[-5:]
         elif state == _R_NONE:
-            data = bytes(chunk)
+            data = chunk if type(chunk) is bytes else bytes(chunk)
             head = inspect_response_head(data)
             if head is None:
                 self._resp_state = _R_RAW_HEAD
@@ -450,7 +471,9 @@ class HTTPConnection(asyncio.Protocol):
         request = self._request
         assert request is not None
         method = request.method
-        framed = head.framed(method)
+        # head.bodyless(method) and head.framed(method), inlined (RFC 9112 6.3).
+        bodyless = method == "HEAD" or head.no_body_status
+        framed = bodyless or head.chunked or head.content_length is not None
         keep_alive = (
             self._keep_alive
             and framed
@@ -468,7 +491,6 @@ class HTTPConnection(asyncio.Protocol):
             elif not keep_alive and not head.close:
                 data = data[:cut] + _CLOSE_HEADER + data[cut:]
                 cut += len(_CLOSE_HEADER)
-        bodyless = head.bodyless(method)
         self._resp_status = head.status
         self._resp_expected = None if bodyless else head.content_length
         self._raw_chunked = head.chunked and not bodyless
@@ -476,7 +498,11 @@ class HTTPConnection(asyncio.Protocol):
         if self._raw_chunked:
             self._raw_tail = data[-5:]
         self._resp_state = _R_RAW_BODY
-        self.transport.write(data)
+        batch = self._batch  # (self._send, inlined: this is every raw response)
+        if batch is None:
+            self.transport.write(data)
+        else:
+            batch.append(data)
 
     def write_headers(
         self,
@@ -507,6 +533,10 @@ class HTTPConnection(asyncio.Protocol):
         self._framed = (status, reason, pairs)
         self._resp_status = status
         self._resp_state = _R_FRAMED_HELD
+        self._resp_expected = None
+        self._chunking = False
+        self._held = None
+        self._held_callback = None
 
     def _start_framed(self, whole_body: bytes | None) -> None:
         """Send the framed head; ``whole_body`` is the body when it is complete."""
@@ -563,9 +593,9 @@ class HTTPConnection(asyncio.Protocol):
         data = build_response_head(status, reason, headers)
         if whole_body is not None:
             self._resp_bytes = len(body)
-            self.transport.write(data + body)
+            self._send(data + body)
         else:
-            self.transport.write(data)
+            self._send(data)
             if held:
                 self._write_framed_body(held)
         if callback is not None:
@@ -579,10 +609,34 @@ class HTTPConnection(asyncio.Protocol):
         if request.method == "HEAD" or self._resp_status in (204, 304) or self._resp_status < 200:
             return  # no body may follow this head
         self._resp_bytes += len(chunk)
-        self.transport.write(encode_chunk(bytes(chunk)) if self._chunking else chunk)
+        self._send(encode_chunk(bytes(chunk)) if self._chunking else chunk)
+
+    def _send(self, data: bytes) -> None:
+        """Write ``data`` to the transport, or hold it for the batch.
+
+        While requests that arrived pipelined in one read are answered in a
+        row, their responses are collected and written together when the
+        read has been processed (:meth:`_flush_batch`): one system call for
+        the batch rather than one per response.  A connection answering one
+        request at a time never batches (the batch starts only when a
+        response completes with the next request already buffered).
+        """
+        batch = self._batch
+        if batch is None:
+            self.transport.write(data)
+        else:  # (a copy of a bytearray the application may reuse once write() returns)
+            batch.append(data if type(data) is bytes else bytes(data))
+
+    def _flush_batch(self) -> None:
+        batch = self._batch
+        self._batch = None
+        if batch:
+            self.transport.writelines(batch)
 
     def _on_sent(self, callback: Callable[[], Any]) -> None:
         """Run ``callback`` once the transport's buffer has drained."""
+        if self._batch is not None:
+            self._flush_batch()
         transport = self.transport
         if transport.get_write_buffer_size() == 0:
             self._loop.call_soon(callback)  # type: ignore[union-attr]
@@ -613,7 +667,7 @@ class HTTPConnection(asyncio.Protocol):
             self._start_framed(self._held or b"")
         elif state == _R_FRAMED_STREAM:
             if self._chunking:
-                self.transport.write(LAST_CHUNK)
+                self._send(LAST_CHUNK)
             elif self._resp_expected is not None and self._resp_bytes != self._resp_expected:
                 self._keep_alive = False
         elif state == _R_RAW_HEAD:
@@ -621,7 +675,7 @@ class HTTPConnection(asyncio.Protocol):
             self._raw_head = None
             self._keep_alive = False
             if raw:
-                self.transport.write(bytes(raw))
+                self._send(bytes(raw))
         else:  # nothing was written at all
             error_log.warning(
                 "Request callback finished without a response: %s %s",
@@ -637,7 +691,11 @@ class HTTPConnection(asyncio.Protocol):
         self._request = None
         server = self.server
         if server is not None:
-            server._request_finished(request, self._resp_status, self._resp_bytes)
+            if _access_log_enabled(logging.INFO):
+                accesslog.log_request(request, self._resp_status, self._resp_bytes)
+            observer = server.observer
+            if observer is not None:
+                observer.request_finished(request)
         if self._body_stream is not None:
             # Answered before the body was all read: the rest of it would be
             # taken for the next request, so the connection ends here.
@@ -649,7 +707,9 @@ class HTTPConnection(asyncio.Protocol):
             return
         parser = self.parser
         parser.start_next_cycle()
-        if parser.buffered:
+        if parser.started:  # (right after start_next_cycle: bytes are buffered)
+            if self._in_process and self._batch is None:
+                self._batch = []  # pipelined: hold the next responses (_send)
             self._waiting = _T_HEAD
             self.deadline = self._loop.time() + self.limits.header_timeout  # type: ignore[union-attr]
         else:
@@ -658,7 +718,7 @@ class HTTPConnection(asyncio.Protocol):
         if self._reading_paused:
             self._reading_paused = False
             self.transport.resume_reading()
-        if not self._in_process and parser.buffered:
+        if not self._in_process and parser.started:
             self._process()
 
     # -- connection management -------------------------------------------------
@@ -671,6 +731,8 @@ class HTTPConnection(asyncio.Protocol):
         if not self._closed:
             self._closed = True
             self.deadline = 0.0
+            if self._batch is not None:
+                self._flush_batch()
             self.transport.close()
 
     def close(self) -> None:

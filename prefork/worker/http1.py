@@ -127,6 +127,7 @@ class RequestHead:
         "keep_alive",
         "expect_continue",
         "has_body",
+        "host",
     )
 
     def __init__(
@@ -139,6 +140,7 @@ class RequestHead:
         chunked: bool,
         keep_alive: bool,
         expect_continue: bool,
+        host: str | None = None,
     ) -> None:
         self.method = method
         self.target = target
@@ -150,6 +152,8 @@ class RequestHead:
         self.keep_alive = keep_alive
         self.expect_continue = expect_continue
         self.has_body = chunked or bool(content_length)
+        #: the value of the (single, validated) Host header; None without one.
+        self.host = host
 
     def __repr__(self) -> str:
         return f"RequestHead({self.method} {self.target} {self.version})"
@@ -172,9 +176,10 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # Control characters that may never appear in a head (CR and LF are checked
 # separately, HTAB is allowed inside values).
 _FORBIDDEN_CTL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-# A request target: visible ASCII only.
-_TARGET = re.compile(rb"[\x21-\x7e]+")
 _VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])")
+# Single bytes to look for with ``in`` are ints: ``b"\t" in data`` first
+# tries (and fails) to read b"\t" as an int, which costs more than the search.
+_HTAB = ord("\t")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 # Host: RFC 3986 reg-name / IP-literal characters plus the port colon; no
 # comma, so that a merged duplicate Host is refused.
@@ -215,8 +220,11 @@ def _parse_field_lines(lines: list[bytes], limits: Limits, what: str) -> list[tu
     return pairs
 
 
-# Header lines: "\r\n" name ":" value, up to the next line end.
-_FIELD_LINE = re.compile(rb"\r\n([^:\r\n]*):([^\r\n]*)")
+# Every byte a clean head holds only as part of a CRLF line end: deleting
+# them all removes exactly two bytes per CRLF.  (Each CR and each LF is
+# counted at least once per CRLF, so two per CRLF is reached only when there
+# is no bare CR, no bare LF and no other control character.)
+_CTL_CR_LF = bytes([*range(0x00, 0x20), 0x7F]).replace(b"\t", b"")
 
 _KNOWN_METHODS = {
     m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
@@ -236,6 +244,8 @@ _VALID_HOSTS: set[str] = set()
 
 
 def _split_tokens(value: str) -> list[str]:
+    if "," not in value:  # the usual single token ("keep-alive", "chunked")
+        return [value.strip(" \t").lower()]
     return [token.strip(" \t").lower() for token in value.split(",")]
 
 
@@ -364,14 +374,17 @@ class RequestParser:
         self.started = True
         # Resume the search where the last one stopped (minus a possible
         # partial terminator), so a head trickling in stays linear.
-        idx = buf.find(b"\r\n\r\n", max(pos, self._scanned - 3))
+        start = self._scanned - 3
+        idx = buf.find(b"\r\n\r\n", start if start > pos else pos)
         if idx < 0:
             self._check_incomplete_head(buf, pos, end)
             return NEED_DATA
         limits = self.limits
         if idx - pos > limits.max_header_size:
             raise self._fail(431, "request header block too large")
-        head = bytes(buf[pos:idx])
+        head = buf[pos:idx]
+        if type(head) is not bytes:  # a head that came in several reads
+            head = bytes(head)
         self._pos = idx + 4
         try:
             request = self._parse_head(head, limits)
@@ -420,13 +433,15 @@ class RequestParser:
         self._scanned = max(end - 1, pos)
 
     def _parse_head(self, head: bytes, limits: Limits) -> RequestHead:
-        line_ends = head.count(b"\r\n")
-        if head.count(b"\r") != line_ends or head.count(b"\n") != line_ends:
-            raise ProtocolError(400, "bare CR or LF in request head")
-        if _FORBIDDEN_CTL.search(head) is not None:
+        lines = head.split(b"\r\n")
+        line_ends = len(lines) - 1
+        # One C pass checks the whole head for bare CR/LF and control
+        # characters; only a head that fails it is searched again, to say why.
+        if len(head) - len(head.translate(None, _CTL_CR_LF)) != 2 * line_ends:
+            if head.count(b"\r") != line_ends or head.count(b"\n") != line_ends:
+                raise ProtocolError(400, "bare CR or LF in request head")
             raise ProtocolError(400, "control character in request head")
-        first_end = head.find(b"\r\n")
-        request_line = head if first_end < 0 else head[:first_end]
+        request_line = lines[0]
         if len(request_line) > limits.max_request_line:
             raise ProtocolError(414, "request line too long")
         parts = request_line.split(b" ")
@@ -438,7 +453,10 @@ class RequestParser:
             if _TOKEN.fullmatch(raw_method) is None:
                 raise ProtocolError(400, "invalid method")
             method = raw_method.decode("ascii")
-        if _TARGET.fullmatch(raw_target) is None:
+        # A target is visible ASCII only (0x21-0x7E).  With no control
+        # character in the head (checked above) and no space (the line was
+        # split on them), that is: not empty, ASCII, and no HTAB.
+        if not raw_target or not raw_target.isascii() or _HTAB in raw_target:
             raise ProtocolError(400, "invalid request target")
         if raw_version == b"HTTP/1.1":
             version = "HTTP/1.1"
@@ -453,29 +471,43 @@ class RequestParser:
             is_11 = version_match.group(2) != b"0"
         if line_ends > limits.max_headers:
             raise ProtocolError(431, "too many header lines")
-        # One C-level scan finds every "name:value" line; a line without a
-        # colon (or an obs-fold line) makes the count differ.
-        fields = _FIELD_LINE.findall(head, first_end) if first_end >= 0 else []
-        if len(fields) != line_ends:
-            raise ProtocolError(400, "malformed header line (no colon, or obs-fold)")
+        # Lines are split on CRLF only (bare CR and LF were refused above).
+        # The framing headers are collected on the way (usually Host and
+        # Connection alone), so only they are looked at again below.
+        headers = []
+        framing_fields = []
         cache = _NAME_CACHE
-        headers = [
-            (cache.get(name) or _normalize_name(name), value.strip(b" \t").decode("latin-1"))
-            for name, value in fields
-        ]
+        framing = _FRAMING_HEADERS
+        field_lines = lines[1:]
+        try:
+            for line in field_lines:
+                raw_name, colon, raw_value = line.partition(b":")
+                if not colon:
+                    raise ProtocolError(400, "malformed header line (no colon, or obs-fold)")
+                field = (
+                    cache.get(raw_name) or _normalize_name(raw_name),
+                    raw_value.strip(b" \t").decode("latin-1"),
+                )
+                headers.append(field)
+                if field[0] in framing:
+                    framing_fields.append(field)
+        except ProtocolError:
+            # A line without a colon is reported before any bad name.
+            if any(b":" not in line for line in field_lines):
+                raise ProtocolError(400, "malformed header line (no colon, or obs-fold)") from None
+            raise
 
         content_lengths: list[str] = []
         transfer_codings: list[str] = []
         connection_tokens: list[str] = []
         hosts = 0
+        host: str | None = None
         expect_continue = False
-        framing = _FRAMING_HEADERS
-        for name, value in headers:
-            kind = framing.get(name)
-            if kind is None:
-                continue
+        for name, value in framing_fields:
+            kind = framing[name]
             if kind == _F_HOST:
                 hosts += 1
+                host = value
                 if value not in _VALID_HOSTS:
                     if _HOST.fullmatch(value) is None:
                         raise ProtocolError(400, "invalid Host header")
@@ -542,6 +574,7 @@ class RequestParser:
             chunked,
             keep_alive,
             expect_continue and is_11 and (chunked or bool(content_length)),
+            host,
         )
 
     def _read_fixed_body(self) -> bytes | _Sentinel:
@@ -708,9 +741,21 @@ REASONS = {
 
 
 class ResponseHead:
-    """What the server needs to know of a response head it did not build."""
+    """What the server needs to know of a response head it did not build.
 
-    __slots__ = ("status", "content_length", "chunked", "close", "keep_alive", "length")
+    Shared by every response with the same head (see
+    :func:`inspect_response_head`): treat it as read-only.
+    """
+
+    __slots__ = (
+        "status",
+        "content_length",
+        "chunked",
+        "close",
+        "keep_alive",
+        "length",
+        "no_body_status",
+    )
 
     def __init__(
         self,
@@ -730,11 +775,12 @@ class ResponseHead:
         self.keep_alive = keep_alive
         #: bytes of the head including its final CRLF CRLF.
         self.length = length
+        #: the status forbids a body (1xx, 204, 304), whatever the request.
+        self.no_body_status = 100 <= status < 200 or status in (204, 304)
 
     def bodyless(self, request_method: str) -> bool:
         """True when no body may follow (RFC 9112 6.3 rules 1 and 2)."""
-        status = self.status
-        return request_method == "HEAD" or 100 <= status < 200 or status in (204, 304)
+        return request_method == "HEAD" or self.no_body_status
 
     def framed(self, request_method: str) -> bool:
         """True when the client can find the end of this response."""
@@ -747,6 +793,16 @@ _RESPONSE_FIELDS = re.compile(
 )
 
 
+# Response head bytes -> what they say.  An application usually sends the
+# same few heads again and again (the seed's hello world: always the same), so
+# each is read once.  Bounded like the name cache, in count and in the size of
+# a head (at most ~1 MB held): heads that differ every time (a Date, a request
+# id) only cost the lookup and a periodic clear.
+_RESPONSE_HEADS: dict[bytes, ResponseHead] = {}
+_RESPONSE_HEADS_MAX = 1000
+_RESPONSE_HEAD_CACHED_SIZE = 1024
+
+
 def inspect_response_head(data: bytes | bytearray) -> ResponseHead | None:
     """Read the head of a raw response; None if it is not complete yet.
 
@@ -757,6 +813,20 @@ def inspect_response_head(data: bytes | bytearray) -> ResponseHead | None:
     end = data.find(b"\r\n\r\n")
     if end < 0:
         return None
+    if end > _RESPONSE_HEAD_CACHED_SIZE:
+        return _read_response_head(data, end)
+    key = data[:end] if type(data) is bytes else bytes(data[:end])
+    head = _RESPONSE_HEADS.get(key)
+    if head is None:
+        head = _read_response_head(data, end)
+        if len(_RESPONSE_HEADS) >= _RESPONSE_HEADS_MAX:
+            _RESPONSE_HEADS.clear()
+        _RESPONSE_HEADS[key] = head
+    return head
+
+
+def _read_response_head(data: bytes | bytearray, end: int) -> ResponseHead:
+    """:func:`inspect_response_head` for a head not seen before."""
     length = end + 4
     match = _STATUS_LINE.match(data)
     if match is None:

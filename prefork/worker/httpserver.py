@@ -35,7 +35,6 @@ from dataclasses import fields, replace
 from typing import Any
 
 from prefork.sockets import DEFAULT_BACKLOG, INHERIT_ENV, bind_sockets, sockets_from_environment
-from prefork.worker import accesslog
 from prefork.worker.connection import HTTPConnection
 from prefork.worker.http1 import Limits
 from prefork.worker.httputil import HTTPFile, HTTPHeaders
@@ -56,7 +55,12 @@ _MAX_DRAIN_ACCEPTS = 4096
 
 
 class RequestObserver:
-    """Hooks the process model attaches to a server (scoreboard, recycling)."""
+    """Hooks the process model attaches to a server (scoreboard, recycling).
+
+    Connections call ``server.observer`` directly, once as a request is
+    handed to the application and once as its response is complete (after
+    the access log line): these two calls are on every request's path.
+    """
 
     def request_started(self, request: HTTPRequest) -> None:
         pass
@@ -369,17 +373,6 @@ class HTTPServer:
         observer = self.observer
         if observer is not None:
             observer.connections_changed(len(self._connections))
-
-    def _request_started(self, request: HTTPRequest) -> None:
-        observer = self.observer
-        if observer is not None:
-            observer.request_started(request)
-
-    def _request_finished(self, request: HTTPRequest, status: int, size: int) -> None:
-        accesslog.log_request(request, status, size)
-        observer = self.observer
-        if observer is not None:
-            observer.request_finished(request)
 
     # -- timeouts -------------------------------------------------------------------
 

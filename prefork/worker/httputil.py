@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import functools
 import re
-import urllib.parse
 from collections.abc import ItemsView, Iterable, Iterator, Mapping, ValuesView
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 
 class HTTPInputError(ValueError):
@@ -53,12 +53,17 @@ class HTTPHeaders(dict[str, str]):
     (re-joining on every ``add`` made many repeats quadratic). So every
     method that reads the dict storage is overridden to rebuild dirty names
     first, including the ones dict's C code would otherwise bypass.
+
+    Headers from the protocol core with no repeated name (nearly every
+    request) get no lists at all: ``_as_list`` is None while every name has
+    exactly one value, the dict's own, and the lists are made the first time
+    something needs them (:meth:`_lists`).
     """
 
     __slots__ = ("_as_list", "_dirty", "_last_key")
 
     def __init__(self, *args: Any, **kwargs: str) -> None:
-        self._as_list: dict[str, list[str]] = {}
+        self._as_list: dict[str, list[str]] | None = {}
         self._dirty: set[str] = set()
         self._last_key: str | None = None
         if len(args) > 1:
@@ -95,6 +100,31 @@ class HTTPHeaders(dict[str, str]):
                 values.append(value)
                 self._dirty.add(key)
         return self
+
+    @classmethod
+    def from_parsed(cls, pairs: list[tuple[str, str]]) -> HTTPHeaders:
+        """Headers of a request read by the protocol core (the server's constructor).
+
+        Like :meth:`from_pairs`, for pairs whose names the core has already
+        normalized: one C-level dict update, and no value lists unless a
+        name repeats.
+        """
+        self = cls.__new__(cls)
+        dict.update(self, pairs)
+        if len(self) != len(pairs):  # a repeated name: keep every value
+            dict.clear(self)
+            return cls.from_pairs(pairs)
+        self._as_list = None
+        self._dirty = set()
+        self._last_key = None
+        return self
+
+    def _lists(self) -> dict[str, list[str]]:
+        """The per-name value lists, made on first use (see the class docstring)."""
+        as_list = self._as_list
+        if as_list is None:
+            as_list = self._as_list = {name: [value] for name, value in dict.items(self)}
+        return as_list
 
     @classmethod
     def parse(cls, text: str) -> HTTPHeaders:
@@ -164,7 +194,7 @@ class HTTPHeaders(dict[str, str]):
             if part:
                 parts.append(part)
         if parts:
-            values = self._as_list[key]
+            values = self._lists()[key]
             if values[-1]:
                 parts.insert(0, values[-1])
             values[-1] = " ".join(parts)
@@ -172,7 +202,7 @@ class HTTPHeaders(dict[str, str]):
 
     def _flush(self) -> None:
         """Store the joined value of every name whose list changed since the last read."""
-        as_list = self._as_list
+        as_list = self._lists()
         for key in self._dirty:
             dict.__setitem__(self, key, ",".join(as_list[key]))
         self._dirty.clear()
@@ -181,9 +211,10 @@ class HTTPHeaders(dict[str, str]):
         """Add a value for ``name``, keeping the values already there."""
         key = normalize_header_name(name)
         self._last_key = key
-        values = self._as_list.get(key)
+        as_list = self._lists()
+        values = as_list.get(key)
         if values is None:
-            self._as_list[key] = [value]
+            as_list[key] = [value]
             dict.__setitem__(self, key, value)
         else:
             values.append(value)
@@ -191,10 +222,13 @@ class HTTPHeaders(dict[str, str]):
 
     def get_list(self, name: str) -> list[str]:
         """Return a new list of the values of ``name``; empty if it is absent."""
-        return list(self._as_list.get(normalize_header_name(name), ()))
+        return list(self._lists().get(normalize_header_name(name), ()))
 
     def get_all(self) -> Iterator[tuple[str, str]]:
         """Yield ``(name, value)`` per value: names by first appearance, values in order."""
+        if self._as_list is None:  # one value per name: the dict's own
+            yield from dict.items(self)
+            return
         for name, values in self._as_list.items():
             for value in values:
                 yield name, value
@@ -210,14 +244,16 @@ class HTTPHeaders(dict[str, str]):
         """Replace every value of ``name`` with ``value``."""
         key = normalize_header_name(name)
         dict.__setitem__(self, key, value)
-        self._as_list[key] = [value]
-        self._dirty.discard(key)
+        if self._as_list is not None:  # (else: still one value per name)
+            self._as_list[key] = [value]
+            self._dirty.discard(key)
 
     def __delitem__(self, name: str) -> None:
         key = normalize_header_name(name)
         dict.__delitem__(self, key)
-        del self._as_list[key]
-        self._dirty.discard(key)
+        if self._as_list is not None:
+            del self._as_list[key]
+            self._dirty.discard(key)
         if self._last_key == key:
             self._last_key = None
 
@@ -239,14 +275,14 @@ class HTTPHeaders(dict[str, str]):
 
     def setdefault(self, name: str, default: str = "") -> str:
         key = normalize_header_name(name)
-        if key in self._as_list:
+        if key in self._lists():
             return self[key]
         self[key] = default
         return default
 
     def pop(self, name: str, *default: Any) -> Any:
         key = normalize_header_name(name)
-        if key not in self._as_list:
+        if key not in self._lists():
             if default:
                 return default[0]
             raise KeyError(name)
@@ -255,14 +291,15 @@ class HTTPHeaders(dict[str, str]):
         return value
 
     def popitem(self) -> tuple[str, str]:
-        if not self._as_list:
+        as_list = self._lists()
+        if not as_list:
             raise KeyError("popitem(): HTTPHeaders is empty")
-        key = next(reversed(self._as_list))
+        key = next(reversed(as_list))
         return key, self.pop(key)
 
     def clear(self) -> None:
         dict.clear(self)
-        self._as_list.clear()
+        self._as_list = {}
         self._dirty.clear()
         self._last_key = None
 
@@ -338,6 +375,12 @@ class HTTPFile(dict[str, Any]):
         self[name] = value
 
 
+# Ints, for ``in`` on bytes: ``b"%" in data`` first tries (and fails) to read
+# b"%" as an int, which costs more than the search itself.
+_PERCENT = ord("%")
+_PLUS = ord("+")
+
+
 def parse_qs_bytes(
     qs: str | bytes, keep_blank_values: bool = False, max_fields: int = 1000
 ) -> dict[str, list[bytes]]:
@@ -354,16 +397,34 @@ def parse_qs_bytes(
         except UnicodeEncodeError:  # not a latin-1 decoded byte string: treat it as text
             raw = qs.encode("utf-8")
     else:
-        raw = qs
-    text = raw.decode("latin-1")
-    if not text:
+        raw = bytes(qs)
+    if not raw:
         return {}
-    if text.count("&") + 1 > max_fields:
+    if raw.count(b"&") + 1 > max_fields:
         raise HTTPInputError(f"too many fields in query string (limit {max_fields})")
-    parsed = urllib.parse.parse_qs(
-        text, keep_blank_values=keep_blank_values, encoding="latin-1", errors="strict"
-    )
-    return {name: [v.encode("latin-1") for v in values] for name, values in parsed.items()}
+    # urllib.parse.parse_qs's rules (parse_qsl: empty fields skipped, a field
+    # without "=" is a blank value, "+" is a space), worked on the bytes: a
+    # latin-1 round trip maps each byte to itself, so unquoting the bytes
+    # gives what unquoting the latin-1 text and encoding it back gave.
+    # Fields with neither "%" nor "+" (most of them) need no unquoting.
+    result: dict[str, list[bytes]] = {}
+    for field in raw.split(b"&"):
+        if not field:
+            continue
+        name, _, value = field.partition(b"=")
+        if not (value or keep_blank_values):
+            continue  # a blank value (also when there is no "=")
+        if _PERCENT in name or _PLUS in name:
+            name = unquote_to_bytes(name.replace(b"+", b" "))
+        if _PERCENT in value or _PLUS in value:
+            value = unquote_to_bytes(value.replace(b"+", b" "))
+        key = name.decode("latin-1")
+        values = result.get(key)
+        if values is None:
+            result[key] = [value]
+        else:
+            values.append(value)
+    return result
 
 
 # A quoted-string: a quote, then anything but quote/backslash, or a backslash

@@ -26,6 +26,13 @@ class HTTPRequest:
     connection; ``write_headers`` starts a response that the server frames.
     """
 
+    # Class-level defaults: most requests never change them, and each
+    # attribute an instance does not store is a little less work per request.
+    _finish_time: float | None = None
+    #: for callbacks that stream request bodies (``streams_request_body``):
+    #: a file to read the body from as it arrives; ``body`` is then empty.
+    body_stream: BodyStream | None = None
+
     def __init__(
         self,
         method: str,
@@ -61,16 +68,12 @@ class HTTPRequest:
         self.host = host or self.headers.get("Host") or "127.0.0.1"
         self.files = files or {}
         self._start_time = time.time()
-        self._finish_time: float | None = None
         path, _, query = uri.partition("?")
         self.path = path
         self.query = query
         self.arguments: dict[str, list[bytes]] = parse_qs_bytes(query) if query else {}
         #: trailer fields of a chunked request body, (name, value) pairs.
         self.trailers: list[tuple[str, str]] = []
-        #: for callbacks that stream request bodies (``streams_request_body``):
-        #: a file to read the body from as it arrives; ``body`` is then empty.
-        self.body_stream: BodyStream | None = None
 
     def supports_http_1_1(self) -> bool:
         """True for an HTTP/1.1 request (exactly, as in the seed)."""

@@ -37,20 +37,30 @@ _DRAIN_POLL = 0.02
 class _SlotObserver(RequestObserver):
     """Reports a server's requests and connections into a scoreboard slot."""
 
-    __slots__ = ("slot", "lifecycle")
+    __slots__ = ("slot", "lifecycle", "_recycling")
 
     def __init__(self, slot: Slot, lifecycle: WorkerLifecycle | None = None) -> None:
         self.slot = slot
+        self.set_lifecycle(lifecycle)
+
+    def set_lifecycle(self, lifecycle: WorkerLifecycle | None) -> None:
+        """Count requests in ``lifecycle`` too, when it recycles at max_requests.
+
+        Without max_requests the slot's count is the only one needed, and a
+        request is spared the call.
+        """
         self.lifecycle = lifecycle
+        recycles = lifecycle is not None and lifecycle.ctx.max_requests > 0
+        self._recycling = lifecycle if recycles else None
 
     def request_started(self, request: HTTPRequest) -> None:
         self.slot.request_started(request.method + " " + request.uri)
 
     def request_finished(self, request: HTTPRequest) -> None:
         self.slot.request_finished()
-        lifecycle = self.lifecycle
-        if lifecycle is not None:
-            lifecycle.request_done()
+        recycling = self._recycling
+        if recycling is not None:
+            recycling.request_done()
 
     def connections_changed(self, count: int) -> None:
         self.slot.set_connections(count)
@@ -109,7 +119,7 @@ def attach(
         loop.stop()
 
     lifecycle = install(aloop, ctx, graceful_stop=graceful_stop, fast_stop=fast_stop)
-    observer.lifecycle = lifecycle
+    observer.set_lifecycle(lifecycle)
     server.when_listening(lifecycle.mark_ready)
     return lifecycle
 
