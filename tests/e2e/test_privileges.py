@@ -116,16 +116,6 @@ def _interpreter_for_nobody(sandbox: Path) -> tuple[str, Path]:
     pytest.skip(f"no Python interpreter readable by nobody among {candidates}")
 
 
-@pytest.fixture
-def procs():
-    started: list[h.Proc] = []
-    try:
-        yield started
-    finally:
-        for proc in reversed(started):
-            proc.stop()
-
-
 def _umask(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("Umask:"):

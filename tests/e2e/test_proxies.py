@@ -82,23 +82,6 @@ def workdir():
         shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture
-def procs():
-    """Processes of one test, stopped by pid (in reverse order) and reaped after it."""
-    started: list[h.Proc] = []
-    try:
-        yield started
-    finally:
-        problems = []
-        for proc in reversed(started):
-            proc.stop()
-        for proc in started:
-            if isinstance(proc, h.Prefork) and proc.returncode not in (0, -signal.SIGTERM):
-                problems.append(proc.describe())
-        if problems:
-            print("\n".join(problems))
-
-
 def loopback_client_ok() -> bool:
     try:
         with socket.socket() as sock:

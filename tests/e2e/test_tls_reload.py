@@ -99,16 +99,6 @@ def pki(tmp_path: Path) -> Pki:
     return Pki(tmp_path / "pki")
 
 
-@pytest.fixture
-def procs():
-    started: list[h.Proc] = []
-    try:
-        yield started
-    finally:
-        for proc in reversed(started):
-            proc.stop()
-
-
 def _start(tmp_path: Path, procs: list, *args: object, workers: int = 2) -> h.Prefork:
     server = h.Prefork(
         ["--bind", "127.0.0.1:0", "--access-log", "off", *args], tmp_path, workers=workers
