@@ -31,6 +31,7 @@ from prefork.worker.http1 import (
     LAST_CHUNK,
     NEED_DATA,
     PAUSED,
+    REASONS,
     Limits,
     ProtocolError,
     RequestHead,
@@ -412,7 +413,9 @@ class HTTPConnection(asyncio.Protocol):
         """Answer a malformed request and close the connection."""
         if self._closed:
             return
-        error_log.info("%d %s from %s: %s", status, _reason(status), self.remote_ip, reason)
+        error_log.info(
+            "%d %s from %s: %s", status, REASONS.get(status, "Error"), self.remote_ip, reason
+        )
         self._head = None
         self._body = None
         self._send(error_response(status))
@@ -793,9 +796,3 @@ class HTTPConnection(asyncio.Protocol):
             self._close()
         elif waiting in (_T_HEAD, _T_BODY):
             self._reject(408, "timed out waiting for the request")
-
-
-def _reason(status: int) -> str:
-    from prefork.worker.http1 import REASONS
-
-    return REASONS.get(status, "Error")
