@@ -5,8 +5,12 @@ supervises them; each worker runs its own event loop with the classic
 ``tornado.httpserver`` API (HTTPServer, HTTPRequest, HTTPConnection,
 HTTPHeaders, IOLoop), hardened against request smuggling and slow clients.
 
-The names below are imported on first use, so that the master process, which
-never serves HTTP, does not load the HTTP stack (asyncio, ssl, ...) at all.
+The names below are imported on first use: ``import prefork`` (the master's
+own modules, the settings, the CLI) loads nothing of the HTTP stack.  The CLI
+master does import the worker stack (asyncio, ssl, uvloop) once, just before
+it forks, so that the workers share those pages with it and a replacement
+worker serves within milliseconds (see ``prefork.cli``); it never creates an
+event loop.
 """
 
 from __future__ import annotations

@@ -1,6 +1,9 @@
 """The master's bookkeeping for its children: one record per worker, back-off per position.
 
-Plain data, no system calls, so the master's decisions are easy to read.
+The records hold what the master knows of each child and decide deadlines
+and back-off; the only system calls are the signals of a deadline
+(``Worker.check_deadlines``: SIGABRT, then SIGKILL, through
+``prefork.process``) and the RSS reads of ``MemoryWatch`` (psutil).
 """
 
 from __future__ import annotations

@@ -21,8 +21,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from prefork.config import SETTINGS, Config, ConfigError
+from prefork import config as config_file
 from prefork.privileges import drop_privileges, resolve_group, resolve_user
+from prefork.settings import GROUPS, SETTINGS, Config, ConfigError
 
 __all__ = ["load_app", "main"]
 
@@ -64,28 +65,47 @@ def _argument_parser() -> argparse.ArgumentParser:
         description="Serve MODULE:CALLABLE (a request callback or a WSGI application) "
         "with a pre-fork master.",
         epilog="Every option can also be set as PREFORK_<NAME> in the environment "
-        "(PREFORK_MAX_REQUESTS=1000) or as NAME = value in a --config file. "
+        "(PREFORK_MAX_BODY_SIZE=1M) or as name = value in a --config file, which may "
+        "also define server hooks (post_fork, when_ready, pre_request, ...). Precedence: "
+        "defaults < config file < environment < command line. "
         "`prefork status --pidfile PATH` shows the workers of a running master.",
     )
-    parser.add_argument("app", nargs="?", metavar="MODULE:CALLABLE", help="the application")
+    commands = parser.add_argument_group("commands (command line only, never settings)")
+    commands.add_argument(
+        "--check-config",
+        action="store_true",
+        help="check the settings and import the application, then exit",
+    )
+    commands.add_argument(
+        "--print-config", action="store_true", help="print the effective settings, then exit"
+    )
+    groups = {name: parser.add_argument_group(name, text) for name, text in GROUPS.items()}
     for setting in SETTINGS:
+        group = groups[setting.group]
+        if setting.name == "app":
+            group.add_argument("app", nargs="?", metavar=setting.metavar, help=setting.help)
+            continue
         names = [setting.short, setting.option] if setting.short else [setting.option]
+        default = setting.default
+        shown = default if not isinstance(default, tuple) else " ".join(default)
+        if setting.name in ("unix_socket_mode", "umask") and isinstance(default, int):
+            shown = f"{default:03o}"
+        text = setting.help if default in (None, False, "") else f"{setting.help} [{shown}]"
+        text = text.replace("%", "%%")
         if setting.flag:
-            parser.add_argument(
-                *names, dest=setting.name, action="store_const", const=True, help=setting.help
-            )
-        elif setting.multiple:
-            parser.add_argument(
+            group.add_argument(
                 *names,
                 dest=setting.name,
-                action="append",
-                metavar=setting.metavar,
-                help=setting.help,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=text,
+            )
+        elif setting.multiple:
+            group.add_argument(
+                *names, dest=setting.name, action="append", metavar=setting.metavar, help=text
             )
         else:
-            parser.add_argument(
-                *names, dest=setting.name, metavar=setting.metavar, help=setting.help
-            )
+            group.add_argument(*names, dest=setting.name, metavar=setting.metavar, help=text)
     return parser
 
 
@@ -95,7 +115,7 @@ def _fail(message: str, status: int = 2) -> NoReturn:
 
 
 def _configure_logging(config: Config) -> None:
-    level = getattr(logging, config.log_level.upper())  # type: ignore[attr-defined]
+    level = getattr(logging, config.log_level.upper())
     formatter = logging.Formatter(
         "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
     )
@@ -103,10 +123,10 @@ def _configure_logging(config: Config) -> None:
     for handler in list(root.handlers):
         root.removeHandler(handler)
     error_handler: logging.Handler
-    if config.error_log in (None, "-"):  # type: ignore[attr-defined]
+    if config.error_log in (None, "-"):
         error_handler = logging.StreamHandler(sys.stderr)
     else:
-        error_handler = logging.FileHandler(config.error_log)  # type: ignore[attr-defined]
+        error_handler = logging.FileHandler(config.error_log)
     error_handler.setFormatter(formatter)
     root.addHandler(error_handler)
     root.setLevel(level)
@@ -117,7 +137,7 @@ def _configure_logging(config: Config) -> None:
     access.propagate = False
     for handler in list(access.handlers):
         access.removeHandler(handler)
-    target = config.access_log  # type: ignore[attr-defined]
+    target = config.access_log
     if target is None or target.lower() in ("off", "none"):
         access.disabled = True
         access.setLevel(logging.CRITICAL)
@@ -129,79 +149,39 @@ def _configure_logging(config: Config) -> None:
     access_handler.setFormatter(logging.Formatter("%(message)s"))
     access.addHandler(access_handler)
     access.setLevel(logging.INFO)
-    accesslog.set_format(config.access_log_format)  # type: ignore[attr-defined]
-
-
-def _ssl_options(config: Config) -> dict[str, Any] | None:
-    if not config.certfile:  # type: ignore[attr-defined]
-        return None
-    options: dict[str, Any] = {"certfile": config.certfile}  # type: ignore[attr-defined]
-    if config.keyfile:  # type: ignore[attr-defined]
-        options["keyfile"] = config.keyfile  # type: ignore[attr-defined]
-    if config.ca_certs:  # type: ignore[attr-defined]
-        options["ca_certs"] = config.ca_certs  # type: ignore[attr-defined]
-    import ssl  # here, not at import: the master never needs it
-
-    options["cert_reqs"] = {
-        "none": ssl.CERT_NONE,
-        "optional": ssl.CERT_OPTIONAL,
-        "required": ssl.CERT_REQUIRED,
-    }[config.cert_reqs]  # type: ignore[attr-defined]
-    return options
+    accesslog.set_format(config.access_log_format)
 
 
 class _Service:
-    """What the worker entry needs, replaced as a whole on HUP."""
+    """The worker entry: imports the app (unless preloaded) and serves it."""
 
-    def __init__(self, config: Config, app: Callable[..., Any] | None) -> None:
-        self.config = config
+    def __init__(self, app: Callable[..., Any] | None) -> None:
         self.app = app  # imported in the master with --preload, else None
-        self.ssl_options = _ssl_options(config)
-        self.uid, self.gid = _credentials(config)
-
-    def server_factory(self, app: Callable[..., Any]) -> Any:
-        from prefork.worker.httpserver import HTTPServer
-        from prefork.worker.wsgi import request_callback_for
-
-        config = self.config
-        callback = request_callback_for(app, config.interface, config.threads)  # type: ignore[attr-defined]
-        keep_alive = config.keep_alive  # type: ignore[attr-defined]
-        settings: dict[str, Any] = {}
-        if keep_alive:
-            settings["keep_alive_timeout"] = keep_alive
-        return HTTPServer(
-            callback,
-            no_keep_alive=not keep_alive,
-            xheaders=config.xheaders,  # type: ignore[attr-defined]
-            ssl_options=self.ssl_options,
-            forwarded_allow_ips=config.forwarded_allow_ips,  # type: ignore[attr-defined]
-            proxy_protocol=config.proxy_protocol,  # type: ignore[attr-defined]
-            health_live_path=config.health_live_path,  # type: ignore[attr-defined]
-            health_ready_path=config.health_ready_path,  # type: ignore[attr-defined]
-            drain_delay=config.drain_delay,  # type: ignore[attr-defined]
-            **settings,
-        )
 
     def serve(self, ctx: Any) -> None:
-        """The worker entry: import the app, serve ``ctx.sockets`` until stopped."""
+        """Import the app, serve ``ctx.sockets`` with ``ctx.config`` until stopped."""
         # Everything prefork needs is imported before the privilege drop: the
         # new user may not be able to read the interpreter's own files.
         import concurrent.futures.thread  # noqa: F401  (the WSGI thread pool)
 
         from prefork.worker import wsgi  # noqa: F401
+        from prefork.worker.httpserver import HTTPServer
+        from prefork.worker.interfaces import request_callback_for
         from prefork.worker.ioloop import IOLoop, new_event_loop
         from prefork.worker.runner import attach
 
+        config: Config = ctx.config
         IOLoop(new_event_loop()).install()  # imports uvloop, if used, as the old user
-        drop_privileges(self.uid, self.gid)
+        drop_privileges(*_credentials(config))
         app = self.app
         if app is None:
             try:
-                app = load_app(self.config.app or "")
+                app = load_app(config.app or "")
             except AppImportError as exc:
                 log.error("%s", exc)
                 raise
-        server = self.server_factory(app)
+        callback = request_callback_for(app, config.interface, config.threads)
+        server = HTTPServer(callback, config=config)
         server.add_sockets(ctx.sockets)
         attach(server, ctx)
         IOLoop.current().start()
@@ -210,25 +190,36 @@ class _Service:
 def _credentials(config: Config) -> tuple[int | None, int | None]:
     """--user / --group as numbers (validated when the settings are loaded)."""
     uid = gid = None
-    if config.user:  # type: ignore[attr-defined]
-        uid, gid = resolve_user(config.user)  # type: ignore[attr-defined]
-    if config.group:  # type: ignore[attr-defined]
-        gid = resolve_group(config.group)  # type: ignore[attr-defined]
+    if config.user:
+        uid, gid = resolve_user(config.user)
+    if config.group:
+        gid = resolve_group(config.group)
     return uid, gid
 
 
-def _check(config: Config) -> Callable[..., Any] | None:
+def _import_now(config: Config, checking: bool) -> Callable[..., Any] | None:
     """Import the app where it must be imported now (--preload, --check-config)."""
     if not config.app:
         _fail("no application given: prefork [OPTIONS] MODULE:CALLABLE")
-    if config.preload or config.check_config:  # type: ignore[attr-defined]
+    if config.preload or checking:
         try:
             return load_app(config.app)
         except AppImportError as exc:
-            _fail(str(exc))
+            _fail(str(exc), 2 if checking else 3)
         except Exception as exc:
-            _fail(f"app {config.app!r}: {type(exc).__name__}: {exc}", 3 if config.preload else 2)  # type: ignore[attr-defined]
+            _fail(f"app {config.app!r}: {type(exc).__name__}: {exc}", 2 if checking else 3)
     return None
+
+
+def print_config(config: Config) -> None:
+    """``--print-config``: every setting as a config-file line, by group."""
+    for group in GROUPS:
+        print(f"# {group}")
+        for setting in SETTINGS:
+            if setting.group == group:
+                print(f"{setting.name} = {getattr(config, setting.name)!r}")
+    hooks = config.hooks.names()
+    print(f"# server hooks: {', '.join(hooks) if hooks else 'none'}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -238,21 +229,27 @@ def main(argv: Sequence[str] | None = None) -> None:
         from prefork.status import main as status_main
 
         sys.exit(status_main(args[1:]))
-    parsed = _argument_parser().parse_args(args)
-    cli = {name: value for name, value in vars(parsed).items() if name != "app"}
+    parsed = vars(_argument_parser().parse_args(args))
+    checking = parsed.pop("check_config")
+    printing = parsed.pop("print_config")
+    cli = {name: value for name, value in parsed.items() if value is not None}
     try:
-        config = Config.load(cli, os.environ, parsed.app)
+        loaded = config_file.load(cli, os.environ)
     except ConfigError as exc:
         _fail(str(exc))
-    if config.print_config:  # type: ignore[attr-defined]
-        for name, value in sorted(config.as_dict().items()):
-            print(f"{name} = {value!r}")
+    config = loaded.config
+    if printing:
+        print_config(config)
         sys.exit(0)
-    app = _check(config)
-    if config.check_config:  # type: ignore[attr-defined]
+    app = _import_now(config, checking)
+    if checking:
+        for warning in loaded.warnings:
+            print(f"prefork: warning: {warning}", file=sys.stderr)
         print(f"prefork: configuration OK, application {config.app!r} imports")
         sys.exit(0)
     _configure_logging(config)
+    for warning in loaded.warnings:
+        log.warning("%s", warning)
     _run(config, app, cli)
 
 
@@ -261,15 +258,15 @@ def _run(config: Config, app: Callable[..., Any] | None, cli: dict[str, Any]) ->
     # these pages with the master (copy-on-write) and a replacement worker
     # starts serving in milliseconds instead of importing asyncio, ssl and
     # uvloop first.  No event loop is created (the master never has one).
+    import prefork.worker.interfaces  # noqa: F401
     import prefork.worker.runner  # noqa: F401
-    import prefork.worker.wsgi  # noqa: F401
     from prefork.master import Master
     from prefork.sockets import listeners_from_specs, sockets_from_environment, systemd_listen_fds
     from prefork.upgrade import UNLINK_ENV
     from prefork.worker.ioloop import preload_event_loop_module
 
-    if config.umask is not None:  # type: ignore[attr-defined]
-        os.umask(config.umask)  # type: ignore[attr-defined]
+    if config.umask is not None:
+        os.umask(config.umask)
     uid, gid = _credentials(config)
     try:
         # Inherited sockets win: a USR2 upgrade or systemd socket activation.
@@ -281,9 +278,10 @@ def _run(config: Config, app: Callable[..., Any] | None, cli: dict[str, Any]) ->
             unlink_unix = not sockets
         if not sockets:
             sockets = listeners_from_specs(
-                config.bind,  # type: ignore[attr-defined]
-                reuse_port=config.reuse_port,  # type: ignore[attr-defined]
-                unix_mode=config.unix_socket_mode,  # type: ignore[attr-defined]
+                config.bind,
+                config.backlog,
+                reuse_port=config.reuse_port,
+                unix_mode=config.unix_socket_mode,
                 unix_owner=(uid if uid is not None else -1, gid if gid is not None else -1)
                 if uid is not None or gid is not None
                 else None,
@@ -291,37 +289,22 @@ def _run(config: Config, app: Callable[..., Any] | None, cli: dict[str, Any]) ->
     except (OSError, ValueError) as exc:
         _fail(f"--bind: {getattr(exc, 'strerror', None) or exc}")
     preload_event_loop_module()
-    service = _Service(config, app)
-    pidfile = config.pidfile  # type: ignore[attr-defined]
+    service = _Service(app)
+
+    def reload() -> Config:
+        """HUP: read the file and the environment again; new workers get the result."""
+        loaded = config_file.reload(master.config, cli, os.environ)
+        for warning in loaded.warnings:
+            log.warning("%s", warning)
+        _configure_logging(loaded.config)
+        return loaded.config
+
     master = Master(
         sockets,
-        workers=config.workers or 0,  # type: ignore[attr-defined]
-        worker_entry=lambda ctx: service.serve(ctx),
-        timeout=config.timeout,  # type: ignore[attr-defined]
-        boot_timeout=config.boot_timeout,  # type: ignore[attr-defined]
-        graceful_timeout=config.graceful_timeout,  # type: ignore[attr-defined]
-        max_requests=config.max_requests,  # type: ignore[attr-defined]
-        max_requests_jitter=config.max_requests_jitter,  # type: ignore[attr-defined]
-        max_memory=config.max_memory,  # type: ignore[attr-defined]
-        pidfile=pidfile,
-        scoreboard_path=pidfile + ".scoreboard" if pidfile else None,
-        reuse_port=config.reuse_port,  # type: ignore[attr-defined]
+        config=config,
+        worker_entry=service.serve,
+        reload_hook=reload,
         unlink_unix=unlink_unix,
     )
-
-    def reload() -> None:
-        """HUP: read the settings again; new workers use them (and re-import the app)."""
-        nonlocal service
-        new = Config.load(cli, os.environ, config.app)
-        master.timeout = new.timeout  # type: ignore[attr-defined]
-        master.boot_timeout = new.boot_timeout  # type: ignore[attr-defined]
-        master.graceful_timeout = new.graceful_timeout  # type: ignore[attr-defined]
-        master.max_requests = new.max_requests  # type: ignore[attr-defined]
-        master.max_requests_jitter = new.max_requests_jitter  # type: ignore[attr-defined]
-        master.max_memory = new.max_memory  # type: ignore[attr-defined]
-        _configure_logging(new)
-        service = _Service(new, service.app)
-
-    master.reload_hook = reload
     master.run()
     sys.exit(0)

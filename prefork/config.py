@@ -1,9 +1,12 @@
-"""Settings: one table, read from a config file, the environment and the CLI.
+"""Load the :class:`~prefork.settings.Config` from a file, the environment and the CLI.
 
-Every setting has one name used everywhere: ``--max-requests`` on the
-command line, ``PREFORK_MAX_REQUESTS`` in the environment, ``max_requests``
-in a config file (a Python file of assignments, as gunicorn's).  Precedence,
-lowest first: defaults, config file, environment, command line.
+Precedence, lowest first: defaults, config file, environment
+(``PREFORK_<NAME>``), command line.  The config file is Python, as
+gunicorn's: ``name = value`` lines for settings and ``def hook(...)`` for
+server hooks.  gunicorn's own names for the same settings (``keepalive``,
+``loglevel``, ``preload_app``, ...) are understood; gunicorn settings that
+prefork has no use for are ignored with a warning, so a gunicorn config file
+runs unchanged; any other name is an error (a typo must not pass silently).
 
 A bad value raises :class:`ConfigError`, whose message is one line naming
 the setting; the CLI prints it and exits with status 2.
@@ -11,462 +14,196 @@ the setting; the CLI prints it and exits with status 2.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import inspect
 import os
-import re
 import runpy
+import types
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from prefork.sockets import parse_bind
-
-__all__ = ["SETTINGS", "Config", "ConfigError", "Setting", "parse_size"]
-
-
-class ConfigError(ValueError):
-    """A setting has a bad value; ``str()`` is the one line to show."""
-
-    def __init__(self, setting: str, message: str) -> None:
-        super().__init__(f"--{setting.replace('_', '-')}: {message}")
-        self.setting = setting
-
-
-def _bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError(f"expected true or false, got {value!r}")
-
-
-def _number(kind: type, minimum: float) -> Callable[[Any], Any]:
-    def parse(value: Any) -> Any:
-        if isinstance(value, bool):
-            raise ValueError(f"expected a number, got {value!r}")
-        try:
-            number = kind(value)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"expected {'an integer' if kind is int else 'a number'}, got {value!r}"
-            ) from None
-        if number < minimum:
-            raise ValueError(f"must be >= {minimum:g}, got {value!r}")
-        return number
-
-    return parse
-
-
-_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*", re.IGNORECASE)
-
-
-def parse_size(value: Any) -> int:
-    """``512M``, ``1G``, ``1.5GiB``, ``1048576`` -> bytes (0 = off)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value < 0:
-            raise ValueError(f"must be >= 0, got {value!r}")
-        return value
-    match = _SIZE.fullmatch(str(value))
-    if match is None:
-        raise ValueError(f"expected a size such as 512M or 1G, got {value!r}")
-    factor = 1024 ** " kmgt".index((match.group(2) or " ").lower())
-    return int(float(match.group(1)) * factor)
-
-
-def _choice(*choices: str) -> Callable[[Any], str]:
-    def parse(value: Any) -> str:
-        text = str(value).strip().lower()
-        if text not in choices:
-            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
-        return text
-
-    return parse
-
-
-def _optional_path(value: Any) -> str | None:
-    if value is None or str(value) == "":
-        return None
-    return str(value)
-
-
-def _existing_file(value: Any) -> str | None:
-    path = _optional_path(value)
-    if path is not None and not os.path.isfile(path):
-        raise ValueError(f"no such file: {path!r}")
-    return path
-
-
-def _binds(value: Any) -> list[str]:
-    items = [value] if isinstance(value, str) else list(value)
-    specs: list[str] = []
-    for item in items:
-        # The environment form may hold several, separated by commas or spaces
-        # (an IPv6 bind keeps its brackets, so commas inside are not split).
-        for spec in re.split(r"[\s,]+(?![^\[]*\])", str(item).strip()):
-            if spec:
-                parse_bind(spec)
-                specs.append(spec)
-    if not specs:
-        raise ValueError("at least one address is needed")
-    return specs
-
-
-def _octal(value: Any) -> int | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        number = value
-    else:
-        try:
-            number = int(str(value), 8)
-        except ValueError:
-            raise ValueError(f"expected an octal number such as 027, got {value!r}") from None
-    if not 0 <= number <= 0o777:
-        raise ValueError(f"must be between 000 and 777, got {value!r}")
-    return number
-
-
-def _workers(value: Any) -> int | None:
-    if value is None or value == "":
-        return None
-    return int(_number(int, 0)(value))
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One setting: its name, how to parse it, its default and its help."""
-
-    name: str
-    parse: Callable[[Any], Any]
-    default: Any
-    help: str
-    short: str | None = None
-    flag: bool = False  # a switch on the command line (no value)
-    multiple: bool = False  # may be given several times
-    metavar: str | None = None
-
-    @property
-    def option(self) -> str:
-        return "--" + self.name.replace("_", "-")
-
-    @property
-    def env(self) -> str:
-        return "PREFORK_" + self.name.upper()
-
-
-SETTINGS: tuple[Setting, ...] = (
-    Setting(
-        "bind",
-        _binds,
-        ["127.0.0.1:8000"],
-        "address to listen on: HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N; repeatable",
-        short="-b",
-        multiple=True,
-        metavar="ADDRESS",
-    ),
-    Setting(
-        "workers",
-        _workers,
-        None,
-        "worker processes (0 or unset: one per usable CPU; WEB_CONCURRENCY is honoured)",
-        short="-w",
-        metavar="N",
-    ),
-    Setting(
-        "config",
-        _existing_file,
-        None,
-        "a Python file of settings (name = value)",
-        short="-c",
-        metavar="FILE",
-    ),
-    Setting("pidfile", _optional_path, None, "write the master's pid to this file", metavar="FILE"),
-    Setting(
-        "timeout",
-        _number(float, 0.1),
-        30.0,
-        "seconds without a heartbeat before a worker is killed as hung",
-        metavar="SECONDS",
-    ),
-    Setting(
-        "boot_timeout",
-        _number(float, 0.1),
-        60.0,
-        "seconds a new worker has to become ready",
-        metavar="SECONDS",
-    ),
-    Setting(
-        "graceful_timeout",
-        _number(float, 0.0),
-        30.0,
-        "seconds a stopping worker has to finish its requests",
-        metavar="SECONDS",
-    ),
-    Setting(
-        "max_requests",
-        _number(int, 0),
-        0,
-        "recycle a worker after this many requests (0: never)",
-        metavar="N",
-    ),
-    Setting(
-        "max_requests_jitter",
-        _number(int, 0),
-        0,
-        "add up to this many requests, at random per worker, to max_requests",
-        metavar="N",
-    ),
-    Setting(
-        "max_memory",
-        parse_size,
-        0,
-        "recycle a worker whose RSS exceeds this (e.g. 512M; 0: never)",
-        metavar="SIZE",
-    ),
-    Setting(
-        "interface",
-        _choice("auto", "seed", "wsgi"),
-        "auto",
-        "how the application is called: seed (callback(request)), wsgi (PEP 3333 "
-        "app(environ, start_response)) or auto (from its signature)",
-        metavar="KIND",
-    ),
-    Setting(
-        "threads",
-        _number(int, 1),
-        4,
-        "WSGI: application threads per worker (1 for an application that is not thread-safe)",
-        metavar="N",
-    ),
-    Setting(
-        "keep_alive",
-        _number(float, 0.0),
-        75.0,
-        "seconds an idle keep-alive connection is kept (0: no keep-alive)",
-        metavar="SECONDS",
-    ),
-    Setting(
-        "xheaders",
-        _bool,
-        False,
-        "trust X-Real-Ip / X-Forwarded-For / X-Forwarded-Proto from clients",
-        flag=True,
-    ),
-    Setting(
-        "certfile", _existing_file, None, "TLS certificate (PEM); enables HTTPS", metavar="FILE"
-    ),
-    Setting("keyfile", _existing_file, None, "TLS private key (PEM)", metavar="FILE"),
-    Setting(
-        "ca_certs",
-        _existing_file,
-        None,
-        "CA bundle to verify client certificates against",
-        metavar="FILE",
-    ),
-    Setting(
-        "cert_reqs",
-        _choice("none", "optional", "required"),
-        "none",
-        "client certificates: none, optional or required",
-        metavar="MODE",
-    ),
-    Setting(
-        "access_log",
-        _optional_path,
-        "-",
-        "access log file ('-': stdout, 'off': none)",
-        metavar="FILE",
-    ),
-    Setting(
-        "access_log_format",
-        _choice("combined", "json"),
-        "combined",
-        "access log format: combined or json",
-        metavar="FORMAT",
-    ),
-    Setting("error_log", _optional_path, "-", "error log file ('-': stderr)", metavar="FILE"),
-    Setting(
-        "log_level",
-        _choice("debug", "info", "warning", "error", "critical"),
-        "info",
-        "log level",
-        metavar="LEVEL",
-    ),
-    Setting(
-        "forwarded_allow_ips",
-        str,
-        "127.0.0.1,::1",
-        "comma-separated IPs/networks whose X-Forwarded-* and PROXY headers are trusted ('*': all)",
-        metavar="IPS",
-    ),
-    Setting(
-        "proxy_protocol",
-        _bool,
-        False,
-        "expect a PROXY protocol v1/v2 header from trusted peers (others are refused)",
-        flag=True,
-    ),
-    Setting(
-        "health_live_path",
-        _optional_path,
-        None,
-        "answer this path with 200 before the application (liveness)",
-        metavar="PATH",
-    ),
-    Setting(
-        "health_ready_path",
-        _optional_path,
-        None,
-        "answer this path with 200, or 503 while draining (readiness)",
-        metavar="PATH",
-    ),
-    Setting(
-        "drain_delay",
-        _number(float, 0.0),
-        0.0,
-        "seconds a stopping worker keeps serving with readiness 503 before it closes its listeners",
-        metavar="SECONDS",
-    ),
-    Setting(
-        "user",
-        _optional_path,
-        None,
-        "run workers as this user (name or uid) after binding",
-        metavar="USER",
-    ),
-    Setting(
-        "group",
-        _optional_path,
-        None,
-        "run workers as this group (name or gid) after binding",
-        metavar="GROUP",
-    ),
-    Setting("umask", _octal, None, "process umask, in octal (e.g. 027)", metavar="MASK"),
-    Setting(
-        "unix_socket_mode",
-        _octal,
-        0o600,
-        "mode of unix sockets bound by --bind unix:PATH, in octal",
-        metavar="MODE",
-    ),
-    Setting(
-        "preload",
-        _bool,
-        False,
-        "import the application in the master before forking (faster forks, shared memory; HUP then does not reload code)",
-        flag=True,
-    ),
-    Setting(
-        "reuse_port",
-        _bool,
-        False,
-        "SO_REUSEPORT listening sockets (connections queued on a closing socket are reset)",
-        flag=True,
-    ),
-    Setting(
-        "check_config",
-        _bool,
-        False,
-        "check the settings and import the application, then exit",
-        flag=True,
-    ),
-    Setting("print_config", _bool, False, "print the effective settings, then exit", flag=True),
+from prefork.settings import (
+    BY_NAME,
+    HOOKS,
+    SETTINGS,
+    Config,
+    ConfigError,
+    Hooks,
+    Setting,
+    parse_size,
 )
 
-_BY_NAME = {setting.name: setting for setting in SETTINGS}
+__all__ = [
+    "SETTINGS",
+    "Config",
+    "ConfigError",
+    "Loaded",
+    "Setting",
+    "load",
+    "parse_size",
+    "reload",
+    "validate",
+]
+
+#: gunicorn's names for prefork's settings, accepted in config files.
+GUNICORN_ALIASES = {
+    "keepalive": "keep_alive",
+    "loglevel": "log_level",
+    "accesslog": "access_log",
+    "errorlog": "error_log",
+    "preload_app": "preload",
+    "wsgi_app": "app",
+    "limit_request_line": "max_request_line",
+    "limit_request_fields": "max_headers",
+    "proxy_allow_ips": "forwarded_allow_ips",
+}
+
+#: gunicorn settings that have no meaning for prefork: ignored with a warning.
+GUNICORN_IGNORED = frozenset(
+    """worker_class worker_connections daemon raw_env chdir capture_output worker_tmp_dir
+    reload reload_engine reload_extra_files spew check_config print_config statsd_host
+    statsd_prefix dogstatsd_tags syslog syslog_addr syslog_prefix syslog_facility
+    enable_stdio_inheritance logger_class logconfig logconfig_dict logconfig_json
+    tmp_upload_dir secure_scheme_headers forwarder_headers paste pythonpath sendfile
+    strip_header_spaces permit_unconventional_http_method permit_unconventional_http_version
+    casefold_http_method header_map limit_request_field_size ssl_version ciphers
+    do_handshake_on_connect suppress_ragged_eofs initgroups disable_redirect_access_to_syslog
+    errorlog_format proxy_protocol_timeout""".split()
+)
 
 
-class Config:
-    """The validated settings, as attributes (``config.max_requests``)."""
+@dataclasses.dataclass(frozen=True)
+class Loaded:
+    """A loaded configuration and the warnings to show once logging is set up."""
 
-    def __init__(self, values: Mapping[str, Any], app: str | None = None) -> None:
-        self.app = app
-        for setting in SETTINGS:
-            setattr(self, setting.name, values.get(setting.name, setting.default))
-        self._check_combinations()
-
-    def _check_combinations(self) -> None:
-        from prefork.privileges import resolve_group, resolve_user
-
-        try:
-            if self.user:  # type: ignore[attr-defined]
-                resolve_user(self.user)  # type: ignore[attr-defined]
-        except ValueError as exc:
-            raise ConfigError("user", str(exc)) from None
-        try:
-            if self.group:  # type: ignore[attr-defined]
-                resolve_group(self.group)  # type: ignore[attr-defined]
-        except ValueError as exc:
-            raise ConfigError("group", str(exc)) from None
-        try:
-            from prefork.worker.xheaders import parse_networks
-
-            parse_networks(self.forwarded_allow_ips)  # type: ignore[attr-defined]
-        except ValueError as exc:
-            raise ConfigError("forwarded_allow_ips", str(exc).split(": ", 1)[-1]) from None
-        if (self.keyfile or self.ca_certs) and not self.certfile:  # type: ignore[attr-defined]
-            raise ConfigError("certfile", "is required when --keyfile or --ca-certs is given")
-        if self.cert_reqs != "none" and not self.ca_certs:  # type: ignore[attr-defined]
-            raise ConfigError("ca_certs", f"is required with --cert-reqs {self.cert_reqs}")  # type: ignore[attr-defined]
-
-    @classmethod
-    def load(
-        cls,
-        cli: Mapping[str, Any],
-        environ: Mapping[str, str] = os.environ,
-        app: str | None = None,
-    ) -> Config:
-        """Merge defaults < config file < environment < command line."""
-        values: dict[str, Any] = {}
-        file_app = None
-        config_file = cli.get("config") or environ.get("PREFORK_CONFIG")
-        if config_file:
-            for name, value in _read_config_file(config_file).items():
-                if name == "app":
-                    file_app = str(value)
-                else:
-                    values[name] = _parse(name, value)
-        for setting in SETTINGS:
-            if setting.env in environ:
-                values[setting.name] = _parse(setting.name, environ[setting.env])
-        for name, value in cli.items():
-            if value is not None and name in _BY_NAME:
-                values[name] = _parse(name, value)
-        if app is None:
-            app = environ.get("PREFORK_APP") or file_app
-        return cls(values, app)
-
-    def as_dict(self) -> dict[str, Any]:
-        values = {setting.name: getattr(self, setting.name) for setting in SETTINGS}
-        values["app"] = self.app
-        return values
+    config: Config
+    warnings: tuple[str, ...] = ()
 
 
-def _parse(name: str, value: Any) -> Any:
-    setting = _BY_NAME[name]
+def load(cli: Mapping[str, Any], environ: Mapping[str, str] = os.environ) -> Loaded:
+    """Merge defaults < config file < environment < command line, then validate.
+
+    ``cli`` maps setting names to what the command line gave (None: not
+    given); ``app`` is among them.
+    """
+    values: dict[str, Any] = {}
+    warnings: list[str] = []
+    hooks = Hooks()
+    config_file = cli.get("config") or environ.get("PREFORK_CONFIG")
+    if config_file:
+        file_values, hooks, warnings = read_config_file(str(config_file))
+        values.update(file_values)
+    for setting in SETTINGS:
+        if setting.env in environ:
+            values[setting.name] = setting(environ[setting.env])
+    for name, value in cli.items():
+        if value is not None and name in BY_NAME:
+            values[name] = BY_NAME[name](value)
+    config = Config(**values, hooks=hooks)
+    validate(config)
+    return Loaded(config, tuple(warnings))
+
+
+def validate(config: Config) -> None:
+    """Checks that need more than one setting, or the system (users, groups)."""
+    from prefork.privileges import resolve_group, resolve_user
+    from prefork.worker.xheaders import parse_networks
+
     try:
-        return setting.parse(value)
+        if config.user:
+            resolve_user(config.user)
     except ValueError as exc:
-        raise ConfigError(name, str(exc)) from None
+        raise ConfigError("user", str(exc)) from None
+    try:
+        if config.group:
+            resolve_group(config.group)
+    except ValueError as exc:
+        raise ConfigError("group", str(exc)) from None
+    try:
+        parse_networks(config.forwarded_allow_ips)
+    except ValueError as exc:
+        raise ConfigError("forwarded_allow_ips", str(exc).split(": ", 1)[-1]) from None
+    if (config.keyfile or config.ca_certs) and not config.certfile:
+        raise ConfigError("certfile", "is required when --keyfile or --ca-certs is given")
+    if config.cert_reqs != "none" and not config.ca_certs:
+        raise ConfigError("ca_certs", f"is required with --cert-reqs {config.cert_reqs}")
 
 
-def _read_config_file(path: str) -> dict[str, Any]:
+def reload(old: Config, cli: Mapping[str, Any], environ: Mapping[str, str]) -> Loaded:
+    """HUP: load again; settings that need a restart keep their old values.
+
+    Each kept change is a warning: "--bind changed: needs a restart (USR2)".
+    """
+    loaded = load(cli, environ)
+    new = loaded.config
+    kept: dict[str, Any] = {}
+    warnings = list(loaded.warnings)
+    for setting in SETTINGS:
+        if setting.restart and getattr(new, setting.name) != getattr(old, setting.name):
+            kept[setting.name] = getattr(old, setting.name)
+            warnings.append(
+                f"{setting.option} changed to {getattr(new, setting.name)!r}: needs a "
+                f"restart (USR2); keeping {getattr(old, setting.name)!r}"
+            )
+    if kept:
+        new = dataclasses.replace(new, **kept)
+    return Loaded(new, tuple(warnings))
+
+
+def read_config_file(path: str) -> tuple[dict[str, Any], Hooks, list[str]]:
+    """Settings (parsed), hooks and warnings from a Python config file."""
     if not os.path.isfile(path):
         raise ConfigError("config", f"no such file: {path!r}")
     try:
         namespace = runpy.run_path(path)
+    except SyntaxError as exc:
+        raise ConfigError(
+            "config", f"{exc.filename or path}, line {exc.lineno}: SyntaxError: {exc.msg}"
+        ) from None
     except Exception as exc:  # the file is user code: any error is a config error
         raise ConfigError("config", f"{path}: {type(exc).__name__}: {exc}") from None
-    values = {}
+    values: dict[str, Any] = {}
+    hooks: dict[str, Callable[..., Any]] = {}
+    warnings: list[str] = []
     for name, value in namespace.items():
-        if name.startswith("_") or callable(value) or isinstance(value, type(os)):
+        if name.startswith("_") or isinstance(value, types.ModuleType):
             continue
-        if name == "app":
-            values[name] = value
+        if name in HOOKS:
+            hooks[name] = _check_hook(path, name, value)
             continue
-        if name not in _BY_NAME:
-            raise ConfigError("config", f"{path}: unknown setting {name!r}")
-        values[name] = value
-    return values
+        if callable(value) and name not in BY_NAME and name not in GUNICORN_ALIASES:
+            close = difflib.get_close_matches(name, HOOKS, n=1, cutoff=0.85)
+            if close and isinstance(value, types.FunctionType):
+                warnings.append(f"{path}: function {name!r} is not a hook; did you mean {close[0]!r}?")
+            continue  # helpers, imported classes
+        setting_name = GUNICORN_ALIASES.get(name, name)
+        if name in GUNICORN_IGNORED or (
+            name == "access_log_format" and "%(" in str(value)
+        ):
+            warnings.append(f"{path}: gunicorn setting {name!r} has no meaning for prefork: ignored")
+            continue
+        if setting_name not in BY_NAME:
+            close = difflib.get_close_matches(name, [*BY_NAME, *HOOKS], n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError("config", f"{path}: unknown setting {name!r}{hint}")
+        if setting_name == "config":
+            raise ConfigError("config", f"{path}: a config file cannot name another one")
+        values[setting_name] = BY_NAME[setting_name](value)
+    return values, Hooks(**hooks), warnings
+
+
+def _check_hook(path: str, name: str, value: Any) -> Callable[..., Any]:
+    """A hook must be callable with gunicorn's arguments for it."""
+    arguments = HOOKS[name]
+    if not callable(value):
+        raise ConfigError("config", f"{path}: hook {name!r} is not callable")
+    try:
+        inspect.signature(value).bind(*arguments)
+    except TypeError:
+        raise ConfigError(
+            "config", f"{path}: hook {name!r} must accept ({', '.join(arguments)})"
+        ) from None
+    except ValueError:
+        pass  # no signature to check (a builtin): call it and see
+    return value

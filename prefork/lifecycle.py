@@ -33,7 +33,7 @@ from collections.abc import Callable
 from prefork.process import reopen_log_files, set_parent_death_signal, term_received_during_boot
 from prefork.scoreboard import WorkerContext
 
-__all__ = ["WorkerLifecycle", "install"]
+__all__ = ["WorkerLifecycle", "install", "install_abort_hook"]
 
 log = logging.getLogger("prefork.worker")
 
@@ -173,3 +173,27 @@ def install(
         # The master died before PR_SET_PDEATHSIG was set: the signal will never come.
         loop.call_soon(lc.graceful_stop)
     return lc
+
+
+def install_abort_hook(hook: Callable[[], object]) -> None:
+    """On SIGABRT (the master's "you are hung"): tracebacks, ``hook()``, then abort.
+
+    Only used when a ``worker_abort`` server hook exists.  It is a Python
+    signal handler, so it runs only if the loop is stuck in Python code (a
+    sleep, a busy loop, a lock wait): a worker stuck inside C code stays
+    silent and the master's SIGKILL follows.  Without the hook,
+    ``faulthandler`` dumps the tracebacks even then.
+    """
+
+    def on_abort(signum: int, frame: object) -> None:
+        try:
+            faulthandler.dump_traceback(all_threads=True)
+        except (RuntimeError, ValueError, OSError):
+            pass
+        try:
+            hook()
+        finally:
+            signal.signal(signal.SIGABRT, signal.SIG_DFL)
+            os.abort()
+
+    signal.signal(signal.SIGABRT, on_abort)

@@ -34,8 +34,10 @@ from typing import Any
 
 from prefork import process, scoreboard
 from prefork.children import Backoff, MemoryWatch, Worker
+from prefork.hooks import WorkerView, call_hook, worker_view
 from prefork.process import WORKER_BOOT_ERROR, check_no_event_loop, describe_status, sd_notify
 from prefork.scoreboard import Scoreboard, SlotSnapshot, SlotState, WorkerContext
+from prefork.settings import Config, make_config
 from prefork.upgrade import MASTER_PID_ENV, UNLINK_ENV, Upgrade
 
 __all__ = ["MASTER_PID_ENV", "Master", "check_no_event_loop", "fork_workers"]
@@ -77,54 +79,37 @@ class Master:
         self,
         sockets: Sequence[socket.socket] | None = None,
         *,
+        config: Config | None = None,
         bind: Sequence[str] = (),
-        workers: int | None = 0,
         worker_entry: Callable[[WorkerContext], None] | None = None,
-        timeout: float = 30.0,
-        boot_timeout: float = 60.0,
-        graceful_timeout: float = 30.0,
-        max_requests: int = 0,
-        max_requests_jitter: int = 0,
-        max_memory: int = 0,
-        pidfile: str | None = None,
-        reload_hook: Callable[[], object] | None = None,
+        reload_hook: Callable[[], Config | None] | None = None,
         reexec_argv: Sequence[str] | None = None,
-        proc_name: str = "prefork",
-        backlog: int = 2048,
-        reuse_port: bool = False,
-        unix_mode: int = 0o600,
         unix_owner: tuple[int, int] | None = None,
         scoreboard_path: str | None = None,
         pre_fork_checks: Sequence[Callable[[], None]] = (),
         unlink_unix: bool = True,
+        **settings: Any,
     ) -> None:
-        if timeout <= 0 or boot_timeout <= 0 or graceful_timeout < 0:
+        """``config``: every setting (the CLI passes the one it loaded);
+        ``settings``: any of them by name on top (``workers=2, timeout=10``)."""
+        self.config: Config = make_config(config, **settings)
+        if self.config.timeout <= 0 or self.config.boot_timeout <= 0:
             raise ValueError("timeout and boot_timeout must be > 0, graceful_timeout >= 0")
         self.sockets: list[socket.socket] | None = list(sockets) if sockets is not None else None
         self.bind = list(bind)
-        #: None or <= 0: prefork.cpus.default_workers() (PREFORK_WORKERS, WEB_CONCURRENCY, CPUs)
-        self.workers = workers if workers and workers > 0 else 0
         self.worker_entry = worker_entry
-        self.timeout = timeout
-        self.boot_timeout = boot_timeout
-        self.graceful_timeout = graceful_timeout
-        self.max_requests = max_requests
-        self.max_requests_jitter = max_requests_jitter
-        self.max_memory = max_memory
-        self.pidfile = pidfile
         self.reload_hook = reload_hook
         # sys.orig_argv keeps "-m module", which sys.argv loses.
         self.reexec_argv = list(reexec_argv or [sys.executable, *sys.orig_argv[1:]])
-        self.proc_name = proc_name
-        self.backlog = backlog
-        self.reuse_port = reuse_port
-        self.unix_mode = unix_mode
         self.unix_owner = unix_owner
-        self.scoreboard_path = scoreboard_path
+        pidfile = self.config.pidfile
+        self.scoreboard_path = scoreboard_path or (pidfile + ".scoreboard" if pidfile else None)
         self.pre_fork_checks = list(pre_fork_checks)
         #: remove unix socket files on the final stop: only those prefork
         #: bound itself (systemd's ListenStream= files belong to systemd).
         self.unlink_unix = unlink_unix
+        #: what hooks call ``server.log``
+        self.log = log
 
         self.pid = os.getpid()
         self.scoreboard: Scoreboard | None = None
@@ -176,11 +161,24 @@ class Master:
                     self.unlink_unix = False  # systemd owns those socket files
             elif self.bind:
                 self.sockets = sk.listeners_from_specs(
-                    self.bind, self.backlog, self.reuse_port, self.unix_mode, self.unix_owner
+                    self.bind, self.config.backlog, self.config.reuse_port, self.config.unix_socket_mode, self.unix_owner
                 )
             else:
                 raise ValueError("no listening socket: pass sockets or bind addresses")
         return self.sockets
+
+    @property
+    def cfg(self) -> Config:
+        """The settings (gunicorn's name, for server hooks)."""
+        return self.config
+
+    @property
+    def num_workers(self) -> int:
+        """How many workers the master keeps (gunicorn's name, for server hooks)."""
+        return self._target
+
+    def _view(self, w: Worker) -> WorkerView:
+        return WorkerView(w.index, w.generation, w.slot, self.config, w.pid, self.pid)
 
     @property
     def worker_pids(self) -> list[int]:
@@ -202,6 +200,9 @@ class Master:
         """
         for check in [check_no_event_loop, *self.pre_fork_checks]:
             check()
+        if not call_hook(self.config, "on_starting", self):
+            log.error("server hook on_starting failed: not starting")
+            sys.exit(2)
         try:
             status = self._run()
         except _InChild as child:
@@ -214,8 +215,8 @@ class Master:
 
         try:
             self.open_sockets()
-            self._target = self.workers or cpus.default_workers(os.environ)
-            self._workers_setting = self.workers
+            self._target = self.config.workers or cpus.default_workers(os.environ)
+            self._workers_setting = self.config.workers
         except ValueError as e:
             log.error("%s", e)
             return 2
@@ -223,14 +224,14 @@ class Master:
             log.error("%s", e)
             return 1
         self._upgrade = Upgrade()
-        if self.pidfile:
-            other = process.read_pidfile(self.pidfile)
+        if self.config.pidfile:
+            other = process.read_pidfile(self.config.pidfile)
             if other and other != self.pid and process.pid_is_alive(other):
                 log.error(
-                    "pidfile %s names running process %d: already running?", self.pidfile, other
+                    "pidfile %s names running process %d: already running?", self.config.pidfile, other
                 )
                 return 1
-            process.write_pidfile(self.pidfile)
+            process.write_pidfile(self.config.pidfile)
         capacity = max(128, 4 * self._target + 32)
         self.scoreboard = Scoreboard(capacity, self.scoreboard_path)
         self._free_slots = list(range(capacity))
@@ -243,7 +244,7 @@ class Master:
             self._orig_handlers[sig] = signal.getsignal(sig)
             signal.signal(sig, _ignore_in_python)
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
-        process.set_proc_title(f"{self.proc_name}: master")
+        process.set_proc_title(f"{self.config.proc_name}: master")
         assert self.sockets is not None
         from prefork.sockets import describe_socket
 
@@ -289,6 +290,7 @@ class Master:
         return self._exit_status
 
     def _cleanup(self) -> None:
+        call_hook(self.config, "on_exit", self)
         signal.set_wakeup_fd(-1)
         for sig, handler in self._orig_handlers.items():
             signal.signal(sig, handler)
@@ -297,9 +299,9 @@ class Master:
         for fd in (self._wake_r, self._wake_w, self._notify_r, self._notify_w):
             os.close(fd)
         self._close_listeners()
-        if self.pidfile:
-            process.remove_pidfile(self.pidfile + ".oldbin")
-            process.remove_pidfile(self.pidfile)
+        if self.config.pidfile:
+            process.remove_pidfile(self.config.pidfile + ".oldbin")
+            process.remove_pidfile(self.config.pidfile)
         if self.scoreboard is not None:
             self.scoreboard.close(unlink=True)
         log.info("master %d exiting (status %d)", self.pid, self._exit_status)
@@ -315,49 +317,60 @@ class Master:
                 self._handle_signal(signum)
 
     def _handle_signal(self, signum: int) -> None:
-        try:
-            name = signal.Signals(signum).name
-        except ValueError:
-            name = str(signum)
-        if signum == signal.SIGTERM:
-            assert self._upgrade is not None
-            self._upgrade.handing_over |= self._upgrade.in_progress
-            self._stop("graceful")
-        elif signum in (signal.SIGINT, signal.SIGQUIT):
-            self._stop("fast")
-        elif self._stopping is not None:
-            log.info("received %s while stopping: ignored", name)
-        elif signum == signal.SIGHUP:
-            self._reload()
-        elif signum == signal.SIGTTIN:
-            assert self.scoreboard is not None
-            if self._target >= self.scoreboard.capacity // 2:
-                log.warning("received SIGTTIN: already at the maximum of %d workers", self._target)
-                return
-            self._target += 1
-            log.info("received SIGTTIN: workers %d -> %d", self._target - 1, self._target)
-        elif signum == signal.SIGTTOU:
-            old = self._target
-            self._target = max(1, self._target - 1)
-            log.info("received SIGTTOU: workers %d -> %d", old, self._target)
-        elif signum == signal.SIGUSR1:
-            n = process.reopen_log_files()
-            log.info("received SIGUSR1: reopened %d log file(s); telling the workers", n)
-            for w in self._workers.values():
-                if w.ready_at is not None:
-                    process.kill_quietly(w.pid, signal.SIGUSR1)
-                else:
-                    w.usr1_pending = True
-        elif signum == signal.SIGUSR2:
-            assert self._upgrade is not None and self.sockets is not None
-            self._upgrade.start(
-                self.sockets,
-                self.reexec_argv,
-                self.pidfile,
-                self._orig_handlers,
-                _SIGNALS,
-                self.unlink_unix,
-            )
+        """Look the signal up in the table; while stopping, only stop signals count."""
+        handler, during_stop = _SIGNAL_TABLE.get(signum, (None, False))
+        if handler is None:
+            return
+        if self._stopping is not None and not during_stop:
+            log.info("received %s while stopping: ignored", _signal_name(signum))
+            return
+        handler(self)
+
+    def _on_term(self) -> None:
+        assert self._upgrade is not None
+        self._upgrade.handing_over |= self._upgrade.in_progress
+        self._stop("graceful")
+
+    def _on_fast_stop(self) -> None:
+        self._stop("fast")
+
+    def _on_ttin(self) -> None:
+        assert self.scoreboard is not None
+        if self._target >= self.scoreboard.capacity // 2:
+            log.warning("received SIGTTIN: already at the maximum of %d workers", self._target)
+            return
+        log.info("received SIGTTIN: workers %d -> %d", self._target, self._target + 1)
+        self._set_target(self._target + 1)
+
+    def _on_ttou(self) -> None:
+        log.info("received SIGTTOU: workers %d -> %d", self._target, max(1, self._target - 1))
+        self._set_target(max(1, self._target - 1))
+
+    def _on_usr1(self) -> None:
+        n = process.reopen_log_files()
+        log.info("received SIGUSR1: reopened %d log file(s); telling the workers", n)
+        for w in self._workers.values():
+            if w.ready_at is not None:
+                process.kill_quietly(w.pid, signal.SIGUSR1)
+            else:
+                w.usr1_pending = True
+
+    def _on_usr2(self) -> None:
+        assert self._upgrade is not None and self.sockets is not None
+        call_hook(self.config, "pre_exec", self)
+        self._upgrade.start(
+            self.sockets,
+            self.reexec_argv,
+            self.config.pidfile,
+            self._orig_handlers,
+            _SIGNALS,
+            self.unlink_unix,
+        )
+
+    def _set_target(self, target: int) -> None:
+        old, self._target = self._target, target
+        if old != target:
+            call_hook(self.config, "nworkers_changed", self, target, old)
 
     def _stop(self, kind: str) -> None:
         now = time.monotonic()
@@ -366,14 +379,14 @@ class Master:
             return
         self._stopping = kind
         if kind == "graceful":
-            self._stop_deadline = now + self.graceful_timeout
+            self._stop_deadline = now + self.config.graceful_timeout
             handing_over = self._upgrade is not None and self._upgrade.handing_over
             what = "handing over to the new master" if handing_over else "graceful stop"
             log.info(
                 "%s: %d worker(s) finishing within %g s",
                 what,
                 len(self._workers),
-                self.graceful_timeout,
+                self.config.graceful_timeout,
             )
         else:
             self._stop_deadline = min(self._stop_deadline or now + 3600, now + FAST_STOP_TIMEOUT)
@@ -434,19 +447,26 @@ class Master:
         )
         if self.reload_hook is not None:
             try:
-                self.reload_hook()
+                new = self.reload_hook()
             except Exception as e:
                 log.error(
                     "reload failed, keeping the old configuration: %s: %s", type(e).__name__, e
                 )
                 sd_notify("READY=1")
                 return
-        if self.workers != self._workers_setting:
+            if new is not None:
+                changed = self.config.changes(new)
+                self.config = new
+                if changed:
+                    log.info("reloaded settings: %s changed", ", ".join(changed))
+        call_hook(self.config, "on_reload", self)
+        if self.config.workers != self._workers_setting:
             from prefork import cpus
 
-            self._workers_setting = self.workers
-            old, self._target = self._target, self.workers or cpus.default_workers(os.environ)
-            log.info("workers %d -> %d (from the reloaded configuration)", old, self._target)
+            self._workers_setting = self.config.workers
+            target = self.config.workers or cpus.default_workers(os.environ)
+            log.info("workers %d -> %d (from the reloaded configuration)", self._target, target)
+            self._set_target(target)
         self._generation += 1
         self._reloading = True
 
@@ -460,12 +480,13 @@ class Master:
             if pid == 0:
                 return
             if self._upgrade is not None and pid == self._upgrade.child_pid:
-                self._upgrade.child_exited(status, self.pidfile)
+                self._upgrade.child_exited(status, self.config.pidfile)
                 continue
             w = self._workers.pop(pid, None)
             if w is None:
                 log.info("reaped unknown child %d (%s)", pid, describe_status(status))
                 continue
+            call_hook(self.config, "child_exit", self, self._view(w))
             w.slot.clear()
             self._free_slots.append(w.slot.number)
             self._worker_exited(w, status, now)
@@ -522,11 +543,11 @@ class Master:
             if state == SlotState.DRAINING and not w.retiring and self._stopping is None:
                 log.info("%s is draining on its own: starting its replacement", w)
                 w.retiring = "self"
-                w.kill_at = now + self.graceful_timeout
+                w.kill_at = now + self.config.graceful_timeout
                 if w.replaces is not None:
                     w.replaces = None
                     self._replacement_failed(w, now)
-            w.check_deadlines(now, self.timeout, self.boot_timeout)
+            w.check_deadlines(now, self.config.timeout, self.config.boot_timeout)
 
     def _on_ready(self, w: Worker, now: float) -> None:
         assert self.scoreboard is not None
@@ -560,6 +581,10 @@ class Master:
             # old one is told to stop, so systemd never sees the service stop.
             self._upgrade.promote()
             sd_notify(f"READY=1\nSTATUS={self._target} workers")
+            if not call_hook(self.config, "when_ready", self):
+                log.error("server hook when_ready failed: stopping")
+                self._exit_status = 2
+                self._stop("fast")
         if self._reloading and not self._roll_candidates() and not self._replacement_booting():
             self._reloading = False
             log.info("reload complete: generation %d", self._generation)
@@ -588,6 +613,9 @@ class Master:
                 w.index for w in self._workers.values() if w.replaces is not None
             }
             free = [i for i in range(len(self._workers) + self._target + 1) if i not in used]
+            # A crashed worker's number is taken by its replacement first, so
+            # that its back-off applies and "died -> accepting" is measured.
+            free.sort(key=lambda i: (self._died_at(i) is None, self._died_at(i) or 0.0, i))
             for index in free[: self._target - len(active)]:
                 backoff = self._backoff.get(index)
                 if backoff is None or now >= backoff.next_at:
@@ -598,6 +626,8 @@ class Master:
             candidates = [w for w in active if id(w) not in pending]
             if candidates:
                 self._retire(min(candidates, key=lambda w: w.forked_at), "scale down", now)
+        if len(active) >= self._target:
+            self._forget_unreplaced_crashes()
         if self._replacement_booting() is not None or now < self._replace_retry_at:
             return
         if not self._ever_ready or self._count_ready() < len(self._active()):
@@ -616,6 +646,19 @@ class Master:
         if victim is not None:
             self._spawn(victim.index, "recycle", now, replaces=victim)
 
+    def _died_at(self, index: int) -> float | None:
+        backoff = self._backoff.get(index)
+        return backoff.died_at if backoff is not None else None
+
+    def _forget_unreplaced_crashes(self) -> None:
+        """With every position filled (after a TTOU, say), a crash record whose
+        number is not in use will not be replaced: a later fresh worker taking
+        that number is a start, not a restart."""
+        used = {w.index for w in self._workers.values()}
+        for index, backoff in self._backoff.items():
+            if backoff.died_at is not None and index not in used:
+                backoff.died_at = None
+
     def _recycle_candidate(self, now: float) -> Worker | None:
         active = [w for w in self._active() if w.ready_at is not None]
         asked = [w for w in active if w.slot.recycle_requested]
@@ -623,14 +666,14 @@ class Master:
             w = min(asked, key=lambda w: w.forked_at)
             log.info("%s reached max_requests (%d served): recycling", w, w.slot.requests)
             return w
-        if self.max_memory <= 0:
+        if self.config.max_memory <= 0:
             return None
-        return self._memory.largest_over(self.max_memory, active, now)
+        return self._memory.largest_over(self.config.max_memory, active, now)
 
     def _retire(self, w: Worker, why: str, now: float) -> None:
         log.info("retiring %s (%s)", w, why)
         w.retiring = "recycle" if why == "recycle" else why
-        w.kill_at = now + self.graceful_timeout
+        w.kill_at = now + self.config.graceful_timeout
         process.kill_quietly(w.pid, signal.SIGTERM)
 
     def _spawn(self, index: int, purpose: str, now: float, replaces: Worker | None = None) -> None:
@@ -641,20 +684,22 @@ class Master:
             return
         slot = self.scoreboard.slots[self._free_slots.pop(0)]
         slot.reset(0, self._generation, index)
-        limit = self.max_requests
-        if limit > 0 and self.max_requests_jitter > 0:
-            limit += random.randint(0, self.max_requests_jitter)
+        limit = self.config.max_requests
+        if limit > 0 and self.config.max_requests_jitter > 0:
+            limit += random.randint(0, self.config.max_requests_jitter)
         ctx = WorkerContext(
             index=index,
             generation=self._generation,
             sockets=list(self.sockets),
             slot=slot,
             master_pid=self.pid,
-            heartbeat_interval=min(1.0, self.timeout / 4),
+            heartbeat_interval=min(1.0, self.config.timeout / 4),
             max_requests=limit,
-            graceful_timeout=self.graceful_timeout,
+            graceful_timeout=self.config.graceful_timeout,
             notify_fd=self._notify_w,
+            config=self.config,
         )
+        call_hook(self.config, "pre_fork", self, WorkerView(index, self._generation, slot, self.config))
         try:
             pid = process.fork_with_signals_blocked(_SIGNALS)
         except OSError as e:
@@ -678,16 +723,23 @@ class Master:
             if self._selector is not None:
                 self._selector.close()
             process.after_fork_in_child(
-                self._orig_handlers, master_fds, f"{self.proc_name}: worker {ctx.index}"
+                self._orig_handlers, master_fds, f"{self.config.proc_name}: worker {ctx.index}"
             )
             ctx.slot.set_pid(os.getpid())
             self._workers = {}
         except BaseException:
             os._exit(1)
+        view = worker_view(ctx)
+        call_hook(self.config, "post_fork", self, view)
         if self.worker_entry is None:
             raise _InChild(ctx)
         assert self.scoreboard is not None
-        process.run_worker_entry(self.worker_entry, ctx, self.scoreboard)
+        process.run_worker_entry(
+            self.worker_entry,
+            ctx,
+            self.scoreboard,
+            at_exit=lambda: call_hook(self.config, "worker_exit", self, view),
+        )
 
 
 def fork_workers(
@@ -699,7 +751,28 @@ def fork_workers(
     parent this never returns (it exits when the master stops). Nothing may
     have created an event loop before the call.
     """
-    return Master(sockets, workers=workers, worker_entry=None, **settings).run()
+    return Master(sockets, workers=workers or 0, worker_entry=None, **settings).run()
+
+
+#: signal -> (handler, whether it also acts while the master is stopping).
+#: SIGCHLD is not here: the loop reaps children on every pass.
+_SIGNAL_TABLE: dict[int, tuple[Callable[[Master], None], bool]] = {
+    signal.SIGTERM: (Master._on_term, True),
+    signal.SIGINT: (Master._on_fast_stop, True),
+    signal.SIGQUIT: (Master._on_fast_stop, True),
+    signal.SIGHUP: (Master._reload, False),
+    signal.SIGTTIN: (Master._on_ttin, False),
+    signal.SIGTTOU: (Master._on_ttou, False),
+    signal.SIGUSR1: (Master._on_usr1, False),
+    signal.SIGUSR2: (Master._on_usr2, False),
+}
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return str(signum)
 
 
 def _ignore_in_python(signum: int, frame: object) -> None:

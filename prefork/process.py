@@ -8,8 +8,8 @@ re-opening log files, ``prctl`` and ``sd_notify``. Kept apart from
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
+import functools
 import logging
 import os
 import random
@@ -52,6 +52,16 @@ WORKER_BOOT_ERROR = 3
 PR_SET_PDEATHSIG = 1
 
 
+@functools.lru_cache(maxsize=1)
+def _libc() -> ctypes.CDLL:
+    """The C library already loaded into this process (``dlopen(NULL)``).
+
+    Not ``ctypes.util.find_library("c")``: that runs ``ldconfig -p`` as a
+    child process, which every worker boot would pay for.
+    """
+    return ctypes.CDLL(None, use_errno=True)
+
+
 def set_parent_death_signal(sig: int = signal.SIGTERM) -> bool:
     """Ask Linux to send ``sig`` to this process when its parent thread dies.
 
@@ -62,8 +72,7 @@ def set_parent_death_signal(sig: int = signal.SIGTERM) -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        return bool(libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0)
+        return bool(_libc().prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0)
     except (OSError, AttributeError):
         return False
 
@@ -377,7 +386,10 @@ def fork_with_signals_blocked(signals: Iterable[int]) -> int:
 
 
 def run_worker_entry(
-    entry: Callable[[WorkerContext], None], ctx: WorkerContext, board: Scoreboard
+    entry: Callable[[WorkerContext], None],
+    ctx: WorkerContext,
+    board: Scoreboard,
+    at_exit: Callable[[], object] | None = None,
 ) -> NoReturn:
     """Run a worker entry in the forked child and exit with a status the master understands.
 
@@ -403,6 +415,8 @@ def run_worker_entry(
                 "worker %d (pid %d) failed", ctx.index, os.getpid()
             )
     finally:
+        if at_exit is not None:
+            at_exit()  # the worker_exit server hook (it logs what it raises)
         logging.shutdown()
         for stream in (sys.stdout, sys.stderr):
             try:

@@ -29,6 +29,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
+from prefork.settings import DEFAULTS, Config
+
 __all__ = [
     "SLOT_SIZE",
     "Scoreboard",
@@ -110,10 +112,6 @@ class SlotSnapshot:
     connections: int
     request_started: float
     current: str
-
-    def heartbeat_age(self, now: float | None = None) -> float:
-        """Seconds since the last heartbeat."""
-        return (_monotonic() if now is None else now) - self.heartbeat
 
     def describe(self, now: float | None = None) -> str:
         """One line for logs: what this worker is doing, for a hang or a status report."""
@@ -379,6 +377,9 @@ class WorkerContext:
     graceful_timeout: float
     #: Write end of the master's notify pipe: one byte wakes the master at once.
     notify_fd: int
+    #: every setting, as the master had it when it forked this worker
+    #: (a HUP gives workers forked after it the reloaded Config).
+    config: Config = DEFAULTS
     extra: dict[str, object] = field(default_factory=dict)
 
 

@@ -10,11 +10,16 @@ as the first line of stdout; ``server.ports`` holds that line, split.  With
 ``ready_port`` the fixture instead waits until the port accepts a connection.
 stderr goes to a file (``server.stderr_text()``), so logs never fill a pipe.
 Every process is terminated by pid and waited for with a bounded timeout.
+
+The skip gate (at the end): with ``PREFORK_STRICT_SKIPS=1`` (``.ci/run``
+sets it) a test that skips fails the run unless its reason is on
+:data:`ALLOWED_SKIPS`, a short table of explained exceptions.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import selectors
 import socket
 import subprocess
@@ -187,6 +192,25 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.02):
         time.sleep(interval)
 
 
+def wait_for_lines(
+    path: str | os.PathLike[str], count: int, timeout: float, what: str
+) -> list[str]:
+    """Wait until the file ``path`` has at least ``count`` lines; return them.
+
+    For events a test application writes to a file (e.g. "this request has
+    started"), so that a test acts on the event instead of a guessed sleep.
+    """
+
+    def lines() -> list[str] | None:
+        try:
+            found = Path(path).read_text().splitlines()
+        except FileNotFoundError:
+            return None
+        return found if len(found) >= count else None
+
+    return wait_for(lines, timeout, what)
+
+
 def _free_port(host: str = "127.0.0.1") -> int:
     """A port that was free a moment ago (for scripts that take --port)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -216,3 +240,120 @@ def ipv6():
     if not ipv6_loopback_available():
         pytest.skip("IPv6 loopback (::1) cannot be bound on this host")
     return "::1"
+
+
+# ---------------------------------------------------------------- the skip gate
+
+#: The only reasons a test may skip under ``PREFORK_STRICT_SKIPS=1``: (a regular
+#: expression the whole reason must match, why that skip is legitimate). A
+#: program that ``.ci/run`` installs, a dev dependency, a deploy file or a
+#: setting is never a reason: its test fails instead.
+ALLOWED_SKIPS: list[tuple[str, str]] = [
+    (
+        r"IPv6 loopback \(::1\) cannot be bound on this host|no IPv6 loopback \(::1\) here",
+        # Containers (Docker's default network) often have no ::1 at all; the
+        # same code paths run over IPv4 there, only the IPv6 cases cannot run.
+        "the host has no IPv6 loopback",
+    ),
+    (
+        r"needs root( \(.*\))?|a real systemd in namespaces needs root",
+        # Binding port 81, switching to nobody, network and pid namespaces
+        # need root; CI runs as root (it installs with apt), so this only
+        # skips on a developer's unprivileged run.
+        "not root",
+    ),
+    (
+        r"cannot create pid/mount/net/cgroup namespaces: .*|unshare -p fails here: .*",
+        # An unprivileged container (no CAP_SYS_ADMIN, or a seccomp profile
+        # that forbids unshare) cannot make namespaces, even as root.
+        "namespaces are not allowed here",
+    ),
+    (
+        r"/sys/fs/cgroup/(unified|systemd) is missing \(the recipe needs a hybrid layout\)",
+        # A real systemd as PID 1 of a private namespace needs the hybrid
+        # cgroup layout; a host with only cgroup v2 cannot boot it that way.
+        # The units are still verified (systemd-analyze) and sd_notify,
+        # socket activation and the watchdog are tested without it.
+        "no hybrid cgroup layout for a real systemd in namespaces",
+    ),
+    (
+        r"nobody can read this interpreter: nothing to show here",
+        # The test shows that prefork needs nothing of an interpreter nobody
+        # cannot read; with a world-readable one that situation cannot arise.
+        "the interpreter is readable by nobody",
+    ),
+    (
+        r"this OpenSSL cannot even offer TLS < 1\.2",
+        # An OpenSSL built without TLS 1.0/1.1 cannot make the client side of
+        # the test; the server's refusal cannot be shown with it.
+        "the client cannot offer old TLS",
+    ),
+]
+
+STRICT_SKIPS_VARIABLE = "PREFORK_STRICT_SKIPS"
+
+
+def allowed_skip(reason: str) -> str | None:
+    """The allow-list entry (its short name) that ``reason`` matches, else None."""
+    for pattern, name in ALLOWED_SKIPS:
+        if re.fullmatch(pattern, reason):
+            return name
+    return None
+
+
+def _skip_reason(report: pytest.CollectReport | pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    text = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    return text.removeprefix("Skipped: ")
+
+
+class SkipGate:
+    """Collects every skip; fails the session on one that is not allowed."""
+
+    def __init__(self) -> None:
+        self.allowed: list[tuple[str, str, str]] = []  # (nodeid, reason, entry)
+        self.offending: list[tuple[str, str]] = []  # (nodeid, reason)
+
+    def _record(self, report: pytest.CollectReport | pytest.TestReport) -> None:
+        if not report.skipped or hasattr(report, "wasxfail"):
+            return  # an xfail is reported as skipped; it is not a skip
+        reason = _skip_reason(report)
+        entry = allowed_skip(reason)
+        if entry is None:
+            self.offending.append((report.nodeid, reason))
+        else:
+            self.allowed.append((report.nodeid, reason, entry))
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self._record(report)
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        self._record(report)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        passing = (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED)
+        if self.offending and session.exitstatus in passing:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        write = terminalreporter.write_line
+        if self.allowed:
+            terminalreporter.section("skips on the allow-list (tests/conftest.py)")
+            for nodeid, reason, entry in self.allowed:
+                write(f"{nodeid}: {reason} [{entry}]")
+        if self.offending:
+            terminalreporter.section(
+                f"{STRICT_SKIPS_VARIABLE}=1: skips not on the allow-list", red=True
+            )
+            for nodeid, reason in self.offending:
+                write(f"{nodeid}: {reason}", red=True)
+            write(
+                f"{len(self.offending)} test(s) skipped for a reason that is not on "
+                "ALLOWED_SKIPS in tests/conftest.py: the run fails.",
+                red=True,
+            )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get(STRICT_SKIPS_VARIABLE) == "1":
+        config.pluginmanager.register(SkipGate(), "prefork-skip-gate")

@@ -5,7 +5,10 @@ The loop hands received bytes straight to :meth:`HTTPConnection.data_received`
 turns them into requests, and the request callback answers through
 :meth:`write` / :meth:`finish` (a raw response, as in the seed) or
 :meth:`write_headers` / :meth:`write` / :meth:`finish` (a response the server
-frames).
+frames).  What goes on the wire -- heads, framing, keep-alive or close after
+a response, no body after HEAD/1xx/204/304 -- is decided by the pure
+:mod:`prefork.worker.response`; this module is the transport glue: reading,
+batching, timeouts and back-pressure.
 
 Requests on one connection are answered strictly in order: while a response
 is in progress, pipelined bytes wait in the parser (reading pauses once more
@@ -25,26 +28,23 @@ import ssl
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from prefork.settings import DEFAULTS, Config
 from prefork.worker import accesslog
 from prefork.worker.bodystream import BodyStream
-from prefork.worker.http1 import (
-    LAST_CHUNK,
-    NEED_DATA,
-    PAUSED,
-    REASONS,
-    Limits,
-    ProtocolError,
-    RequestHead,
-    RequestParser,
-    ResponseHead,
-    build_response_head,
-    encode_chunk,
-    error_response,
-    inspect_response_head,
-)
+from prefork.worker.http1 import NEED_DATA, PAUSED, ProtocolError, RequestHead, RequestParser
 from prefork.worker.httputil import HTTPHeaders, HTTPInputError, parse_body_arguments
 from prefork.worker.proxy_protocol import ProxyProtocolError, parse_proxy_header
 from prefork.worker.request import HTTPRequest
+from prefork.worker.response import (
+    LAST_CHUNK,
+    REASONS,
+    body_complete,
+    build_response_head,
+    encode_chunk,
+    error_response,
+    frame_raw,
+    frame_response,
+)
 
 if TYPE_CHECKING:
     from prefork.worker.httpserver import HTTPServer
@@ -56,8 +56,6 @@ error_log = logging.getLogger("prefork.error")
 _access_log_enabled = accesslog.access_log.isEnabledFor
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_KEEP_ALIVE_HEADER = b"Connection: keep-alive\r\n"
-_CLOSE_HEADER = b"Connection: close\r\n"
 _BODY_METHODS = frozenset(("POST", "PUT", "PATCH"))
 
 # What the connection is waiting for, for the timeout sweep.
@@ -72,9 +70,6 @@ _R_RAW_HEAD = 1  # raw bytes written, their head not complete yet
 _R_RAW_BODY = 2  # raw head sent, body passing through
 _R_FRAMED_HELD = 3  # write_headers() called; head (and one chunk) held back
 _R_FRAMED_STREAM = 4  # framed head sent, body streaming
-
-# A raw response head longer than this is passed through unframed.
-_MAX_RAW_HEAD = 65536
 
 
 class HTTPConnection(asyncio.Protocol):
@@ -100,8 +95,8 @@ class HTTPConnection(asyncio.Protocol):
         self.xheaders = xheaders
         self.address = address
         self.server = server
-        self.limits: Limits = server.limits if server is not None else Limits()
-        self.parser = RequestParser(self.limits)
+        self.config: Config = server.config if server is not None else DEFAULTS
+        self.parser = RequestParser(self.config)
         self.transport: Any = None
         self.is_tls = False
         self.remote_ip: str | None = None
@@ -131,15 +126,19 @@ class HTTPConnection(asyncio.Protocol):
         # The response in progress.  Each request starts at _R_NONE with no
         # status and no bytes (reset in _dispatch); every other field belongs
         # to one way of answering and is set when the response takes it: the
-        # raw fields by write() / _start_raw, the framed ones by write_headers.
+        # raw fields by write(), the framed ones by write_headers and
+        # _start_framed.  What they hold was decided by prefork.worker.response.
         self._resp_state = _R_NONE
         self._resp_status = 0
         self._resp_bytes = 0
+        #: the body length the head promised (None: no promise to check).
         self._resp_expected: int | None = None
         self._raw_head: bytearray | None = None
-        self._raw_chunked = False
-        self._raw_tail = b""
+        #: the last body bytes of a raw chunked body (None: not chunked).
+        self._raw_tail: bytes | None = None
         self._chunking = False
+        #: no body may follow the framed head: later body pieces are dropped.
+        self._bodyless = False
         self._framed: tuple[int, str | None, list[tuple[str, str]]] | None = None
         self._held: bytes | None = None
         self._held_callback: Callable[[], Any] | None = None
@@ -161,7 +160,7 @@ class HTTPConnection(asyncio.Protocol):
         # Unix sockets have no peer address: the seed reports 0.0.0.0.
         self.remote_ip = peer[0] if isinstance(peer, tuple) and peer else "0.0.0.0"
         self.is_tls = transport.get_extra_info("sslcontext") is not None
-        self.deadline = self._loop.time() + self.limits.header_timeout
+        self.deadline = self._loop.time() + self.config.header_timeout
         if server is not None:
             server._connection_opened(self)
             if self.xheaders or server.proxy_protocol:
@@ -203,12 +202,12 @@ class HTTPConnection(asyncio.Protocol):
         waiting = self._waiting
         if waiting == _T_IDLE:
             self._waiting = _T_HEAD
-            self.deadline = self._loop.time() + self.limits.header_timeout  # type: ignore[union-attr]
+            self.deadline = self._loop.time() + self.config.header_timeout  # type: ignore[union-attr]
         elif waiting == _T_BODY:
-            self.deadline = self._loop.time() + self.limits.body_timeout  # type: ignore[union-attr]
+            self.deadline = self._loop.time() + self.config.body_timeout  # type: ignore[union-attr]
         if self._request is not None and self._body_stream is None:
             # Answering: pipelined bytes wait, within a bound.
-            if not self._reading_paused and parser.buffered > self.limits.max_header_size:
+            if not self._reading_paused and parser.buffered > self.config.max_header_size:
                 self._pause_reading()
             return
         self._process()
@@ -274,7 +273,7 @@ class HTTPConnection(asyncio.Protocol):
                         if self._stream_bodies:
                             self._dispatch(b"", None, streaming=True)
                         self._waiting = _T_BODY
-                        self.deadline = self._loop.time() + self.limits.body_timeout  # type: ignore[union-attr]
+                        self.deadline = self._loop.time() + self.config.body_timeout  # type: ignore[union-attr]
                         continue
                     self._dispatch(b"", None)
                 elif cls is bytes:
@@ -390,7 +389,7 @@ class HTTPConnection(asyncio.Protocol):
             self._reading_paused = False
             self.transport.resume_reading()
             if self._body_stream is not None:
-                self.deadline = self._loop.time() + self.limits.body_timeout  # type: ignore[union-attr]
+                self.deadline = self._loop.time() + self.config.body_timeout  # type: ignore[union-attr]
 
     def _callback_failed(self, request: HTTPRequest) -> None:
         error_log.error(
@@ -426,7 +425,8 @@ class HTTPConnection(asyncio.Protocol):
 
     def write(self, chunk: bytes, callback: Callable[[], Any] | None = None) -> None:
         """Write response bytes; ``callback`` runs once they have been sent."""
-        if self._request is None:
+        request = self._request
+        if request is None:
             if self._closed:
                 return
             raise RuntimeError("write() called with no request in progress (after finish()?)")
@@ -436,27 +436,45 @@ class HTTPConnection(asyncio.Protocol):
         if state == _R_RAW_BODY:
             self._send(chunk)
             self._resp_bytes += len(chunk)
-            if self._raw_chunked:
-                self._raw_tail = (self._raw_tail + bytes(chunk[-5:]))[-5:]
-        elif state == _R_NONE:
-            data = chunk if type(chunk) is bytes else bytes(chunk)
-            head = inspect_response_head(data)
-            if head is None:
-                self._resp_state = _R_RAW_HEAD
-                self._raw_head = bytearray(data)
+            tail = self._raw_tail
+            if tail is not None:
+                self._raw_tail = (tail + bytes(chunk[-5:]))[-5:]
+        elif state <= _R_RAW_HEAD:  # (_R_NONE or _R_RAW_HEAD) a raw head, not sent yet
+            data: bytes | bytearray
+            if state == _R_NONE:
+                data = chunk if type(chunk) is bytes else bytes(chunk)
             else:
-                self._start_raw(head, data)
-        elif state == _R_RAW_HEAD:
-            raw = self._raw_head
-            assert raw is not None
-            raw += chunk
-            head = inspect_response_head(raw)
-            if head is not None:
+                raw = self._raw_head
+                assert raw is not None
+                raw += chunk
+                data = raw
+            size = len(data)
+            framed = frame_raw(
+                data,
+                request.method,
+                request.version,
+                # (answered before the request body was all read: the connection ends)
+                self._keep_alive and not self._draining and self._body_stream is None,
+            )
+            if framed is None:  # the head is not complete yet
+                if state == _R_NONE:
+                    self._resp_state = _R_RAW_HEAD
+                    self._raw_head = bytearray(data)
+            else:
+                # Every raw response passes here once: the head goes out,
+                # with framing and keep-alive as frame_raw decided.
                 self._raw_head = None
-                self._start_raw(head, bytes(raw))
-            elif len(raw) > _MAX_RAW_HEAD:
-                self._raw_head = None
-                self._start_raw(ResponseHead(0, None, False, True, False, 0), bytes(raw))
+                data, head, self._keep_alive, self._resp_expected, chunked = framed
+                self._resp_status = head.status
+                body_bytes = self._resp_bytes = size - head.length
+                # A chunked body must end with the last chunk (see finish): keep its tail.
+                self._raw_tail = data[len(data) - min(body_bytes, 5) :] if chunked else None
+                self._resp_state = _R_RAW_BODY
+                batch = self._batch  # (self._send, inlined: this is every raw response)
+                if batch is None:
+                    self.transport.write(data)
+                else:
+                    batch.append(data)
         elif state == _R_FRAMED_HELD:
             if self._held is None:
                 self._held = bytes(chunk)
@@ -468,44 +486,6 @@ class HTTPConnection(asyncio.Protocol):
             self._write_framed_body(chunk)
         if callback is not None:
             self._on_sent(callback)
-
-    def _start_raw(self, head: ResponseHead, data: bytes) -> None:
-        """Send a raw response head, deciding keep-alive from what it says."""
-        request = self._request
-        assert request is not None
-        method = request.method
-        # head.bodyless(method) and head.framed(method), inlined (RFC 9112 6.3).
-        bodyless = method == "HEAD" or head.no_body_status
-        framed = bodyless or head.chunked or head.content_length is not None
-        keep_alive = (
-            self._keep_alive
-            and framed
-            and not head.close
-            and not self._draining
-            and self._body_stream is None  # answered before the body was all read
-        )
-        self._keep_alive = keep_alive
-        cut = head.length - 2
-        if head.status:
-            # Say what the server will do when the response does not.
-            if keep_alive and request.version != "HTTP/1.1" and not head.keep_alive:
-                data = data[:cut] + _KEEP_ALIVE_HEADER + data[cut:]
-                cut += len(_KEEP_ALIVE_HEADER)
-            elif not keep_alive and not head.close:
-                data = data[:cut] + _CLOSE_HEADER + data[cut:]
-                cut += len(_CLOSE_HEADER)
-        self._resp_status = head.status
-        self._resp_expected = None if bodyless else head.content_length
-        self._raw_chunked = head.chunked and not bodyless
-        self._resp_bytes = len(data) - cut - 2 if head.length else len(data)
-        if self._raw_chunked:
-            self._raw_tail = data[-5:]
-        self._resp_state = _R_RAW_BODY
-        batch = self._batch  # (self._send, inlined: this is every raw response)
-        if batch is None:
-            self.transport.write(data)
-        else:
-            batch.append(data)
 
     def write_headers(
         self,
@@ -536,81 +516,47 @@ class HTTPConnection(asyncio.Protocol):
         self._framed = (status, reason, pairs)
         self._resp_status = status
         self._resp_state = _R_FRAMED_HELD
-        self._resp_expected = None
-        self._chunking = False
         self._held = None
         self._held_callback = None
 
     def _start_framed(self, whole_body: bytes | None) -> None:
-        """Send the framed head; ``whole_body`` is the body when it is complete."""
+        """Send the framed head, as :func:`frame_response` builds it;
+        ``whole_body`` is the body when it is complete (None: it streams)."""
         request = self._request
         framed = self._framed
         assert request is not None and framed is not None
         status, reason, pairs = framed
-        is_11 = request.version == "HTTP/1.1"
-        no_body_status = status < 200 or status in (204, 304)
-        bodyless = no_body_status or request.method == "HEAD"
-        declared: int | None = None
-        # Answered before the request body was all read: the connection ends.
-        keep_alive = self._keep_alive and not self._draining and self._body_stream is None
-        headers = []
-        for name, value in pairs:
-            lower = name.lower()
-            if lower == "content-length":
-                declared = int(value) if value.strip().isdigit() else None
-                continue  # sent once, below (RFC 9110 8.6: never a duplicate)
-            elif lower == "transfer-encoding":
-                continue  # the server decides the framing
-            elif lower == "connection":
-                if "close" in value.lower():
-                    keep_alive = False
-                continue
-            headers.append((name, value))
-        body = b""
-        if whole_body is not None:
-            if not bodyless:
-                body = whole_body
-            if declared is None and not no_body_status and (whole_body or not bodyless):
-                headers.append(("Content-Length", str(len(whole_body))))
-            elif declared is not None:
-                headers.append(("Content-Length", str(declared)))
-                self._resp_expected = None if bodyless else declared
-        elif declared is not None:
-            headers.append(("Content-Length", str(declared)))
-            self._resp_expected = None if bodyless else declared
-        elif not bodyless:
-            if is_11:
-                headers.append(("Transfer-Encoding", "chunked"))
-                self._chunking = True
-            else:
-                keep_alive = False  # HTTP/1.0: the end of the body is the close
-        if not keep_alive:
-            headers.append(("Connection", "close"))
-        elif keep_alive and not is_11:
-            headers.append(("Connection", "keep-alive"))
-        self._keep_alive = keep_alive
+        response = frame_response(
+            status,
+            reason,
+            pairs,
+            request.method,
+            request.version,
+            # (answered before the request body was all read: the connection ends)
+            self._keep_alive and not self._draining and self._body_stream is None,
+            whole_body,
+        )
+        self._keep_alive = response.keep_alive
+        self._chunking = response.chunked
+        self._resp_expected = response.expected
+        self._bodyless = response.bodyless
         self._resp_state = _R_FRAMED_STREAM
         self._framed = None
         held, self._held = self._held, None
         callback, self._held_callback = self._held_callback, None
-        data = build_response_head(status, reason, headers)
         if whole_body is not None:
-            self._resp_bytes = len(body)
-            self._send(data + body)
+            self._resp_bytes = len(response.body)
+            self._send(response.head + response.body)
         else:
-            self._send(data)
+            self._send(response.head)
             if held:
                 self._write_framed_body(held)
         if callback is not None:
             self._on_sent(callback)
 
     def _write_framed_body(self, chunk: bytes) -> None:
-        request = self._request
-        assert request is not None
-        if not chunk:
-            return
-        if request.method == "HEAD" or self._resp_status in (204, 304) or self._resp_status < 200:
-            return  # no body may follow this head
+        if not chunk or self._bodyless:
+            return  # (an empty chunk would end a chunked body)
         self._resp_bytes += len(chunk)
         self._send(encode_chunk(bytes(chunk)) if self._chunking else chunk)
 
@@ -661,17 +607,14 @@ class HTTPConnection(asyncio.Protocol):
             return
         state = self._resp_state
         if state == _R_RAW_BODY:
-            expected = self._resp_expected
-            if expected is not None and self._resp_bytes != expected:
+            if not body_complete(self._resp_expected, self._resp_bytes, self._raw_tail):
                 self._keep_alive = False  # the client cannot find the end otherwise
-            elif self._raw_chunked and self._raw_tail != LAST_CHUNK:
-                self._keep_alive = False
         elif state == _R_FRAMED_HELD:
             self._start_framed(self._held or b"")
         elif state == _R_FRAMED_STREAM:
             if self._chunking:
                 self._send(LAST_CHUNK)
-            elif self._resp_expected is not None and self._resp_bytes != self._resp_expected:
+            elif not body_complete(self._resp_expected, self._resp_bytes, None):
                 self._keep_alive = False
         elif state == _R_RAW_HEAD:
             raw = self._raw_head
@@ -698,7 +641,7 @@ class HTTPConnection(asyncio.Protocol):
                 accesslog.log_request(request, self._resp_status, self._resp_bytes)
             observer = server.observer
             if observer is not None:
-                observer.request_finished(request)
+                observer.request_finished(request, self._resp_status, self._resp_bytes)
         if self._body_stream is not None:
             # Answered before the body was all read: the rest of it would be
             # taken for the next request, so the connection ends here.
@@ -714,10 +657,10 @@ class HTTPConnection(asyncio.Protocol):
             if self._in_process and self._batch is None:
                 self._batch = []  # pipelined: hold the next responses (_send)
             self._waiting = _T_HEAD
-            self.deadline = self._loop.time() + self.limits.header_timeout  # type: ignore[union-attr]
+            self.deadline = self._loop.time() + self.config.header_timeout  # type: ignore[union-attr]
         else:
             self._waiting = _T_IDLE
-            self.deadline = self._loop.time() + self.limits.keep_alive_timeout  # type: ignore[union-attr]
+            self.deadline = self._loop.time() + self.config.keep_alive  # type: ignore[union-attr]
         if self._reading_paused:
             self._reading_paused = False
             self.transport.resume_reading()
@@ -784,7 +727,7 @@ class HTTPConnection(asyncio.Protocol):
         if not self.busy and not self._closed:
             self._waiting = _T_IDLE
             self.deadline = self._loop.time() + min(  # type: ignore[union-attr]
-                self.limits.drain_grace, self.limits.keep_alive_timeout
+                self.config.drain_grace, self.config.keep_alive
             )
 
     def on_timeout(self) -> None:

@@ -25,37 +25,33 @@ closed afterwards.  Choices where RFC 9112 leaves room (documented in the
 README): obs-fold (a header line starting with whitespace) is rejected with
 400 (RFC 9112 5.2 permits this); bare LF and bare CR as line ends are
 rejected; ``Transfer-Encoding`` is accepted only as the single coding
-``chunked`` on HTTP/1.1 (other codings -> 501); ``Content-Length`` together
-with ``Transfer-Encoding`` is rejected; chunk extensions are accepted and
-ignored; trailers are parsed, validated and reported, never merged into the
-headers.
+``chunked`` on HTTP/1.1: a final coding that is not ``chunked``, ``chunked``
+twice, an empty element or any TE on HTTP/1.0 is 400 (RFC 9112 6.3: the
+length cannot be known), a coding prefork does not implement before
+``chunked`` (``gzip, chunked``) is 501; ``Content-Length`` together with
+``Transfer-Encoding`` is rejected; chunk extensions are accepted and ignored;
+trailers are parsed, validated and reported, never merged into the headers.
+Header lines and trailer lines are read by the same function
+(:func:`_parse_fields`), so the two can never disagree about what a field
+line is.
 
-The response side is here too: :func:`inspect_response_head` reads the head
-of a raw response written by a seed-style callback, to learn whether it is
-framed; :func:`build_response_head`, :func:`encode_chunk` and
-:func:`error_response` serialize what the server writes itself.
+The response side (heads, framing, keep-alive after a response) is the
+sibling module :mod:`prefork.worker.response`.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+
+from prefork.settings import DEFAULTS, Config
 
 __all__ = [
     "NEED_DATA",
     "PAUSED",
     "EndOfMessage",
-    "Limits",
     "ProtocolError",
     "RequestHead",
     "RequestParser",
-    "ResponseHead",
-    "build_response_head",
-    "encode_chunk",
-    "error_response",
-    "inspect_response_head",
-    "LAST_CHUNK",
-    "REASONS",
 ]
 
 
@@ -66,38 +62,6 @@ class ProtocolError(Exception):
         super().__init__(f"{status} {reason}")
         self.status = status
         self.reason = reason
-
-
-@dataclass
-class Limits:
-    """Per-connection limits; each is a server setting with this default.
-
-    The byte and count limits are enforced by the parser; the timeouts are
-    plain numbers that the connection layer enforces (the core has no clock).
-    """
-
-    #: request line + headers, in bytes (over it: 431).
-    max_header_size: int = 65536
-    #: the request line alone, in bytes (over it: 414).
-    max_request_line: int = 8192
-    #: number of header lines (over it: 431).
-    max_headers: int = 100
-    #: request body in bytes, after de-chunking (over it: 413).
-    max_body_size: int = 100 * 1024 * 1024
-    #: a chunk-size line with its extensions, in bytes (over it: 400).
-    max_chunk_line: int = 4096
-    #: seconds to receive a whole request head once a request has begun
-    #: (and for the first request after connecting): the slowloris guard.
-    header_timeout: float = 20.0
-    #: seconds without any body byte arriving while a body is expected.
-    body_timeout: float = 60.0
-    #: seconds an idle keep-alive connection is kept open.  Longer than the
-    #: upstream keep-alive of common proxies (nginx: 60 s) so that the proxy,
-    #: not prefork, closes idle connections and never races a new request.
-    keep_alive_timeout: float = 75.0
-    #: seconds an idle keep-alive connection stays open once the worker
-    #: starts a graceful stop (a request already on its way is answered).
-    drain_grace: float = 1.0
 
 
 class _Sentinel:
@@ -204,20 +168,49 @@ def _normalize_name(raw: bytes) -> str:
     return name
 
 
-def _parse_field_lines(lines: list[bytes], limits: Limits, what: str) -> list[tuple[str, str]]:
-    """Parse ``name: value`` lines (headers or trailers) into pairs."""
+def _parse_field_lines(lines: list[bytes], limits: Config, what: str) -> list[tuple[str, str]]:
+    """Parse a trailer section: its line count limit, then :func:`_parse_fields`."""
     if len(lines) > limits.max_headers:
         raise ProtocolError(431, f"too many {what} lines")
-    pairs = []
-    for line in lines:
-        colon = line.find(b":")
-        if colon <= 0:
-            if line[:1] in (b" ", b"\t"):
-                raise ProtocolError(400, "obs-fold line folding is not accepted")
-            raise ProtocolError(400, f"{what} line without a colon")
-        name = _normalize_name(line[:colon])
-        pairs.append((name, line[colon + 1 :].strip(b" \t").decode("latin-1")))
-    return pairs
+    return _parse_fields(lines, what, _NO_FRAMING, [])
+
+
+# A trailer field never frames anything: none is collected (_parse_fields).
+_NO_FRAMING: dict[str, int] = {}
+
+
+def _parse_fields(
+    lines: list[bytes], what: str, framing: dict[str, int], selected: list[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """Parse ``name: value`` field lines into (normalized name, value) pairs.
+
+    The one reader of field lines, for the header section and the trailer
+    section alike, so the two can never disagree about what a field line is
+    (a smuggling vector when they do).  The lines were already checked for
+    control characters and split on CRLF.  The fields whose name is in
+    ``framing`` (the request's framing headers) are also appended to
+    ``selected``, in arrival order, so that only they are looked at again
+    (none for trailers).  A line without a colon (obs-fold's continuation
+    line, usually) is reported before a bad name; a line starting with
+    whitespace that has a colon has an invalid name: both are 400.
+    """
+    fields = []
+    cache = _NAME_CACHE
+    try:
+        for line in lines:
+            raw_name, colon, raw_value = line.partition(b":")
+            if not colon:
+                raise ProtocolError(400, f"malformed {what} line (no colon, or obs-fold)")
+            name = cache.get(raw_name) or _normalize_name(raw_name)
+            field = (name, raw_value.strip(b" \t").decode("latin-1"))
+            fields.append(field)
+            if name in framing:
+                selected.append(field)
+    except ProtocolError:
+        if any(b":" not in line for line in lines):
+            raise ProtocolError(400, f"malformed {what} line (no colon, or obs-fold)") from None
+        raise
+    return fields
 
 
 # Every byte a clean head holds only as part of a CRLF line end: deleting
@@ -270,7 +263,7 @@ class RequestParser:
     """
 
     __slots__ = (
-        "limits",
+        "config",
         "_buf",
         "_pos",
         "_state",
@@ -282,8 +275,9 @@ class RequestParser:
         "started",
     )
 
-    def __init__(self, limits: Limits | None = None) -> None:
-        self.limits = limits or Limits()
+    def __init__(self, config: Config | None = None) -> None:
+        #: the limits come from the server's Config (max_header_size, max_body_size...)
+        self.config = config or DEFAULTS
         self._buf: bytes | bytearray = b""
         self._pos = 0
         self._state = _HEAD
@@ -379,7 +373,7 @@ class RequestParser:
         if idx < 0:
             self._check_incomplete_head(buf, pos, end)
             return NEED_DATA
-        limits = self.limits
+        limits = self.config
         if idx - pos > limits.max_header_size:
             raise self._fail(431, "request header block too large")
         head = buf[pos:idx]
@@ -402,7 +396,7 @@ class RequestParser:
         return request
 
     def _check_incomplete_head(self, buf: bytes | bytearray, pos: int, end: int) -> None:
-        limits = self.limits
+        limits = self.config
         # Part of the CRLF CRLF terminator may already be here: not counted.
         if buf.endswith(b"\r\n\r", pos):
             partial_terminator = 3
@@ -432,7 +426,7 @@ class RequestParser:
             scan = lf + 1
         self._scanned = max(end - 1, pos)
 
-    def _parse_head(self, head: bytes, limits: Limits) -> RequestHead:
+    def _parse_head(self, head: bytes, limits: Config) -> RequestHead:
         lines = head.split(b"\r\n")
         line_ends = len(lines) - 1
         # One C pass checks the whole head for bare CR/LF and control
@@ -474,28 +468,9 @@ class RequestParser:
         # Lines are split on CRLF only (bare CR and LF were refused above).
         # The framing headers are collected on the way (usually Host and
         # Connection alone), so only they are looked at again below.
-        headers = []
-        framing_fields = []
-        cache = _NAME_CACHE
         framing = _FRAMING_HEADERS
-        field_lines = lines[1:]
-        try:
-            for line in field_lines:
-                raw_name, colon, raw_value = line.partition(b":")
-                if not colon:
-                    raise ProtocolError(400, "malformed header line (no colon, or obs-fold)")
-                field = (
-                    cache.get(raw_name) or _normalize_name(raw_name),
-                    raw_value.strip(b" \t").decode("latin-1"),
-                )
-                headers.append(field)
-                if field[0] in framing:
-                    framing_fields.append(field)
-        except ProtocolError:
-            # A line without a colon is reported before any bad name.
-            if any(b":" not in line for line in field_lines):
-                raise ProtocolError(400, "malformed header line (no colon, or obs-fold)") from None
-            raise
+        framing_fields: list[tuple[str, str]] = []
+        headers = _parse_fields(lines[1:], "header", framing, framing_fields)
 
         content_lengths: list[str] = []
         transfer_codings: list[str] = []
@@ -608,7 +583,7 @@ class RequestParser:
             raise
 
     def _read_chunked_inner(self) -> bytes | EndOfMessage | _Sentinel:
-        limits = self.limits
+        limits = self.config
         while True:
             buf = self._buf
             pos = self._pos
@@ -699,203 +674,5 @@ class RequestParser:
         return line_end
 
     def _parse_trailers(self) -> list[tuple[str, str]]:
-        return _parse_field_lines(self._trailer_lines, self.limits, "trailer")
+        return _parse_field_lines(self._trailer_lines, self.config, "trailer")
 
-
-# -- responses -----------------------------------------------------------------
-
-REASONS = {
-    100: "Continue",
-    101: "Switching Protocols",
-    200: "OK",
-    201: "Created",
-    202: "Accepted",
-    204: "No Content",
-    206: "Partial Content",
-    301: "Moved Permanently",
-    302: "Found",
-    303: "See Other",
-    304: "Not Modified",
-    307: "Temporary Redirect",
-    308: "Permanent Redirect",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    411: "Length Required",
-    413: "Content Too Large",
-    414: "URI Too Long",
-    415: "Unsupported Media Type",
-    417: "Expectation Failed",
-    429: "Too Many Requests",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    501: "Not Implemented",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-    505: "HTTP Version Not Supported",
-}
-
-
-class ResponseHead:
-    """What the server needs to know of a response head it did not build.
-
-    Shared by every response with the same head (see
-    :func:`inspect_response_head`): treat it as read-only.
-    """
-
-    __slots__ = (
-        "status",
-        "content_length",
-        "chunked",
-        "close",
-        "keep_alive",
-        "length",
-        "no_body_status",
-    )
-
-    def __init__(
-        self,
-        status: int,
-        content_length: int | None,
-        chunked: bool,
-        close: bool,
-        keep_alive: bool,
-        length: int,
-    ) -> None:
-        self.status = status
-        self.content_length = content_length
-        self.chunked = chunked
-        #: the response says ``Connection: close``.
-        self.close = close
-        #: the response says ``Connection: keep-alive``.
-        self.keep_alive = keep_alive
-        #: bytes of the head including its final CRLF CRLF.
-        self.length = length
-        #: the status forbids a body (1xx, 204, 304), whatever the request.
-        self.no_body_status = 100 <= status < 200 or status in (204, 304)
-
-    def bodyless(self, request_method: str) -> bool:
-        """True when no body may follow (RFC 9112 6.3 rules 1 and 2)."""
-        return request_method == "HEAD" or self.no_body_status
-
-    def framed(self, request_method: str) -> bool:
-        """True when the client can find the end of this response."""
-        return self.bodyless(request_method) or self.chunked or self.content_length is not None
-
-
-_STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([0-9]{3})(?: |\r|$)")
-_RESPONSE_FIELDS = re.compile(
-    rb"\r\n(content-length|transfer-encoding|connection)[ \t]*:[ \t]*([^\r]*)", re.IGNORECASE
-)
-
-
-# Response head bytes -> what they say.  An application usually sends the
-# same few heads again and again (the seed's hello world: always the same), so
-# each is read once.  Bounded like the name cache, in count and in the size of
-# a head (at most ~1 MB held): heads that differ every time (a Date, a request
-# id) only cost the lookup and a periodic clear.
-_RESPONSE_HEADS: dict[bytes, ResponseHead] = {}
-_RESPONSE_HEADS_MAX = 1000
-_RESPONSE_HEAD_CACHED_SIZE = 1024
-
-
-def inspect_response_head(data: bytes | bytearray) -> ResponseHead | None:
-    """Read the head of a raw response; None if it is not complete yet.
-
-    A head that does not parse (no status line, a bad Content-Length) is
-    reported as unframed, so the server closes the connection after it: the
-    bytes still go out as the application wrote them.
-    """
-    end = data.find(b"\r\n\r\n")
-    if end < 0:
-        return None
-    if end > _RESPONSE_HEAD_CACHED_SIZE:
-        return _read_response_head(data, end)
-    key = data[:end] if type(data) is bytes else bytes(data[:end])
-    head = _RESPONSE_HEADS.get(key)
-    if head is None:
-        head = _read_response_head(data, end)
-        if len(_RESPONSE_HEADS) >= _RESPONSE_HEADS_MAX:
-            _RESPONSE_HEADS.clear()
-        _RESPONSE_HEADS[key] = head
-    return head
-
-
-def _read_response_head(data: bytes | bytearray, end: int) -> ResponseHead:
-    """:func:`inspect_response_head` for a head not seen before."""
-    length = end + 4
-    match = _STATUS_LINE.match(data)
-    if match is None:
-        return ResponseHead(0, None, False, True, False, length)
-    status = int(match.group(1))
-    content_length: int | None = None
-    chunked = False
-    close = keep_alive = False
-    head = data[: end + 2]
-    for field in _RESPONSE_FIELDS.finditer(head):
-        name = field.group(1).lower()
-        value = field.group(2).strip(b" \t").lower()
-        if name == b"content-length":
-            if value.isdigit() and (content_length is None or content_length == int(value)):
-                content_length = int(value)
-            else:
-                return ResponseHead(status, None, False, True, False, length)
-        elif name == b"transfer-encoding":
-            chunked = value.rsplit(b",", 1)[-1].strip(b" \t") == b"chunked"
-            if not chunked:
-                return ResponseHead(status, None, False, True, False, length)
-        else:
-            tokens = [t.strip(b" \t") for t in value.split(b",")]
-            close = close or b"close" in tokens
-            keep_alive = keep_alive or b"keep-alive" in tokens
-    if chunked:
-        content_length = None
-    return ResponseHead(status, content_length, chunked, close, keep_alive, length)
-
-
-_HEADER_VALUE_OK = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*")
-
-
-def build_response_head(status: int, reason: str | None, headers: list[tuple[str, str]]) -> bytes:
-    """Serialize a status line and headers; refuses CR/LF (response splitting)."""
-    if not 100 <= status <= 999:
-        raise ValueError(f"invalid status code {status}")
-    if reason is None:
-        reason = REASONS.get(status, "Unknown")
-    parts = [f"HTTP/1.1 {status} {reason}\r\n"]
-    if _HEADER_VALUE_OK.fullmatch(reason) is None:
-        raise ValueError("invalid character in reason phrase")
-    for name, value in headers:
-        if _TOKEN.fullmatch(name.encode("latin-1", "replace")) is None:
-            raise ValueError(f"invalid header name {name!r}")
-        if _HEADER_VALUE_OK.fullmatch(value) is None:
-            raise ValueError(f"invalid character in the value of header {name!r}")
-        parts.append(f"{name}: {value}\r\n")
-    parts.append("\r\n")
-    return "".join(parts).encode("latin-1")
-
-
-def encode_chunk(data: bytes) -> bytes:
-    """One chunk of a chunked body (empty data encodes to nothing)."""
-    if not data:
-        return b""
-    return b"%x\r\n%b\r\n" % (len(data), data)
-
-
-LAST_CHUNK = b"0\r\n\r\n"
-
-
-def error_response(status: int, reason: str | None = None) -> bytes:
-    """A complete, closing response for a request the server refuses."""
-    reason = reason or REASONS.get(status, "Error")
-    body = f"{status} {reason}\n".encode("utf-8", "replace")
-    return (
-        f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\n"
-        f"Content-Type: text/plain; charset=utf-8\r\n"
-        f"Content-Length: {len(body)}\r\n"
-        f"Connection: close\r\n\r\n"
-    ).encode("latin-1") + body

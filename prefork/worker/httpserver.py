@@ -18,8 +18,9 @@ or, one process per CPU, supervised by a prefork master::
     http_server.start(0)      # forks; returns in each worker
     ioloop.IOLoop.instance().start()
 
-Every limit of :class:`~prefork.worker.http1.Limits` can be given as a
-keyword argument (``HTTPServer(cb, max_body_size=10 << 20)``).
+Every setting of :class:`~prefork.settings.Config` can be given as a
+keyword argument (``HTTPServer(cb, max_body_size=10 << 20)``), or all of
+them at once as ``config=``: the command line builds the same object.
 """
 
 from __future__ import annotations
@@ -30,24 +31,21 @@ import logging
 import os
 import socket
 import ssl
-from collections.abc import Callable, Iterable
-from dataclasses import fields, replace
+from collections.abc import Callable
 from typing import Any
 
+from prefork.settings import Config, make_config
 from prefork.sockets import DEFAULT_BACKLOG, INHERIT_ENV, bind_sockets, sockets_from_environment
 from prefork.worker.connection import HTTPConnection
-from prefork.worker.http1 import Limits
 from prefork.worker.httputil import HTTPFile, HTTPHeaders
 from prefork.worker.ioloop import IOLoop
 from prefork.worker.request import HTTPRequest
-from prefork.worker.tls import server_context
+from prefork.worker.tls import options_from_config, server_context
 from prefork.worker.xheaders import parse_networks
 
 __all__ = ["HTTPServer", "HTTPRequest", "HTTPConnection", "HTTPHeaders", "HTTPFile"]
 
 error_log = logging.getLogger("prefork.error")
-
-_LIMIT_NAMES = {f.name for f in fields(Limits)}
 
 # At most this many queued connections are taken per listening socket when
 # a worker stops (they are served before it exits).
@@ -65,8 +63,8 @@ class RequestObserver:
     def request_started(self, request: HTTPRequest) -> None:
         pass
 
-    def request_finished(self, request: HTTPRequest) -> None:
-        pass
+    def request_finished(self, request: HTTPRequest, status: int, size: int) -> None:
+        """``status`` and ``size`` (body bytes) of the response just completed."""
 
     def connections_changed(self, count: int) -> None:
         pass
@@ -83,40 +81,51 @@ class HTTPServer:
         xheaders: bool = False,
         ssl_options: ssl.SSLContext | dict[str, Any] | None = None,
         *,
-        limits: Limits | None = None,
-        backlog: int = DEFAULT_BACKLOG,
-        forwarded_allow_ips: str | Iterable[str] | None = None,
-        proxy_protocol: bool = False,
-        health_live_path: str | None = None,
-        health_ready_path: str | None = None,
-        drain_delay: float = 0.0,
-        **limit_settings: Any,
+        config: Config | None = None,
+        **settings: Any,
     ) -> None:
-        unknown = set(limit_settings) - _LIMIT_NAMES
-        if unknown:
-            raise TypeError(f"HTTPServer() got unknown setting(s): {', '.join(sorted(unknown))}")
+        """``config``: every setting at once (what the CLI passes); ``settings``:
+        any of them by name (``max_body_size=1 << 20``), applied on top.
+
+        Without ``config``, ``xheaders=True`` trusts every peer's X-Forwarded-*
+        headers, as the seed did (``forwarded_allow_ips="*"``); pass
+        ``forwarded_allow_ips`` to narrow it.  ``keep_alive_timeout`` is an alias
+        of ``keep_alive`` (the seed's limit name).
+        """
+        if "keep_alive_timeout" in settings:
+            settings["keep_alive"] = settings.pop("keep_alive_timeout")
+        if config is None and "forwarded_allow_ips" not in settings:
+            settings["forwarded_allow_ips"] = "*"
+        if no_keep_alive:
+            settings["keep_alive"] = 0
+        if xheaders:
+            settings["xheaders"] = True
+        try:
+            self.config: Config = make_config(config, **settings)
+        except TypeError as exc:
+            raise TypeError(f"HTTPServer() got an {exc}") from None
+        config = self.config
         self.request_callback = request_callback
-        self.no_keep_alive = no_keep_alive
         self.io_loop = io_loop
-        self.xheaders = xheaders
+        if ssl_options is None:
+            ssl_options = options_from_config(config)
         self.ssl_options = ssl_options
         self.ssl_context = server_context(ssl_options) if ssl_options else None
-        self.limits = replace(limits or Limits(), **limit_settings)
-        self.backlog = backlog
         #: peers whose X-Forwarded-* / X-Real-Ip and PROXY headers are trusted
         #: (None: everyone, the seed's xheaders behaviour).
-        self.trusted_networks = parse_networks(forwarded_allow_ips)
-        self.proxy_protocol = proxy_protocol
-        #: seconds a graceful stop keeps serving, readiness answering 503,
-        #: before the listeners close (so a load balancer takes us out first).
-        self.drain_delay = drain_delay
+        self.trusted_networks = parse_networks(config.forwarded_allow_ips)
+        # Read on every connection: kept as plain attributes, derived once.
+        self.no_keep_alive = config.keep_alive == 0
+        self.xheaders = config.xheaders
+        self.proxy_protocol = config.proxy_protocol
+        self.drain_delay = config.drain_delay
         self.ready = True
         #: request target -> built-in handler answered before the application.
         self.builtin_routes: dict[str, Callable[[HTTPRequest], Any]] = {}
-        if health_live_path:
-            self.builtin_routes[health_live_path] = self._answer_live
-        if health_ready_path:
-            self.builtin_routes[health_ready_path] = self._answer_ready
+        if config.health_live_path:
+            self.builtin_routes[config.health_live_path] = self._answer_live
+        if config.health_ready_path:
+            self.builtin_routes[config.health_ready_path] = self._answer_ready
         self.observer: RequestObserver | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending_sockets: list[socket.socket] = []
@@ -223,8 +232,8 @@ class HTTPServer:
                 self._make_connection,
                 sock=sock,
                 ssl=ssl_context,
-                backlog=self.backlog,
-                ssl_handshake_timeout=self.limits.header_timeout if ssl_context else None,
+                backlog=self.config.backlog,
+                ssl_handshake_timeout=self.config.header_timeout if ssl_context else None,
             )
         )
         self._starting.add(task)
@@ -347,12 +356,6 @@ class HTTPServer:
     def connection_count(self) -> int:
         return len(self._connections)
 
-    async def close_all_connections(self) -> None:
-        """Drain, then wait until every connection has closed."""
-        self.drain()
-        while self._connections:
-            await asyncio.sleep(0.01)
-
     def close_connections_now(self) -> None:
         """Fast stop: close every connection at once."""
         for conn in list(self._connections):
@@ -377,12 +380,12 @@ class HTTPServer:
     # -- timeouts -------------------------------------------------------------------
 
     def _sweep_interval(self) -> float:
-        limits = self.limits
+        config = self.config
         shortest = min(
-            limits.header_timeout,
-            limits.body_timeout,
-            limits.keep_alive_timeout,
-            limits.drain_grace,
+            config.header_timeout,
+            config.body_timeout,
+            config.keep_alive or config.header_timeout,
+            config.drain_grace,
         )
         return max(0.05, min(1.0, shortest / 4))
 

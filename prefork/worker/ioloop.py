@@ -234,10 +234,18 @@ class IOLoop:
         entry = self._handlers.pop(fileno, None)
         if entry is None:
             return
-        if entry[1] & self.READ:
-            self.asyncio_loop.remove_reader(fileno)
-        if entry[1] & self.WRITE:
-            self.asyncio_loop.remove_writer(fileno)
+        # The fd may already be closed (tornado allows closing first): the
+        # loop's bookkeeping for it goes all the same.
+        try:
+            if entry[1] & self.READ:
+                self.asyncio_loop.remove_reader(fileno)
+        except OSError:
+            pass
+        try:
+            if entry[1] & self.WRITE:
+                self.asyncio_loop.remove_writer(fileno)
+        except OSError:
+            pass
 
     def _set_events(self, fileno: int, events: int) -> None:
         handler, old = self._handlers[fileno]

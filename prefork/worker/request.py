@@ -29,6 +29,9 @@ class HTTPRequest:
     # Class-level defaults: most requests never change them, and each
     # attribute an instance does not store is a little less work per request.
     _finish_time: float | None = None
+    #: the PEP 3333 environ, when a WSGI application serves the request
+    #: (what the ``post_request`` server hook receives as ``environ``).
+    wsgi_environ: dict[str, Any] | None = None
     #: for callbacks that stream request bodies (``streams_request_body``):
     #: a file to read the body from as it arrives; ``body`` is then empty.
     body_stream: BodyStream | None = None

@@ -11,16 +11,20 @@ that ``IOLoop.instance().start()`` returns in the application's code.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import socket
 import time
 from typing import TYPE_CHECKING
 
-from prefork.lifecycle import WorkerLifecycle, install
+from prefork.hooks import WorkerView, call_hook, worker_view
+from prefork.lifecycle import WorkerLifecycle, install, install_abort_hook
 from prefork.scoreboard import WorkerContext
+from prefork.settings import Config
 from prefork.worker.httpserver import HTTPServer, RequestObserver
 from prefork.worker.ioloop import IOLoop
+from prefork.worker.response import REASONS
 
 if TYPE_CHECKING:
     from prefork.scoreboard import Slot
@@ -56,7 +60,7 @@ class _SlotObserver(RequestObserver):
     def request_started(self, request: HTTPRequest) -> None:
         self.slot.request_started(request.method + " " + request.uri)
 
-    def request_finished(self, request: HTTPRequest) -> None:
+    def request_finished(self, request: HTTPRequest, status: int, size: int) -> None:
         self.slot.request_finished()
         recycling = self._recycling
         if recycling is not None:
@@ -64,6 +68,45 @@ class _SlotObserver(RequestObserver):
 
     def connections_changed(self, count: int) -> None:
         self.slot.set_connections(count)
+
+
+class HookResponse:
+    """What the ``post_request`` hook gets as ``resp`` (gunicorn's names)."""
+
+    __slots__ = ("status_code", "status", "sent")
+
+    def __init__(self, status_code: int, sent: int) -> None:
+        self.status_code = status_code
+        self.status = f"{status_code} {REASONS.get(status_code, '')}".rstrip()
+        #: body bytes sent
+        self.sent = sent
+
+
+class _HookedObserver(_SlotObserver):
+    """A slot observer that also calls ``pre_request`` / ``post_request``.
+
+    Used only when the config file defines one of them, so that a server
+    without request hooks pays nothing for them.
+    """
+
+    __slots__ = ("view", "config")
+
+    def __init__(self, slot: Slot, view: WorkerView, config: Config) -> None:
+        super().__init__(slot)
+        self.view = view
+        self.config = config
+
+    def request_started(self, request: HTTPRequest) -> None:
+        super().request_started(request)
+        call_hook(self.config, "pre_request", self.view, request)
+
+    def request_finished(self, request: HTTPRequest, status: int, size: int) -> None:
+        super().request_finished(request, status, size)  # worker.nr counts this one
+        if self.config.hooks.post_request is not None:
+            environ = request.wsgi_environ if request.wsgi_environ is not None else {}
+            call_hook(
+                self.config, "post_request", self.view, request, environ, HookResponse(status, size)
+            )
 
 
 def attach(
@@ -79,7 +122,14 @@ def attach(
     """
     loop = io_loop or IOLoop.current()
     aloop = loop.asyncio_loop
-    observer = _SlotObserver(ctx.slot)
+    config = ctx.config
+    view = worker_view(ctx)
+    hooks = config.hooks
+    observer: _SlotObserver
+    if hooks.pre_request is not None or hooks.post_request is not None:
+        observer = _HookedObserver(ctx.slot, view, config)
+    else:
+        observer = _SlotObserver(ctx.slot)
     server.observer = observer
 
     def graceful_stop() -> None:
@@ -114,13 +164,21 @@ def attach(
         aloop.call_later(_DRAIN_POLL, check)
 
     def fast_stop() -> None:
+        call_hook(config, "worker_int", view)
         server.stop()
         server.close_connections_now()
         loop.stop()
 
     lifecycle = install(aloop, ctx, graceful_stop=graceful_stop, fast_stop=fast_stop)
     observer.set_lifecycle(lifecycle)
-    server.when_listening(lifecycle.mark_ready)
+    if hooks.worker_abort is not None:
+        install_abort_hook(lambda: call_hook(config, "worker_abort", view))
+
+    def ready() -> None:
+        call_hook(config, "post_worker_init", view)
+        lifecycle.mark_ready()
+
+    server.when_listening(ready)
     return lifecycle
 
 
@@ -133,8 +191,9 @@ def fork_and_attach(server: HTTPServer, sockets: list[socket.socket], num_proces
     from prefork.master import Master
 
     started = time.monotonic()
-    master = Master(sockets=sockets, workers=num_processes)
+    master = Master(sockets=sockets, config=server.config, workers=num_processes)
     ctx = master.run()
+    atexit.register(call_hook, ctx.config, "worker_exit", master, worker_view(ctx))
     # A fresh loop in the child: nothing from the parent's process may be reused.
     IOLoop.clear_instance()
     server.io_loop = None

@@ -12,9 +12,12 @@ from __future__ import annotations
 import os
 import ssl
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["server_context"]
+if TYPE_CHECKING:
+    from prefork.settings import Config
+
+__all__ = ["options_from_config", "server_context"]
 
 _KNOWN_KEYS = {"certfile", "keyfile", "cert_reqs", "ca_certs", "ciphers", "password"}
 
@@ -61,3 +64,20 @@ def server_context(ssl_options: ssl.SSLContext | Mapping[str, Any]) -> ssl.SSLCo
             raise ValueError(f"ssl_options: invalid ciphers: {exc}") from None
     context.set_alpn_protocols(["http/1.1"])
     return context
+
+
+def options_from_config(config: Config) -> dict[str, Any] | None:
+    """The seed's ``ssl_options`` dict for ``--certfile`` & co. (None: plain HTTP)."""
+    if not config.certfile:
+        return None
+    options: dict[str, Any] = {"certfile": config.certfile}
+    if config.keyfile:
+        options["keyfile"] = config.keyfile
+    if config.ca_certs:
+        options["ca_certs"] = config.ca_certs
+    options["cert_reqs"] = {
+        "none": ssl.CERT_NONE,
+        "optional": ssl.CERT_OPTIONAL,
+        "required": ssl.CERT_REQUIRED,
+    }[config.cert_reqs]
+    return options

@@ -28,7 +28,6 @@ body timeout still apply.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import io
 import logging
 import os
@@ -40,7 +39,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes, urlsplit
 
-from prefork.worker.http1 import build_response_head
+from prefork.worker.response import bodyless, build_response_head
 
 if TYPE_CHECKING:
     from prefork.worker.ioloop import IOLoop
@@ -50,9 +49,6 @@ __all__ = [
     "DEFAULT_THREADS",
     "WSGIAdapter",
     "build_environ",
-    "detect_interface",
-    "is_wsgi_app",
-    "request_callback_for",
 ]
 
 error_log = logging.getLogger("prefork.error")
@@ -226,7 +222,7 @@ class _Response:
                 self.remaining = int(value)
         self.status = (code, reason)
         self.headers = pairs
-        self.bodyless = self.request.method == "HEAD" or code < 200 or code in (204, 304)
+        self.bodyless = bodyless(self.request.method, code)
         return self.write
 
     def write(self, data: bytes) -> None:
@@ -451,6 +447,7 @@ class WSGIAdapter:
         else:
             loop = asyncio.get_running_loop()
         environ = build_environ(request, self.threads > 1)
+        request.wsgi_environ = environ  # for the post_request server hook
         response = _Response(self, request, loop)
         conn = request.connection
         if conn is not None:
@@ -464,63 +461,3 @@ class WSGIAdapter:
         if self._executor is not None and self._executor_pid == os.getpid():
             self._executor.shutdown(wait=wait)
         self._executor = None
-
-
-def detect_interface(app: Callable[..., Any]) -> str | None:
-    """``"wsgi"``, ``"seed"``, or None when the signature does not tell.
-
-    The rule: a seed callback is called with one argument (the request), a
-    WSGI application with two (environ, start_response).  What accepts
-    exactly one of those is that kind; what accepts both (``*args``, optional
-    parameters) or whose signature cannot be read (some builtins) is
-    undecided.  Functions, bound methods, classes, ``functools.partial``,
-    decorated functions (``__wrapped__``) and objects with ``__call__``
-    (Flask, Django's WSGIHandler, middleware) are all inspected.
-    """
-    try:
-        signature = inspect.signature(app)
-    except (TypeError, ValueError):
-        return None
-
-    def takes(count: int) -> bool:
-        try:
-            signature.bind(*([None] * count))
-        except TypeError:
-            return False
-        return True
-
-    one, two = takes(1), takes(2)
-    if one == two:
-        return None
-    return "seed" if one else "wsgi"
-
-
-def is_wsgi_app(app: Callable[..., Any]) -> bool:
-    """True when :func:`detect_interface` says ``app`` is a WSGI application."""
-    return detect_interface(app) == "wsgi"
-
-
-def request_callback_for(
-    app: Callable[..., Any], interface: str = "auto", threads: int = DEFAULT_THREADS
-) -> Callable[[HTTPRequest], Any]:
-    """The request callback that serves ``app`` (``--interface auto|seed|wsgi``).
-
-    ``auto`` decides by :func:`detect_interface`; when that cannot tell, the
-    application is served as a seed callback and a warning says so.
-    """
-    if interface == "auto":
-        found = detect_interface(app)
-        if found is None:
-            error_log.warning(
-                "Cannot tell from the signature of %r whether it is a WSGI application "
-                "or a request callback; serving it as a request callback "
-                "(use --interface wsgi to change that)",
-                app,
-            )
-            found = "seed"
-        interface = found
-    if interface == "wsgi":
-        return WSGIAdapter(app, threads=threads)
-    if interface == "seed":
-        return app
-    raise ValueError(f"unknown interface {interface!r} (expected auto, seed or wsgi)")

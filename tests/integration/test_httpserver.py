@@ -463,7 +463,6 @@ def test_raw_unframed_response_on_http11_is_closed(app):
     assert body == b"unframed body"
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_raw_unframed_response_does_not_hang_curl(app):
     result = subprocess.run(
         ["curl", "-sS", "--max-time", "5", f"http://127.0.0.1:{app.port}/raw/unframed"],
@@ -677,6 +676,17 @@ def test_body_at_max_body_size_is_accepted(strict_app):
 TIMEOUT_BOUND = 3.0
 
 
+def assert_closes_after_one_408(data: bytes) -> None:
+    """One complete 408 response that says it closes, and nothing after it."""
+    head, sep, body = data.partition(b"\r\n\r\n")
+    assert sep, data
+    assert data.count(b"HTTP/1.1 ") == 1, data
+    lines = head.decode("latin-1").split("\r\n")[1:]
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    assert headers.get("connection", "").lower() == "close", data
+    assert len(body) == int(headers["content-length"]), data
+
+
 def _wait_for_close(client: RawClient) -> tuple[bytes, float]:
     start = time.monotonic()
     data = client.wait_closed(TIMEOUT_BOUND)
@@ -713,12 +723,15 @@ def test_slowloris_partial_head_is_cut_off(strict_app):
         elapsed = time.monotonic() - start
     assert closed, "the slow client was never cut off"
     assert 0.4 <= elapsed < TIMEOUT_BOUND
-    if received:
-        assert status_of(received) == 408
+    # README, "Limits and timeouts": header_timeout -> 408, close.
+    assert status_of(received) == 408, received
+    assert_closes_after_one_408(received)
     assert_serving(strict_app)
 
 
 def test_silent_connection_is_closed_after_header_timeout(strict_app):
+    # Not a byte of a request arrived: like an idle keep-alive connection it
+    # is closed without an answer (there is no request to answer 408 to).
     with RawClient(strict_app.port) as client:
         data, elapsed = _wait_for_close(client)
     assert data == b""
@@ -726,6 +739,7 @@ def test_silent_connection_is_closed_after_header_timeout(strict_app):
 
 
 def test_idle_keep_alive_connection_is_closed(strict_app):
+    # README: keep_alive_timeout -> close (no 408: the client sent nothing more).
     with RawClient(strict_app.port) as client:
         assert client.request(get_request("/echo")).status == 200
         data, elapsed = _wait_for_close(client)
@@ -738,8 +752,9 @@ def test_stalled_body_is_cut_off(strict_app):
         client.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b"a" * 10)
         data, elapsed = _wait_for_close(client)
     assert 0.4 <= elapsed < TIMEOUT_BOUND
-    if data:
-        assert status_of(data) == 408
+    # README, "Limits and timeouts": body_timeout -> 408, close.
+    assert status_of(data) == 408, data
+    assert_closes_after_one_408(data)
     assert_serving(strict_app)
 
 
@@ -748,8 +763,9 @@ def test_stalled_chunked_body_is_cut_off(strict_app):
         client.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab")
         data, elapsed = _wait_for_close(client)
     assert 0.4 <= elapsed < TIMEOUT_BOUND
-    if data:
-        assert status_of(data) == 408
+    assert status_of(data) == 408, data
+    assert_closes_after_one_408(data)
+    assert_serving(strict_app)
 
 
 def test_a_prompt_request_is_not_hit_by_the_timeouts(strict_app):
@@ -983,7 +999,6 @@ def test_unix_socket_with_a_raw_client(spawn, unix_path):
     assert payload["arguments"] == {"u": ["1"]}
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_unix_socket_with_curl(spawn, unix_path):
     spawn(APP, "--unix", unix_path)
     result = subprocess.run(

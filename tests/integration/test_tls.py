@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import http.client
 import re
-import shutil
 import socket
 import ssl
 import subprocess
@@ -17,10 +16,9 @@ from pathlib import Path
 
 import pytest
 import requests
+import trustme
 
 from prefork import HTTPServer
-
-trustme = pytest.importorskip("trustme")
 
 APP = Path(__file__).resolve().parent.parent / "apps" / "echo_app.py"
 TIMEOUT = 5.0
@@ -141,7 +139,6 @@ def test_keep_alive_over_tls(tls_server, certs):
         conn.close()
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
 def test_openssl_s_client_alpn_and_protocol(tls_server, certs):
     result = subprocess.run(
         [

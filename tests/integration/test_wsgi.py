@@ -6,8 +6,7 @@ Two ways in, both real processes stopped by pid (the ``spawn`` fixtures of
 * ``tests/apps/wsgi_app.py`` builds ``HTTPServer(WSGIAdapter(app))`` in one
   process (``--threads N``; ``--app MODULE:CALLABLE`` serves the Flask app);
 * the CLI, ``python -m prefork -b 127.0.0.1:PORT -w 1 MODULE:CALLABLE``, with a
-  master, a worker and the interface detected from the callable (skipped
-  until the ``interface`` / ``threads`` settings exist).
+  master, a worker and the interface detected from the callable.
 
 ``requests`` checks that an ordinary client works; ``http.client`` and raw
 sockets check what a client library would hide (framing, closes, no body).
@@ -26,23 +25,19 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import requests
 
-from prefork.config import SETTINGS
-from prefork.worker.wsgi import WSGIAdapter, detect_interface, is_wsgi_app, request_callback_for
-from tests.conftest import wait_for
+from prefork.worker.interfaces import detect_interface, is_wsgi_app, request_callback_for
+from prefork.worker.wsgi import WSGIAdapter
+from tests.conftest import wait_for, wait_for_lines
 
 APPS = Path(__file__).resolve().parent.parent / "apps"
 WSGI_APP = APPS / "wsgi_app.py"
 FLASK_SPEC = "tests.apps.flask_app:app"
 TIMEOUT = 5.0
-
-CLI_READY = {"interface", "threads"} <= {s.name for s in SETTINGS}
-needs_cli = pytest.mark.skipif(
-    not CLI_READY, reason="the CLI has no --interface / --threads settings yet"
-)
 
 
 def raw_exchange(port: int, data: bytes, timeout: float = TIMEOUT) -> bytes:
@@ -106,8 +101,6 @@ def wsgi(module_spawn) -> Server:
 def flask(request, module_spawn, free_port) -> Server:
     if request.param == "adapter":
         return start_script(module_spawn, "--app", FLASK_SPEC)
-    if not CLI_READY:
-        pytest.skip("the CLI has no --interface / --threads settings yet")
     return start_cli(module_spawn, free_port, FLASK_SPEC)  # --interface auto
 
 
@@ -139,8 +132,8 @@ def _varargs(*args, **kwargs):
 def test_interface_detection_by_signature() -> None:
     from tests.apps.flask_app import app as flask_app
 
-    assert detect_interface(_seed) == "seed"
-    assert detect_interface(_SeedHandler().handle) == "seed"
+    assert detect_interface(_seed) == "callback"
+    assert detect_interface(_SeedHandler().handle) == "callback"
     assert detect_interface(_wsgi) == "wsgi"
     assert detect_interface(_CallableWSGI()) == "wsgi"
     assert detect_interface(flask_app) == "wsgi"
@@ -148,7 +141,7 @@ def test_interface_detection_by_signature() -> None:
     assert detect_interface(functools.partial(lambda extra, environ, sr: [], 1)) == "wsgi"
     assert detect_interface(_varargs) is None  # undecidable
     assert detect_interface(lambda request, extra=None: None) is None
-    assert detect_interface(len) == "seed"  # a builtin with a signature
+    assert detect_interface(len) == "callback"  # a builtin with a signature
     assert is_wsgi_app(flask_app) and not is_wsgi_app(_seed)
 
 
@@ -342,7 +335,8 @@ def test_environ_repeated_headers_host_forms_and_no_host(wsgi: Server) -> None:
 
 
 def test_environ_over_tls_says_https(spawn, tmp_path: Path) -> None:
-    trustme = pytest.importorskip("trustme")
+    import trustme  # a dev dependency
+
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1")
     cert_path, key_path, ca_path = (tmp_path / n for n in ("cert.pem", "key.pem", "ca.pem"))
@@ -561,7 +555,8 @@ def test_back_pressure_bounds_what_the_app_produces(wsgi: Server) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
         sock.sendall(b"GET /stream?n=4000&size=65536 HTTP/1.1\r\nHost: h\r\n\r\n")
         sock.recv(1024)
-        time.sleep(1.0)  # not reading
+        # The thing under test: a client that reads nothing for a second.
+        time.sleep(1.0)
         produced = wsgi.stats()["stream_produced"] - before["stream_produced"]
         assert produced < 32 * 1024 * 1024, produced
         # Reading lets it go on.
@@ -603,14 +598,18 @@ def _timed_get(url: str) -> tuple[float, float, dict]:
     return started, time.monotonic(), response.json()
 
 
-def test_a_slow_request_does_not_block_another(wsgi: Server) -> None:
+def test_a_slow_request_does_not_block_another(wsgi: Server, tmp_path: Path) -> None:
+    marks = tmp_path / "sleep-started"
     with ThreadPoolExecutor(1) as pool:
-        slow = pool.submit(_timed_get, wsgi.url + "/sleep?s=1")
-        time.sleep(0.1)
+        slow = pool.submit(_timed_get, wsgi.url + f"/sleep?s=1&mark={quote(str(marks))}")
+        wait_for_lines(marks, 1, TIMEOUT, "the slow request to start in the application")
         started = time.monotonic()
         assert wsgi.get("/pid").status_code == 200
+        answered_at = time.time()
         assert time.monotonic() - started < 0.5
-        assert slow.result(TIMEOUT)[2]["thread"].startswith("prefork-wsgi")
+        slept = slow.result(TIMEOUT)[2]
+    assert slept["thread"].startswith("prefork-wsgi")
+    assert slept["ended"] > answered_at  # answered while the slow one still slept
 
 
 def test_the_pool_bounds_concurrency(spawn) -> None:
@@ -630,7 +629,6 @@ def test_the_pool_bounds_concurrency(spawn) -> None:
 # ------------------------------------------------------------- the CLI
 
 
-@needs_cli
 def test_cli_heartbeat_goes_on_while_the_app_sleeps(spawn, free_port) -> None:
     server = start_cli(spawn, free_port, "--timeout", "2", FLASK_SPEC)
     pid = server.get("/pid").json()["pid"]
@@ -640,14 +638,14 @@ def test_cli_heartbeat_goes_on_while_the_app_sleeps(spawn, free_port) -> None:
     assert "hung" not in server.process.stderr_text().lower()
 
 
-@needs_cli
-def test_cli_term_lets_an_app_thread_finish_its_request(spawn, free_port) -> None:
+def test_cli_term_lets_an_app_thread_finish_its_request(spawn, free_port, tmp_path) -> None:
     server = start_cli(spawn, free_port, FLASK_SPEC)
     server.get("/pid")  # the worker is up (a TERM during its boot is another story)
     proc = server.process.proc
+    marks = tmp_path / "slow-started"
     with ThreadPoolExecutor(1) as pool:
-        slow = pool.submit(server.get, "/slow?s=1")
-        time.sleep(0.3)  # the request is in the application's thread now
+        slow = pool.submit(server.get, f"/slow?s=1&mark={quote(str(marks))}")
+        wait_for_lines(marks, 1, TIMEOUT, "the request to be in the application's thread")
         proc.send_signal(signal.SIGTERM)
         response = slow.result(TIMEOUT)
     assert response.status_code == 200 and response.json()["slept"] is True
@@ -655,7 +653,6 @@ def test_cli_term_lets_an_app_thread_finish_its_request(spawn, free_port) -> Non
     assert proc.wait(TIMEOUT) == 0
 
 
-@needs_cli
 def test_cli_threads_and_explicit_interface(spawn, free_port) -> None:
     server = start_cli(
         spawn, free_port, "--interface", "wsgi", "--threads", "1", "tests.apps.wsgi_app:app"
@@ -663,7 +660,6 @@ def test_cli_threads_and_explicit_interface(spawn, free_port) -> None:
     assert server.get("/environ").json()["wsgi.multithread"]["repr"] == "False"
 
 
-@needs_cli
 def test_cli_auto_still_serves_a_seed_callback(spawn, free_port) -> None:
     server = start_cli(spawn, free_port, "tests.apps.echo_app:handle_request")
     assert server.get("/echo").json()["path"] == "/echo"

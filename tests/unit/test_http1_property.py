@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from prefork.settings import Config
 from prefork.worker.http1 import (
     NEED_DATA,
     PAUSED,
     EndOfMessage,
-    Limits,
     ProtocolError,
     RequestHead,
     RequestParser,
@@ -29,7 +29,7 @@ TCHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRS
 TARGET_CHARS = "".join(chr(c) for c in range(0x21, 0x7F))
 VALUE_CHARS = TARGET_CHARS + " \t" + "".join(chr(c) for c in range(0x80, 0x100))
 HOST_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+;=:[]%"
-SMALL_LIMITS = Limits(
+SMALL_LIMITS = Config(
     max_header_size=96, max_request_line=40, max_headers=4, max_body_size=32, max_chunk_line=12
 )
 
@@ -56,7 +56,7 @@ def cut(data: bytes, fractions: list[float]) -> list[bytes]:
     return [p for p in out if p]
 
 
-def feed_all(pieces: list[bytes], limits: Limits | None = None) -> Outcome:
+def feed_all(pieces: list[bytes], limits: Config | None = None) -> Outcome:
     """Feed the pieces, collecting events; only ProtocolError is caught."""
     parser = RequestParser(limits)
     outcome = Outcome()

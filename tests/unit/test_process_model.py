@@ -7,6 +7,7 @@ import ctypes
 import os
 import signal
 import socket
+import sys
 import time
 
 import pytest
@@ -137,7 +138,9 @@ def test_lifecycle_heartbeat_ready_signals_and_max_requests() -> None:
         assert ctx.slot.state == SlotState.READY
         assert os.read(ctx.extra["notify_r"], 10) == b"!"  # type: ignore[arg-type]
         beat = ctx.slot.last_heartbeat
-        loop.run_until_complete(asyncio.sleep(0.1))
+        deadline = time.monotonic() + 5
+        while ctx.slot.last_heartbeat == beat and time.monotonic() < deadline:
+            loop.run_until_complete(asyncio.sleep(0.01))  # the loop runs: nothing else does
         assert ctx.slot.last_heartbeat > beat  # written by the loop itself
 
         for _ in range(3):
@@ -164,3 +167,18 @@ def test_lifecycle_heartbeat_ready_signals_and_max_requests() -> None:
 
 def test_task_id_is_none_outside_a_worker() -> None:
     assert task_id() is None
+
+
+def test_parent_death_signal_does_not_look_for_the_c_library(monkeypatch) -> None:
+    """find_library("c") runs ldconfig as a child: the loaded libc is used instead."""
+    import ctypes.util
+
+    from prefork import process
+
+    def no_lookup(name: str) -> None:
+        raise AssertionError(f"find_library({name!r}) called")
+
+    monkeypatch.setattr(ctypes.util, "find_library", no_lookup)
+    process._libc.cache_clear()
+    if sys.platform.startswith("linux"):
+        assert process.set_parent_death_signal(0) is True  # 0: clear it again

@@ -11,8 +11,10 @@ HTTP clients do for an idempotent request that got no byte of an answer;
 any other error is a failure. Stops after ``--duration`` seconds or once
 ``--stop-file`` exists, then prints one JSON line: ``ok``, ``failed``,
 ``retried``, the first errors, and the worker pids that answered (the app
-answers ``{"pid": ...}``). Used in network namespaces through
-``nsenter -n``, so it depends on the standard library only.
+answers ``{"pid": ...}``). With ``--progress FILE`` it keeps ``OK FAILED``
+in that file while it runs (replaced atomically every 50 ms), so a test can
+wait for the load to make progress instead of sleeping. Used in network
+namespaces through ``nsenter -n``, so it depends on the standard library only.
 """
 
 from __future__ import annotations
@@ -150,6 +152,7 @@ def main() -> None:
     parser.add_argument("--path", default="/")
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--stop-file")
+    parser.add_argument("--progress")
     parser.add_argument("--close", type=int, default=4)
     parser.add_argument("--keepalive", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=10.0)
@@ -168,9 +171,13 @@ def main() -> None:
     print("started", flush=True)
     deadline = time.monotonic() + args.duration
     while time.monotonic() < deadline:
+        if args.progress:
+            with open(args.progress + ".tmp", "w") as f:
+                f.write(f"{stats.ok} {stats.failed}\n")
+            os.replace(args.progress + ".tmp", args.progress)
         if args.stop_file and os.path.exists(args.stop_file):
             break
-        time.sleep(0.05)
+        time.sleep(0.05)  # how often the stop file is looked for
     done.set()
     for thread in threads:
         thread.join(args.timeout + 5)

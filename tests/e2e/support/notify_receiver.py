@@ -63,6 +63,7 @@ class NotifyReceiver:
         self._cond = threading.Condition()
         self._closed = False
         self._callbacks: list = []
+        self._barriers = 0
         self._thread = threading.Thread(target=self._run, name="notify-receiver", daemon=True)
         self._thread.start()
 
@@ -143,6 +144,21 @@ class NotifyReceiver:
                         f"no {wanted} within {timeout} s (after #{after}); got {self.messages!r}"
                     )
                 self._cond.wait(remaining)
+
+    def barrier(self, timeout: float = 15.0) -> int:
+        """Send a marker datagram to the socket and wait for it; its index.
+
+        Datagrams are received in the order they were queued, so every
+        message sent before this call has been received (and recorded) once
+        it returns.
+        """
+        self._barriers += 1
+        marker = f"X_TEST_BARRIER={os.getpid()}.{self._barriers}"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+            sender.sendto(marker.encode(), self.path)
+        key, _, value = marker.partition("=")
+        index, _message = self.wait_for(key, value, timeout=timeout)
+        return index
 
     def close(self) -> None:
         self._closed = True

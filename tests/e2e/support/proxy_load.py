@@ -33,8 +33,13 @@ def run_load(
     ssl_context: ssl.SSLContext | None = None,
     timeout: float = 10.0,
     stop: threading.Event | None = None,
+    live: dict | None = None,
 ) -> dict:
     """Load ``url`` for ``duration`` seconds (or until ``stop`` is set).
+
+    ``live``: a dict the counts are kept in while the load runs (and which
+    is returned), so a test can wait for progress (``live["ok"]``) instead
+    of sleeping.
 
     ``keep_alive=None`` mixes: even threads keep connections, odd ones do not.
     Returns counts: ``requests``, ``ok``, ``non_2xx`` {status: n}, ``errors``
@@ -49,15 +54,18 @@ def run_load(
     deadline = started + duration
     stop = stop or threading.Event()
     lock = threading.Lock()
-    result: dict = {
-        "requests": 0,
-        "ok": 0,
-        "non_2xx": Counter(),
-        "errors": Counter(),
-        "servers": Counter(),
-        "timeline": [],
-        "error_samples": [],
-    }
+    result: dict = live if live is not None else {}
+    result.update(
+        {
+            "requests": 0,
+            "ok": 0,
+            "non_2xx": Counter(),
+            "errors": Counter(),
+            "servers": Counter(),
+            "timeline": [],
+            "error_samples": [],
+        }
+    )
 
     def connect() -> http.client.HTTPConnection:
         if parts.scheme == "https":

@@ -11,6 +11,8 @@ Content-Length, so that keep-alive connections stay open):
 
 * ``/``           answers at once;
 * ``/sleep?s=N``  answers after N seconds without blocking the loop;
+  with ``&mark=PATH`` it first appends a line (``started PID``) to the file
+  PATH, so a test knows the request is in flight before it sends a signal;
 * ``/block?s=N``  blocks the loop N seconds (``time.sleep`` in :func:`block`);
 * ``/leak?s=N``   holds N MiB more for the rest of the worker's life;
 * ``/crash``      ends the worker at once (``os._exit(1)``), answering nothing;
@@ -73,10 +75,19 @@ def _seconds(request: HTTPRequest) -> float:
     return float(request.arguments.get("s", [b"0"])[0])
 
 
+def mark_started(request: HTTPRequest) -> None:
+    """Append ``started PID`` to the file named by ``mark=PATH``, if any (one write)."""
+    path = request.arguments.get("mark", [b""])[0].decode()
+    if path:
+        with open(path, "a") as f:
+            f.write(f"started {os.getpid()}\n")
+
+
 def app(request: HTTPRequest) -> None:
     """The request callback (``MODULE:CALLABLE`` for the CLI)."""
     path = request.path
     if path == "/sleep":
+        mark_started(request)
         IOLoop.current().call_later(_seconds(request), respond, request)
         return
     if path == "/block":

@@ -1,0 +1,665 @@
+"""Every setting of prefork in one typed, frozen :class:`Config`.
+
+One name per setting, used everywhere: ``--max-body-size`` on the command
+line, ``PREFORK_MAX_BODY_SIZE`` in the environment, ``max_body_size`` in a
+config file, ``Config.max_body_size`` in the code and
+``HTTPServer(cb, max_body_size=...)`` in the Python API.  Each field carries
+its parser, help line, group and whether a change needs a restart in its
+metadata; :data:`SETTINGS` is that table, read off the dataclass, so the
+default is written once and mypy sees every field with its type (a misspelt
+setting in the code is a type error).
+
+The object travels whole: command line -> master -> worker -> HTTPServer ->
+connection -> parser.  Nothing copies its fields one by one.
+
+This module is the project's vocabulary and sits below every layer: it
+imports only the standard library, so the protocol core (``http1.py``) may
+take a ``Config`` as its limits.  Loading it from a file, the environment and
+the command line is :mod:`prefork.config`'s job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "DEFAULTS",
+    "GROUPS",
+    "HOOKS",
+    "SETTINGS",
+    "Config",
+    "ConfigError",
+    "Hooks",
+    "Setting",
+    "make_config",
+    "parse_size",
+]
+
+
+class ConfigError(ValueError):
+    """A setting has a bad value; ``str()`` is the one line to show (exit status 2)."""
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(f"--{setting.replace('_', '-')}: {message}")
+        self.setting = setting
+
+
+# ---------------------------------------------------------------------- parsers
+# Each takes a value as it comes (a string from the command line or the
+# environment, any Python value from a config file or the API) and returns
+# the typed value, or raises ValueError with a message that follows the
+# setting's name.
+
+
+def parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _number(kind: type, minimum: float, *, above: bool = False) -> Callable[[Any], Any]:
+    """An int or float parser; ``above``: the value must exceed ``minimum``."""
+
+    def parse(value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError(f"expected a number, got {value!r}")
+        try:
+            number = kind(value.strip() if isinstance(value, str) else value)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"expected {'an integer' if kind is int else 'a number'}, got {value!r}"
+            ) from None
+        if number != number or number in (float("inf"), float("-inf")):
+            raise ValueError(f"expected a finite number, got {value!r}")
+        if number < minimum or (above and number == minimum):
+            raise ValueError(f"must be {'>' if above else '>='} {minimum:g}, got {value!r}")
+        return number
+
+    return parse
+
+
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*", re.IGNORECASE)
+
+
+def parse_size(value: Any) -> int:
+    """``512M``, ``1k``, ``1.5GiB``, ``1048576`` -> bytes (powers of 1024)."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a size such as 64k or 512M, got {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"must be >= 0, got {value!r}")
+        return value
+    match = _SIZE.fullmatch(str(value))
+    if match is None:
+        raise ValueError(f"expected a size such as 64k or 512M, got {value!r}")
+    factor = 1024 ** " kmgt".index((match.group(2) or " ").lower())
+    return int(float(match.group(1)) * factor)
+
+
+def _positive_size(value: Any) -> int:
+    size = parse_size(value)
+    if size < 1:
+        raise ValueError(f"must be at least 1 byte, got {value!r}")
+    return size
+
+
+def _choice(*choices: str, aliases: dict[str, str] | None = None) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = str(value).strip().lower()
+        text = (aliases or {}).get(text, text)
+        if text not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
+        return text
+
+    return parse
+
+
+def _optional_str(value: Any) -> str | None:
+    if value is None or str(value) == "":
+        return None
+    return str(value)
+
+
+def _existing_file(value: Any) -> str | None:
+    import os.path
+
+    path = _optional_str(value)
+    if path is not None and not os.path.isfile(path):
+        raise ValueError(f"no such file: {path!r}")
+    return path
+
+
+def _url_path(value: Any) -> str | None:
+    path = _optional_str(value)
+    if path is not None and not path.startswith("/"):
+        raise ValueError(f"expected a path starting with '/', got {value!r}")
+    return path
+
+
+def _binds(value: Any) -> tuple[str, ...]:
+    from prefork.bindspec import parse_bind  # stdlib-only, like this module
+
+    items = [value] if isinstance(value, str) else list(value)
+    specs: list[str] = []
+    for item in items:
+        # The environment form may hold several, separated by commas or spaces
+        # (an IPv6 bind keeps its brackets, so commas inside are not split).
+        for spec in re.split(r"[\s,]+(?![^\[]*\])", str(item).strip()):
+            if spec:
+                parse_bind(spec)
+                specs.append(spec)
+    if not specs:
+        raise ValueError("at least one address is needed")
+    return tuple(specs)
+
+
+def _octal(value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        try:
+            number = int(str(value).strip(), 8)
+        except ValueError:
+            raise ValueError(f"expected an octal number such as 027, got {value!r}") from None
+    if not 0 <= number <= 0o777:
+        raise ValueError(f"must be between 000 and 777, got {value!r}")
+    return number
+
+
+def _mode(value: Any) -> int:
+    mode = _octal(value)
+    if mode is None:
+        raise ValueError("expected an octal mode such as 600")
+    return mode
+
+
+# ---------------------------------------------------------------------- the table
+
+#: The groups of ``prefork --help`` and of the README's settings table.
+GROUPS: dict[str, str] = {
+    "application": "what to serve and how to call it",
+    "binding": "where to listen",
+    "workers": "how many worker processes, and how they are supervised",
+    "limits": "timeouts and limits of every connection and request",
+    "logging": "access and error logs",
+    "proxies": "TLS, proxies and health checks",
+    "deployment": "process identity: pid file, user, group, umask",
+}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How one setting is written, parsed and documented."""
+
+    name: str
+    parse: Callable[[Any], Any]
+    default: Any
+    help: str
+    group: str
+    short: str | None = None
+    flag: bool = False  # a switch on the command line (no value)
+    multiple: bool = False  # may be given several times
+    metavar: str | None = None
+    #: a change cannot apply on HUP (sockets, identity): it needs a USR2 upgrade.
+    restart: bool = False
+
+    @property
+    def option(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return "PREFORK_" + self.name.upper()
+
+    def __call__(self, value: Any) -> Any:
+        """Parse ``value``; a bad one raises ConfigError naming this setting."""
+        try:
+            return self.parse(value)
+        except ValueError as exc:
+            raise ConfigError(self.name, str(exc)) from None
+
+
+def _s(
+    default: Any,
+    parse: Callable[[Any], Any],
+    help: str,
+    group: str,
+    **options: Any,
+) -> Any:
+    """A dataclass field whose metadata is its Setting (the name is filled in below)."""
+    spec = {"parse": parse, "default": default, "help": help, "group": group, **options}
+    return field(default=default, metadata={"setting": spec})
+
+
+# --------------------------------------------------------------------- server hooks
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """Server hooks from a config file, named and called as gunicorn calls them.
+
+    ``server`` is the master's view (:class:`prefork.hooks.ServerView`),
+    ``worker`` a worker's (:class:`prefork.hooks.WorkerView`); the README
+    says when and in which process each one runs.
+    """
+
+    on_starting: Callable[..., Any] | None = None
+    on_reload: Callable[..., Any] | None = None
+    when_ready: Callable[..., Any] | None = None
+    pre_fork: Callable[..., Any] | None = None
+    post_fork: Callable[..., Any] | None = None
+    post_worker_init: Callable[..., Any] | None = None
+    worker_int: Callable[..., Any] | None = None
+    worker_abort: Callable[..., Any] | None = None
+    pre_exec: Callable[..., Any] | None = None
+    pre_request: Callable[..., Any] | None = None
+    post_request: Callable[..., Any] | None = None
+    child_exit: Callable[..., Any] | None = None
+    worker_exit: Callable[..., Any] | None = None
+    nworkers_changed: Callable[..., Any] | None = None
+    on_exit: Callable[..., Any] | None = None
+
+    def names(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None]
+
+
+#: hook name -> the names of its arguments (gunicorn's signatures).
+HOOKS: dict[str, tuple[str, ...]] = {
+    "on_starting": ("server",),
+    "on_reload": ("server",),
+    "when_ready": ("server",),
+    "pre_fork": ("server", "worker"),
+    "post_fork": ("server", "worker"),
+    "post_worker_init": ("worker",),
+    "worker_int": ("worker",),
+    "worker_abort": ("worker",),
+    "pre_exec": ("server",),
+    "pre_request": ("worker", "req"),
+    "post_request": ("worker", "req", "environ", "resp"),
+    "child_exit": ("server", "worker"),
+    "worker_exit": ("server", "worker"),
+    "nworkers_changed": ("server", "new_value", "old_value"),
+    "on_exit": ("server",),
+}
+
+
+# ---------------------------------------------------------------------- Config
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting, validated and typed; frozen, so it can be shared and compared."""
+
+    # -- application
+    app: str | None = _s(
+        None,
+        _optional_str,
+        "the application, MODULE:CALLABLE (positional on the command line)",
+        "application",
+        metavar="MODULE:CALLABLE",
+    )
+    interface: str = _s(
+        "auto",
+        _choice("auto", "callback", "wsgi", aliases={"seed": "callback"}),
+        "how the application is called: callback (the tornado-style callback(request)), "
+        "wsgi (PEP 3333 app(environ, start_response)) or auto (from its signature)",
+        "application",
+        metavar="KIND",
+    )
+    threads: int = _s(
+        4,
+        _number(int, 1),
+        "WSGI: application threads per worker (1 for an application that is not thread-safe)",
+        "application",
+        metavar="N",
+    )
+    preload: bool = _s(
+        False,
+        parse_bool,
+        "import the application in the master before forking (shared memory; "
+        "HUP then does not reload code)",
+        "application",
+        flag=True,
+        restart=True,
+    )
+    config: str | None = _s(
+        None,
+        _existing_file,
+        "a Python file of settings (name = value) and server hooks",
+        "application",
+        short="-c",
+        metavar="FILE",
+        restart=True,
+    )
+    # -- binding
+    bind: tuple[str, ...] = _s(
+        ("127.0.0.1:8000",),
+        _binds,
+        "address to listen on: HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N; repeatable",
+        "binding",
+        short="-b",
+        multiple=True,
+        metavar="ADDRESS",
+        restart=True,
+    )
+    backlog: int = _s(
+        2048,
+        _number(int, 1),
+        "listen backlog: connections the kernel queues for the workers",
+        "binding",
+        metavar="N",
+        restart=True,
+    )
+    reuse_port: bool = _s(
+        False,
+        parse_bool,
+        "SO_REUSEPORT listening sockets (connections queued on a closing socket are reset)",
+        "binding",
+        flag=True,
+        restart=True,
+    )
+    unix_socket_mode: int = _s(
+        0o600,
+        _mode,
+        "mode of unix sockets bound by --bind unix:PATH, in octal",
+        "binding",
+        metavar="MODE",
+        restart=True,
+    )
+    # -- workers
+    workers: int = _s(
+        0,
+        _number(int, 0),
+        "worker processes (0: one per usable CPU; WEB_CONCURRENCY is honoured)",
+        "workers",
+        short="-w",
+        metavar="N",
+    )
+    timeout: float = _s(
+        30.0,
+        _number(float, 0.0, above=True),
+        "seconds without a heartbeat before a worker is killed as hung",
+        "workers",
+        metavar="SECONDS",
+    )
+    boot_timeout: float = _s(
+        60.0,
+        _number(float, 0.0, above=True),
+        "seconds a new worker has to become ready",
+        "workers",
+        metavar="SECONDS",
+    )
+    graceful_timeout: float = _s(
+        30.0,
+        _number(float, 0.0),
+        "seconds a stopping worker has to finish its requests",
+        "workers",
+        metavar="SECONDS",
+    )
+    max_requests: int = _s(
+        0,
+        _number(int, 0),
+        "recycle a worker after this many requests (0: never)",
+        "workers",
+        metavar="N",
+    )
+    max_requests_jitter: int = _s(
+        0,
+        _number(int, 0),
+        "add up to this many requests, at random per worker, to max_requests",
+        "workers",
+        metavar="N",
+    )
+    max_memory: int = _s(
+        0,
+        parse_size,
+        "recycle a worker whose RSS exceeds this (e.g. 512M; 0: never)",
+        "workers",
+        metavar="SIZE",
+    )
+    # -- limits
+    max_header_size: int = _s(
+        65536,
+        _positive_size,
+        "request line + headers, in bytes (over it: 431)",
+        "limits",
+        metavar="SIZE",
+    )
+    max_request_line: int = _s(
+        8192,
+        _positive_size,
+        "the request line alone, in bytes (over it: 414)",
+        "limits",
+        metavar="SIZE",
+    )
+    max_headers: int = _s(
+        100,
+        _number(int, 1),
+        "header lines per request (over it: 431)",
+        "limits",
+        metavar="N",
+    )
+    max_body_size: int = _s(
+        100 * 1024 * 1024,
+        parse_size,
+        "request body in bytes, after de-chunking (over it: 413)",
+        "limits",
+        metavar="SIZE",
+    )
+    max_chunk_line: int = _s(
+        4096,
+        _positive_size,
+        "a chunk-size line with its extensions, in bytes (over it: 400)",
+        "limits",
+        metavar="SIZE",
+    )
+    header_timeout: float = _s(
+        20.0,
+        _number(float, 0.0, above=True),
+        "seconds to receive a whole request head (slowloris guard; then 408 and close)",
+        "limits",
+        metavar="SECONDS",
+    )
+    body_timeout: float = _s(
+        60.0,
+        _number(float, 0.0, above=True),
+        "seconds without a body byte while a body is expected (then 408 and close)",
+        "limits",
+        metavar="SECONDS",
+    )
+    keep_alive: float = _s(
+        75.0,
+        _number(float, 0.0),
+        "seconds an idle keep-alive connection is kept (0: no keep-alive); longer than "
+        "the proxy's upstream keep-alive (nginx: 60 s)",
+        "limits",
+        metavar="SECONDS",
+    )
+    drain_grace: float = _s(
+        1.0,
+        _number(float, 0.0),
+        "seconds an idle keep-alive connection stays open once a graceful stop starts",
+        "limits",
+        metavar="SECONDS",
+    )
+    drain_delay: float = _s(
+        0.0,
+        _number(float, 0.0),
+        "seconds a stopping worker keeps serving with readiness 503 before it closes "
+        "its listeners",
+        "limits",
+        metavar="SECONDS",
+    )
+    # -- logging
+    access_log: str | None = _s(
+        "-",
+        _optional_str,
+        "access log file ('-': stdout, 'off': none)",
+        "logging",
+        metavar="FILE",
+    )
+    access_log_format: str = _s(
+        "combined",
+        _choice("combined", "json"),
+        "access log format: combined or json",
+        "logging",
+        metavar="FORMAT",
+    )
+    error_log: str | None = _s(
+        "-", _optional_str, "error log file ('-': stderr)", "logging", metavar="FILE"
+    )
+    log_level: str = _s(
+        "info",
+        _choice("debug", "info", "warning", "error", "critical"),
+        "log level",
+        "logging",
+        metavar="LEVEL",
+    )
+    # -- TLS, proxies, health
+    certfile: str | None = _s(
+        None, _existing_file, "TLS certificate (PEM); enables HTTPS", "proxies", metavar="FILE"
+    )
+    keyfile: str | None = _s(
+        None, _existing_file, "TLS private key (PEM)", "proxies", metavar="FILE"
+    )
+    ca_certs: str | None = _s(
+        None,
+        _existing_file,
+        "CA bundle to verify client certificates against",
+        "proxies",
+        metavar="FILE",
+    )
+    cert_reqs: str = _s(
+        "none",
+        _choice("none", "optional", "required"),
+        "client certificates: none, optional or required",
+        "proxies",
+        metavar="MODE",
+    )
+    xheaders: bool = _s(
+        False,
+        parse_bool,
+        "use X-Real-Ip / X-Forwarded-For / X-Forwarded-Proto from trusted peers",
+        "proxies",
+        flag=True,
+    )
+    forwarded_allow_ips: str = _s(
+        "127.0.0.1,::1",
+        str,
+        "comma-separated IPs/networks whose X-Forwarded-* and PROXY headers are trusted "
+        "('*': all)",
+        "proxies",
+        metavar="IPS",
+    )
+    proxy_protocol: bool = _s(
+        False,
+        parse_bool,
+        "expect a PROXY protocol v1/v2 header from trusted peers (others are refused)",
+        "proxies",
+        flag=True,
+    )
+    health_live_path: str | None = _s(
+        None,
+        _url_path,
+        "answer this path with 200 before the application (liveness)",
+        "proxies",
+        metavar="PATH",
+    )
+    health_ready_path: str | None = _s(
+        None,
+        _url_path,
+        "answer this path with 200, or 503 while draining (readiness)",
+        "proxies",
+        metavar="PATH",
+    )
+    # -- deployment
+    pidfile: str | None = _s(
+        None,
+        _optional_str,
+        "write the master's pid to this file (and PIDFILE.scoreboard for prefork status)",
+        "deployment",
+        metavar="FILE",
+        restart=True,
+    )
+    user: str | None = _s(
+        None,
+        _optional_str,
+        "run workers as this user (name or uid) after binding",
+        "deployment",
+        metavar="USER",
+        restart=True,
+    )
+    group: str | None = _s(
+        None,
+        _optional_str,
+        "run workers as this group (name or gid) after binding",
+        "deployment",
+        metavar="GROUP",
+        restart=True,
+    )
+    umask: int | None = _s(
+        None,
+        _octal,
+        "process umask, in octal (e.g. 027)",
+        "deployment",
+        metavar="MASK",
+        restart=True,
+    )
+    proc_name: str = _s(
+        "prefork",
+        str,
+        "process title prefix: PROC_NAME: master, PROC_NAME: worker N",
+        "deployment",
+        metavar="NAME",
+        restart=True,
+    )
+    #: server hooks (config file only; not a setting of the command line).
+    hooks: Hooks = field(default_factory=Hooks, compare=True)
+
+    def changes(self, other: Config) -> list[str]:
+        """Names of the settings (and ``hooks``) whose values differ in ``other``."""
+        return [
+            f.name
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) != getattr(other, f.name)
+        ]
+
+
+#: The table of settings, in ``--help`` order (``hooks`` is not a setting).
+SETTINGS: tuple[Setting, ...] = tuple(
+    Setting(name=f.name, **f.metadata["setting"])
+    for f in dataclasses.fields(Config)
+    if "setting" in f.metadata
+)
+
+BY_NAME: dict[str, Setting] = {setting.name: setting for setting in SETTINGS}
+
+#: Every default, as one object (what ``HTTPServer(cb)`` serves with).
+DEFAULTS = Config()
+
+
+def make_config(base: Config | None = None, **values: Any) -> Config:
+    """``base`` (default: the defaults) with ``values`` parsed and applied.
+
+    This is how the Python API builds the same object as the command line:
+    ``make_config(max_body_size="1k")``.  An unknown name is a TypeError, as
+    an unknown keyword argument is; a bad value a ConfigError.
+    """
+    unknown = sorted(set(values) - BY_NAME.keys() - {"hooks"})
+    if unknown:
+        raise TypeError(f"unknown setting(s): {', '.join(unknown)}")
+    parsed = {
+        name: value if name == "hooks" else BY_NAME[name](value) for name, value in values.items()
+    }
+    return dataclasses.replace(base or DEFAULTS, **parsed)

@@ -1,0 +1,86 @@
+"""Which application interface serves an application: ``--interface``.
+
+The interfaces (the tornado-style request callback, WSGI) are siblings that
+never import each other; choosing between them is this module's one job.
+``auto`` reads the application's signature.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from prefork.worker.request import HTTPRequest
+from prefork.worker.wsgi import DEFAULT_THREADS, WSGIAdapter
+
+__all__ = ["INTERFACES", "detect_interface", "is_wsgi_app", "request_callback_for"]
+
+error_log = logging.getLogger("prefork.error")
+
+#: the names ``--interface`` accepts besides ``auto``
+INTERFACES = ("callback", "wsgi")
+
+
+def detect_interface(app: Callable[..., Any]) -> str | None:
+    """``"wsgi"``, ``"callback"``, or None when the signature does not tell.
+
+    The rule: a request callback is called with one argument (the request),
+    a WSGI application with two (environ, start_response).  What accepts
+    exactly one of those is that kind; what accepts both (``*args``, optional
+    parameters) or whose signature cannot be read (some builtins) is
+    undecided.  Functions, bound methods, classes, ``functools.partial``,
+    decorated functions (``__wrapped__``) and objects with ``__call__``
+    (Flask, Django's WSGIHandler, middleware) are all inspected.
+    """
+    try:
+        signature = inspect.signature(app)
+    except (TypeError, ValueError):
+        return None
+
+    def takes(count: int) -> bool:
+        try:
+            signature.bind(*([None] * count))
+        except TypeError:
+            return False
+        return True
+
+    one, two = takes(1), takes(2)
+    if one == two:
+        return None
+    return "callback" if one else "wsgi"
+
+
+def is_wsgi_app(app: Callable[..., Any]) -> bool:
+    """True when :func:`detect_interface` says ``app`` is a WSGI application."""
+    return detect_interface(app) == "wsgi"
+
+
+def request_callback_for(
+    app: Callable[..., Any], interface: str = "auto", threads: int = DEFAULT_THREADS
+) -> Callable[[HTTPRequest], Any]:
+    """The request callback that serves ``app`` (``--interface auto|callback|wsgi``).
+
+    ``auto`` decides by :func:`detect_interface`; when that cannot tell, the
+    application is served as a request callback and a warning says so.
+    ``seed`` is accepted as an old name of ``callback``.
+    """
+    if interface == "seed":
+        interface = "callback"
+    if interface == "auto":
+        found = detect_interface(app)
+        if found is None:
+            error_log.warning(
+                "Cannot tell from the signature of %r whether it is a WSGI application "
+                "or a request callback; serving it as a request callback "
+                "(use --interface wsgi to change that)",
+                app,
+            )
+            found = "callback"
+        interface = found
+    if interface == "wsgi":
+        return WSGIAdapter(app, threads=threads)
+    if interface == "callback":
+        return app
+    raise ValueError(f"unknown interface {interface!r} (expected auto, callback or wsgi)")

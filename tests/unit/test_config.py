@@ -1,0 +1,303 @@
+"""The typed Config and its loader: precedence, parsing, bad values, hooks, reload."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing
+from pathlib import Path
+
+import pytest
+
+from prefork import config as loader
+from prefork.settings import (
+    DEFAULTS,
+    HOOKS,
+    SETTINGS,
+    Config,
+    ConfigError,
+    Hooks,
+    make_config,
+    parse_size,
+)
+
+#: every limit and timeout of the README's "Limits and timeouts" table
+README_LIMITS = (
+    "max_header_size",
+    "max_request_line",
+    "max_headers",
+    "max_body_size",
+    "max_chunk_line",
+    "header_timeout",
+    "body_timeout",
+    "keep_alive",
+    "drain_grace",
+)
+
+
+def write(tmp_path: Path, text: str, name: str = "conf.py") -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+# -- the table -------------------------------------------------------------------
+
+
+def test_every_field_but_hooks_is_a_setting_with_option_env_and_file_name() -> None:
+    names = [f.name for f in dataclasses.fields(Config)]
+    assert [s.name for s in SETTINGS] == [n for n in names if n != "hooks"]
+    for setting in SETTINGS:
+        assert setting.option == "--" + setting.name.replace("_", "-")
+        assert setting.env == "PREFORK_" + setting.name.upper()
+        assert getattr(DEFAULTS, setting.name) == setting.default
+    for name in README_LIMITS:
+        assert name in {s.name for s in SETTINGS}
+
+
+def test_config_is_frozen_and_typed() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        DEFAULTS.max_body_size = 1  # type: ignore[misc]
+    hints = typing.get_type_hints(Config)
+    assert hints["max_body_size"] is int
+    assert hints["keep_alive"] is float
+    assert hints["bind"] == tuple[str, ...]
+
+
+def test_commands_are_not_settings() -> None:
+    names = {s.name for s in SETTINGS}
+    assert "check_config" not in names and "print_config" not in names
+
+
+def test_make_config_parses_by_name_and_refuses_unknown_names() -> None:
+    config = make_config(max_body_size="1k", keep_alive="5", xheaders="yes")
+    assert (config.max_body_size, config.keep_alive, config.xheaders) == (1024, 5.0, True)
+    assert make_config(config, workers=3).max_body_size == 1024
+    with pytest.raises(TypeError, match="max_body_sise"):
+        make_config(max_body_sise=1)
+    with pytest.raises(ConfigError, match=r"^--max-body-size: expected a size"):
+        make_config(max_body_size="lots")
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("0", 0), ("1k", 1024), ("1K", 1024), ("2KiB", 2048), ("1.5m", 1536 * 1024), (7, 7)],
+)
+def test_sizes(text: object, size: int) -> None:
+    assert parse_size(text) == size
+
+
+# -- precedence ---------------------------------------------------------------------
+
+
+def test_precedence_defaults_file_environment_command_line(tmp_path: Path) -> None:
+    conf = write(tmp_path, "max_body_size = '1k'\nworkers = 2\ntimeout = 7\nkeep_alive = 9\n")
+    assert loader.load({}).config == DEFAULTS
+    only_file = loader.load({"config": conf}, {}).config
+    assert (only_file.max_body_size, only_file.workers, only_file.timeout) == (1024, 2, 7.0)
+    env = {"PREFORK_MAX_BODY_SIZE": "2k", "PREFORK_WORKERS": "3"}
+    with_env = loader.load({"config": conf}, env).config
+    assert (with_env.max_body_size, with_env.workers, with_env.timeout) == (2048, 3, 7.0)
+    cli = {"config": conf, "max_body_size": "3k", "keep_alive": None}
+    with_cli = loader.load(cli, env).config
+    assert (with_cli.max_body_size, with_cli.workers, with_cli.keep_alive) == (3072, 3, 9.0)
+
+
+def test_config_file_from_the_environment(tmp_path: Path) -> None:
+    conf = write(tmp_path, "max_headers = 7\n")
+    assert loader.load({}, {"PREFORK_CONFIG": conf}).config.max_headers == 7
+
+
+def test_every_setting_is_read_from_the_environment() -> None:
+    samples = {
+        bool: "1",
+        int: "3",
+        float: "2.5",
+    }
+    for setting in SETTINGS:
+        kind = typing.get_type_hints(Config)[setting.name]
+        if kind in samples and setting.name not in ("unix_socket_mode",):
+            config = loader.load({}, {setting.env: samples[kind]}).config
+            assert getattr(config, setting.name) == setting.parse(samples[kind]), setting.name
+
+
+def test_check_config_in_the_environment_is_not_a_command() -> None:
+    assert loader.load({}, {"PREFORK_CHECK_CONFIG": "1", "PREFORK_PRINT_CONFIG": "1"}).config == (
+        DEFAULTS
+    )
+
+
+def test_bind_list_from_the_environment_keeps_ipv6_brackets() -> None:
+    config = loader.load({}, {"PREFORK_BIND": "127.0.0.1:8000, [::1]:8000 unix:/tmp/x.sock"})
+    assert config.config.bind == ("127.0.0.1:8000", "[::1]:8000", "unix:/tmp/x.sock")
+
+
+# -- bad values: one line naming the setting -------------------------------------------
+
+BAD_VALUES = [
+    ("workers", "many", "--workers: expected an integer"),
+    ("workers", "-1", "--workers: must be >= 0"),
+    ("timeout", "0", "--timeout: must be > 0"),
+    ("timeout", "nan", "--timeout: expected a finite number"),
+    ("max_body_size", "ten", "--max-body-size: expected a size"),
+    ("max_header_size", "0", "--max-header-size: must be at least 1 byte"),
+    ("max_headers", "0", "--max-headers: must be >= 1"),
+    ("header_timeout", "-1", "--header-timeout: must be > 0"),
+    ("keep_alive", "x", "--keep-alive: expected a number"),
+    ("xheaders", "maybe", "--xheaders: expected true or false"),
+    ("log_level", "loud", "--log-level: expected one of"),
+    ("interface", "cgi", "--interface: expected one of auto, callback, wsgi"),
+    ("unix_socket_mode", "999", "--unix-socket-mode: expected an octal"),
+    ("umask", "1000", "--umask: must be between 000 and 777"),
+    ("bind", "nohost:port", "--bind:"),
+    ("certfile", "/nonexistent.pem", "--certfile: no such file"),
+    ("health_live_path", "healthz", "--health-live-path: expected a path starting with '/'"),
+    ("forwarded_allow_ips", "10.0.0.0/33", "--forwarded-allow-ips:"),
+    ("user", "no-such-user-here", "--user:"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "message"), BAD_VALUES)
+def test_bad_values_name_the_setting_in_one_line(name: str, value: str, message: str) -> None:
+    for source in ("cli", "env"):
+        cli, env = ({name: value}, {}) if source == "cli" else ({}, {f"PREFORK_{name.upper()}": value})
+        with pytest.raises(ConfigError) as info:
+            loader.load(cli, env)
+        text = str(info.value)
+        assert text.startswith(message), (source, text)
+        assert "\n" not in text
+
+
+def test_combinations_are_checked(tmp_path: Path) -> None:
+    pem = write(tmp_path, "x", "cert.pem")
+    with pytest.raises(ConfigError, match="^--certfile: is required"):
+        loader.load({"keyfile": pem})
+    with pytest.raises(ConfigError, match="^--ca-certs: is required with --cert-reqs required"):
+        loader.load({"certfile": pem, "cert_reqs": "required"})
+
+
+def test_seed_is_an_alias_of_callback() -> None:
+    assert loader.load({"interface": "seed"}).config.interface == "callback"
+
+
+# -- config files ------------------------------------------------------------------------
+
+
+def test_config_file_errors_are_one_line(tmp_path: Path) -> None:
+    cases = {
+        "max_body_sise = 1\n": "unknown setting 'max_body_sise'; did you mean 'max_body_size'?",
+        "workers = 'two'\n": "--workers: expected an integer",
+        "x = (\n": "SyntaxError",
+        "raise RuntimeError('boom')\n": "RuntimeError: boom",
+        "config = 'other.py'\n": "cannot name another one",
+    }
+    for text, message in cases.items():
+        conf = write(tmp_path, text)
+        with pytest.raises(ConfigError) as info:
+            loader.load({"config": conf})
+        assert message in str(info.value), text
+        assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match="^--config: no such file"):
+        loader.load({"config": str(tmp_path / "missing.py")})
+
+
+GUNICORN_FILE = """
+import multiprocessing
+
+bind = "127.0.0.1:9000"
+workers = 2
+worker_class = "sync"
+keepalive = 5
+loglevel = "warning"
+accesslog = "-"
+preload_app = False
+limit_request_line = 4094
+limit_request_fields = 50
+access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s'
+
+def helper():
+    return 1
+
+def post_fork(server, worker):
+    server.log.info("forked %s", worker.pid)
+
+def when_ready(server):
+    pass
+
+def pre_request(worker, req):
+    worker.log.debug("%s %s", req.method, req.path)
+
+def post_request(worker, req, environ, resp):
+    pass
+
+def worker_exit(server, worker):
+    pass
+"""
+
+
+def test_a_gunicorn_config_file_loads_unchanged(tmp_path: Path) -> None:
+    loaded = loader.load({"config": write(tmp_path, GUNICORN_FILE)}, {})
+    config = loaded.config
+    assert config.bind == ("127.0.0.1:9000",)
+    assert (config.workers, config.keep_alive, config.log_level) == (2, 5.0, "warning")
+    assert (config.max_request_line, config.max_headers) == (4094, 50)
+    assert config.hooks.names() == [
+        "when_ready",
+        "post_fork",
+        "pre_request",
+        "post_request",
+        "worker_exit",
+    ]
+    ignored = [w for w in loaded.warnings if "ignored" in w]
+    assert any("'worker_class'" in w for w in ignored)
+    assert any("'access_log_format'" in w for w in ignored)
+
+
+def test_hooks_with_the_wrong_arguments_are_refused(tmp_path: Path) -> None:
+    conf = write(tmp_path, "def post_fork(server):\n    pass\n")
+    with pytest.raises(ConfigError, match=r"hook 'post_fork' must accept \(server, worker\)"):
+        loader.load({"config": conf})
+    conf = write(tmp_path, "post_fork = 3\n")
+    with pytest.raises(ConfigError, match="hook 'post_fork' is not callable"):
+        loader.load({"config": conf})
+
+
+def test_a_misspelt_hook_is_a_warning(tmp_path: Path) -> None:
+    conf = write(tmp_path, "def post_forks(server, worker):\n    pass\n")
+    loaded = loader.load({"config": conf})
+    assert loaded.config.hooks == Hooks()
+    assert any("did you mean 'post_fork'" in w for w in loaded.warnings)
+
+
+def test_every_hook_has_gunicorns_signature() -> None:
+    assert [f.name for f in dataclasses.fields(Hooks)] == list(HOOKS)
+    assert HOOKS["post_request"] == ("worker", "req", "environ", "resp")
+    assert HOOKS["pre_fork"] == ("server", "worker")
+
+
+# -- reload --------------------------------------------------------------------------------
+
+
+def test_reload_applies_what_it_can_and_keeps_what_needs_a_restart(tmp_path: Path) -> None:
+    conf = tmp_path / "conf.py"
+    conf.write_text("workers = 2\nbind = '127.0.0.1:9001'\n")
+    old = loader.load({"config": str(conf)}, {}).config
+    conf.write_text("workers = 3\nbind = '127.0.0.1:9002'\nmax_body_size = '1k'\n")
+    reloaded = loader.reload(old, {"config": str(conf)}, {"PREFORK_TIMEOUT": "9"})
+    new = reloaded.config
+    assert (new.workers, new.max_body_size, new.timeout) == (3, 1024, 9.0)
+    assert new.bind == ("127.0.0.1:9001",)
+    assert any(
+        re.match(r"--bind changed to .*: needs a restart \(USR2\)", w) for w in reloaded.warnings
+    )
+    assert set(old.changes(new)) == {"workers", "max_body_size", "timeout"}
+
+
+def test_the_readme_documents_every_setting_and_hook() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for setting in SETTINGS:
+        assert f"`{setting.env}`, `{setting.name}`" in readme, setting.name
+        if setting.name != "app":
+            assert f"`{setting.option}`" in readme or f"/{setting.option}`" in readme
+    for hook, arguments in HOOKS.items():
+        assert f"`{hook}({', '.join(arguments)})`" in readme, hook
