@@ -175,13 +175,15 @@ def read_config_file(path: str) -> tuple[dict[str, Any], Hooks, list[str]]:
         if callable(value) and name not in BY_NAME and name not in GUNICORN_ALIASES:
             close = difflib.get_close_matches(name, HOOKS, n=1, cutoff=0.85)
             if close and isinstance(value, types.FunctionType):
-                warnings.append(f"{path}: function {name!r} is not a hook; did you mean {close[0]!r}?")
+                warnings.append(
+                    f"{path}: function {name!r} is not a hook; did you mean {close[0]!r}?"
+                )
             continue  # helpers, imported classes
         setting_name = GUNICORN_ALIASES.get(name, name)
-        if name in GUNICORN_IGNORED or (
-            name == "access_log_format" and "%(" in str(value)
-        ):
-            warnings.append(f"{path}: gunicorn setting {name!r} has no meaning for prefork: ignored")
+        if name in GUNICORN_IGNORED or (name == "access_log_format" and "%(" in str(value)):
+            warnings.append(
+                f"{path}: gunicorn setting {name!r} has no meaning for prefork: ignored"
+            )
             continue
         if setting_name not in BY_NAME:
             close = difflib.get_close_matches(name, [*BY_NAME, *HOOKS], n=1)

@@ -161,7 +161,11 @@ class Master:
                     self.unlink_unix = False  # systemd owns those socket files
             elif self.bind:
                 self.sockets = sk.listeners_from_specs(
-                    self.bind, self.config.backlog, self.config.reuse_port, self.config.unix_socket_mode, self.unix_owner
+                    self.bind,
+                    self.config.backlog,
+                    self.config.reuse_port,
+                    self.config.unix_socket_mode,
+                    self.unix_owner,
                 )
             else:
                 raise ValueError("no listening socket: pass sockets or bind addresses")
@@ -228,7 +232,9 @@ class Master:
             other = process.read_pidfile(self.config.pidfile)
             if other and other != self.pid and process.pid_is_alive(other):
                 log.error(
-                    "pidfile %s names running process %d: already running?", self.config.pidfile, other
+                    "pidfile %s names running process %d: already running?",
+                    self.config.pidfile,
+                    other,
                 )
                 return 1
             process.write_pidfile(self.config.pidfile)
@@ -699,7 +705,9 @@ class Master:
             notify_fd=self._notify_w,
             config=self.config,
         )
-        call_hook(self.config, "pre_fork", self, WorkerView(index, self._generation, slot, self.config))
+        call_hook(
+            self.config, "pre_fork", self, WorkerView(index, self._generation, slot, self.config)
+        )
         try:
             pid = process.fork_with_signals_blocked(_SIGNALS)
         except OSError as e:

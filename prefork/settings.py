@@ -496,8 +496,7 @@ class Config:
     drain_delay: float = _s(
         0.0,
         _number(float, 0.0),
-        "seconds a stopping worker keeps serving with readiness 503 before it closes "
-        "its listeners",
+        "seconds a stopping worker keeps serving with readiness 503 before it closes its listeners",
         "limits",
         metavar="SECONDS",
     )
@@ -557,8 +556,7 @@ class Config:
     forwarded_allow_ips: str = _s(
         "127.0.0.1,::1",
         str,
-        "comma-separated IPs/networks whose X-Forwarded-* and PROXY headers are trusted "
-        "('*': all)",
+        "comma-separated IPs/networks whose X-Forwarded-* and PROXY headers are trusted ('*': all)",
         "proxies",
         metavar="IPS",
     )

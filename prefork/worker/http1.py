@@ -675,4 +675,3 @@ class RequestParser:
 
     def _parse_trailers(self) -> list[tuple[str, str]]:
         return _parse_field_lines(self._trailer_lines, self.config, "trailer")
-

@@ -19,6 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent.parent
 RUN_TIMEOUT = 150
 
+
 @pytest.mark.timeout(RUN_TIMEOUT + 30)
 def test_quick_run_prints_table_and_writes_prefork_row(tmp_path: Path) -> None:
     result = subprocess.run(

@@ -79,8 +79,10 @@ class Cli:
 
     def port(self) -> int:
         match = wait_for(
-            lambda: self.proc.poll() is None
-            and re.search(r"listening on http://127\.0\.0\.1:(\d+)", self.log()),
+            lambda: (
+                self.proc.poll() is None
+                and re.search(r"listening on http://127\.0\.0\.1:(\d+)", self.log())
+            ),
             15,
             "the master to log its address",
         )
@@ -272,7 +274,9 @@ def test_check_config_imports_the_application() -> None:
         (["-c", "/nonexistent/prefork.conf.py"], {}, "--config: no such file"),
     ],
 )
-def test_bad_settings_exit_2_with_one_line(args: list[str], env: dict[str, str], message: str) -> None:
+def test_bad_settings_exit_2_with_one_line(
+    args: list[str], env: dict[str, str], message: str
+) -> None:
     result = run_cli(*args, APP, env=env)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
@@ -350,7 +354,7 @@ def test_hup_applies_a_changed_worker_count_and_limit(cli, tmp_path: Path) -> No
 
 # -- server hooks --------------------------------------------------------------------------------
 
-HOOKS_FILE = '''
+HOOKS_FILE = """
 import os
 
 workers = 2
@@ -392,7 +396,7 @@ def child_exit(server, worker):
 
 def on_exit(server):
     _note("on_exit", os.getpid())
-'''
+"""
 
 
 def _notes(path: Path) -> list[list[str]]:

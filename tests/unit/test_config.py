@@ -160,7 +160,9 @@ BAD_VALUES = [
 @pytest.mark.parametrize(("name", "value", "message"), BAD_VALUES)
 def test_bad_values_name_the_setting_in_one_line(name: str, value: str, message: str) -> None:
     for source in ("cli", "env"):
-        cli, env = ({name: value}, {}) if source == "cli" else ({}, {f"PREFORK_{name.upper()}": value})
+        cli, env = (
+            ({name: value}, {}) if source == "cli" else ({}, {f"PREFORK_{name.upper()}": value})
+        )
         with pytest.raises(ConfigError) as info:
             loader.load(cli, env)
         text = str(info.value)
