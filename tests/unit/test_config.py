@@ -303,3 +303,32 @@ def test_the_readme_documents_every_setting_and_hook() -> None:
             assert f"`{setting.option}`" in readme or f"/{setting.option}`" in readme
     for hook, arguments in HOOKS.items():
         assert f"`{hook}({', '.join(arguments)})`" in readme, hook
+
+
+def test_a_misspelt_setting_is_a_mypy_error(tmp_path: Path) -> None:
+    """Config is a real dataclass to mypy: every field typed, a typo caught before it runs."""
+    from mypy import api
+
+    code = tmp_path / "uses_config.py"
+    code.write_text(
+        "from prefork.settings import DEFAULTS\n"
+        "size: int = DEFAULTS.max_body_size\n"
+        "typo = DEFAULTS.max_body_sise\n"
+        "wrong: str = DEFAULTS.max_headers\n"
+    )
+    out, _err, status = api.run(
+        [
+            "--no-incremental",
+            "--ignore-missing-imports",
+            "--python-version",
+            "3.10",
+            "--cache-dir",
+            "/dev/null",
+            str(code),
+        ]
+    )
+    assert status == 1, out
+    errors = [line for line in out.splitlines() if ": error:" in line]
+    assert len(errors) == 2, out
+    assert '"Config" has no attribute "max_body_sise"' in errors[0]
+    assert ":4:" in errors[1] and "Incompatible types" in errors[1]
