@@ -680,6 +680,8 @@ class Master:
         log.info("retiring %s (%s)", w, why)
         w.retiring = "recycle" if why == "recycle" else why
         w.kill_at = now + self.config.graceful_timeout
+        # Replaced by a new worker (reload, recycle), not gone for good.
+        w.slot.set_restarting(why in ("reload", "recycle"))
         process.kill_quietly(w.pid, signal.SIGTERM)
 
     def _spawn(self, index: int, purpose: str, now: float, replaces: Worker | None = None) -> None:

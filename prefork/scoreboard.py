@@ -76,6 +76,7 @@ _OFF_PID = 0
 _OFF_CONNECTIONS = 12
 _OFF_STATE = 16
 _OFF_FLAGS = 17
+_OFF_RESTART = 18
 _OFF_HEARTBEAT = 32
 _OFF_REQUESTS = 40
 _OFF_CURRENT = 48
@@ -179,7 +180,21 @@ class Slot:
         """Record the number of open connections."""
         _U32.pack_into(self._mm, self._off + _OFF_CONNECTIONS, max(0, n))
 
+    @property
+    def restarting(self) -> bool:
+        """The master stops this worker to replace it (HUP roll, recycle), not for good.
+
+        A worker tells long-lived clients so: WebSocket close code 1012
+        (Service Restart) rather than 1001 (Going Away).
+        """
+        return bool(self._mm[self._off + _OFF_RESTART])
+
     # -- master side ------------------------------------------------------
+    def set_restarting(self, value: bool) -> None:
+        """Say why a TERM is coming (see ``restarting``); a byte of its own,
+        so it never races the worker's writes of ``flags``."""
+        _U8.pack_into(self._mm, self._off + _OFF_RESTART, 1 if value else 0)
+
     def reset(self, pid: int, generation: int, index: int) -> None:
         """Prepare the slot for a new worker (the master calls this around fork)."""
         now = _monotonic()

@@ -193,6 +193,7 @@ GROUPS: dict[str, str] = {
     "workers": "how many worker processes, and how they are supervised",
     "limits": "timeouts and limits of every connection and request",
     "logging": "access and error logs",
+    "websocket": "WebSocket connections of ASGI applications",
     "proxies": "TLS, proxies and health checks",
     "deployment": "process identity: pid file, user, group, umask",
 }
@@ -311,9 +312,10 @@ class Config:
     )
     interface: str = _s(
         "auto",
-        _choice("auto", "callback", "wsgi", aliases={"seed": "callback"}),
+        _choice("auto", "callback", "wsgi", "asgi", aliases={"seed": "callback", "asgi3": "asgi"}),
         "how the application is called: callback (the tornado-style callback(request)), "
-        "wsgi (PEP 3333 app(environ, start_response)) or auto (from its signature)",
+        "wsgi (PEP 3333 app(environ, start_response)), asgi (ASGI 3: async "
+        "app(scope, receive, send)) or auto (from its signature)",
         "application",
         metavar="KIND",
     )
@@ -323,6 +325,29 @@ class Config:
         "WSGI: application threads per worker (1 for an application that is not thread-safe)",
         "application",
         metavar="N",
+    )
+    factory: bool = _s(
+        False,
+        parse_bool,
+        "MODULE:CALLABLE is a factory: call it (no arguments) to get the application",
+        "application",
+        flag=True,
+    )
+    lifespan: str = _s(
+        "auto",
+        _choice("auto", "on", "off"),
+        "ASGI lifespan protocol: on (a failing startup fails the worker's boot), off, or "
+        "auto (on unless the application does not support it)",
+        "application",
+        metavar="MODE",
+    )
+    root_path: str = _s(
+        "",
+        str,
+        "ASGI root_path / WSGI SCRIPT_NAME: the path prefix the application is mounted "
+        "under behind a proxy",
+        "application",
+        metavar="PATH",
     )
     preload: bool = _s(
         False,
@@ -499,6 +524,35 @@ class Config:
         "seconds a stopping worker keeps serving with readiness 503 before it closes its listeners",
         "limits",
         metavar="SECONDS",
+    )
+    # -- websocket
+    ws_max_size: int = _s(
+        16 * 1024 * 1024,
+        _positive_size,
+        "largest WebSocket message accepted, in bytes (over it: close 1009)",
+        "websocket",
+        metavar="SIZE",
+    )
+    ws_ping_interval: float = _s(
+        20.0,
+        _number(float, 0.0),
+        "seconds between WebSocket pings to an idle client (0: none)",
+        "websocket",
+        metavar="SECONDS",
+    )
+    ws_ping_timeout: float = _s(
+        20.0,
+        _number(float, 0.0, above=True),
+        "seconds to wait for the pong before the connection is closed (1011)",
+        "websocket",
+        metavar="SECONDS",
+    )
+    ws_per_message_deflate: bool = _s(
+        True,
+        parse_bool,
+        "negotiate permessage-deflate compression (RFC 7692)",
+        "websocket",
+        flag=True,
     )
     # -- logging
     access_log: str | None = _s(

@@ -667,6 +667,43 @@ class HTTPConnection(asyncio.Protocol):
         if not self._in_process and parser.started:
             self._process()
 
+    # -- protocol upgrade --------------------------------------------------------
+
+    def detach(self) -> tuple[Any, bytes]:
+        """Hand the transport over to another protocol (a WebSocket upgrade).
+
+        Call it while answering a request, before anything of the response
+        was written; the caller writes its own response (``101 Switching
+        Protocols``) and makes the transport talk to its protocol
+        (``transport.set_protocol``).  This connection forgets the request
+        (counted as served, status 101), leaves the server's set of
+        connections and never touches the transport again.  Returns the
+        transport and the bytes the client sent after the request head.
+        """
+        request = self._request
+        if request is None or self._resp_state != _R_NONE or self._closed:
+            raise RuntimeError("detach() needs a request in progress and no response yet")
+        if self._batch is not None:
+            self._flush_batch()
+        self._resp_status = 101
+        self._keep_alive = False
+        self._request = None
+        self._closed = True  # for this object: the transport lives on elsewhere
+        self._close_callback = None
+        self._write_callback = None
+        self.deadline = 0.0
+        server = self.server
+        if server is not None:
+            if _access_log_enabled(logging.INFO):
+                accesslog.log_request(request, 101, 0)
+            if server.observer is not None:
+                server.observer.request_finished(request, 101, 0)
+            server._connection_closed(self)
+        if self._reading_paused:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        return self.transport, self.parser.take_buffered()
+
     # -- connection management -------------------------------------------------
 
     def _pause_reading(self) -> None:

@@ -310,6 +310,18 @@ class RequestParser:
         buf += data
         self._buf = buf
 
+    def take_buffered(self) -> bytes:
+        """Remove and return the bytes received after the current request.
+
+        For a protocol upgrade (WebSocket): what the client sent after the
+        request head already belongs to the new protocol.
+        """
+        data = bytes(self._buf[self._pos :])
+        self._buf = b""
+        self._pos = 0
+        self._scanned = 0
+        return data
+
     @property
     def buffered(self) -> int:
         """Bytes received but not yet turned into events."""

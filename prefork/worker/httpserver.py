@@ -32,7 +32,7 @@ import os
 import socket
 import ssl
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from prefork.settings import Config, make_config
 from prefork.sockets import DEFAULT_BACKLOG, INHERIT_ENV, bind_sockets, sockets_from_environment
@@ -50,6 +50,19 @@ error_log = logging.getLogger("prefork.error")
 # At most this many queued connections are taken per listening socket when
 # a worker stops (they are served before it exits).
 _MAX_DRAIN_ACCEPTS = 4096
+
+
+class ServedConnection(Protocol):
+    """What the server needs of each connection it serves (HTTP or WebSocket)."""
+
+    #: loop time at which ``on_timeout`` is due (0: none)
+    deadline: float
+
+    def start_drain(self) -> None: ...
+
+    def on_timeout(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class RequestObserver:
@@ -134,7 +147,12 @@ class HTTPServer:
         self._starting: set[asyncio.Future[Any]] = set()
         self._adopting: set[asyncio.Future[Any]] = set()
         self._listening_callbacks: list[Callable[[], Any]] = []
-        self._connections: set[HTTPConnection] = set()
+        #: HTTP connections and the long-lived sessions that took one over
+        #: (WebSocket): everything a drain must close.
+        self._connections: set[ServedConnection] = set()
+        #: the WebSocket close code a drain sends: 1001 (Going Away) on a
+        #: stop, 1012 (Service Restart) when the worker is being replaced.
+        self.drain_close_code = 1001
         self._sweeper: asyncio.TimerHandle | None = None
         self._started = False
         self._stopped = False
@@ -363,7 +381,7 @@ class HTTPServer:
 
     # -- bookkeeping (called by connections) ----------------------------------------
 
-    def _connection_opened(self, conn: HTTPConnection) -> None:
+    def _connection_opened(self, conn: ServedConnection) -> None:
         self._connections.add(conn)
         if self._stopped:
             conn.start_drain()
@@ -371,7 +389,7 @@ class HTTPServer:
         if observer is not None:
             observer.connections_changed(len(self._connections))
 
-    def _connection_closed(self, conn: HTTPConnection) -> None:
+    def _connection_closed(self, conn: ServedConnection) -> None:
         self._connections.discard(conn)
         observer = self.observer
         if observer is not None:

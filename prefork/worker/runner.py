@@ -135,6 +135,8 @@ def attach(
     def graceful_stop() -> None:
         log.info("worker %d (pid %d): graceful stop", ctx.index, os.getpid())
         server.set_not_ready()
+        # WebSocket clients learn why: replaced (1012) or gone for good (1001).
+        server.drain_close_code = 1012 if ctx.slot.restarting else 1001
         # The master kills at graceful_timeout; close what is left just before.
         give_up = aloop.time() + max(ctx.graceful_timeout - 0.5, 0.1)
         if server.drain_delay > 0:
