@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 
 from prefork import config as config_file
 from prefork.privileges import drop_privileges, resolve_group, resolve_user
+from prefork.process import BootFailure
 from prefork.settings import GROUPS, SETTINGS, Config, ConfigError
 
 __all__ = ["load_app", "main"]
@@ -34,8 +35,14 @@ class AppImportError(Exception):
     """The application could not be imported; the message is one line."""
 
 
-def load_app(spec: str) -> Callable[..., Any]:
-    """Import ``MODULE:CALLABLE`` (``CALLABLE`` may be a dotted attribute path)."""
+def load_app(spec: str, factory: bool = False) -> Callable[..., Any]:
+    """Import ``MODULE:CALLABLE`` (``CALLABLE`` may be a dotted attribute path).
+
+    ``MODULE:make_app()`` or ``factory=True`` (``--factory``): call it, with
+    no arguments, and serve what it returns.
+    """
+    if spec.endswith("()"):
+        spec, factory = spec[:-2], True
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise AppImportError(f"app {spec!r}: expected MODULE:CALLABLE")
@@ -56,13 +63,19 @@ def load_app(spec: str) -> Callable[..., Any]:
             ) from None
     if not callable(target):
         raise AppImportError(f"app {spec!r}: {attribute!r} is not callable")
+    if factory:
+        target = target()
+        if not callable(target):
+            raise AppImportError(
+                f"app {spec!r}: the factory returned {target!r}, not an application"
+            )
     return target
 
 
 def _argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="prefork",
-        description="Serve MODULE:CALLABLE (a request callback or a WSGI application) "
+        description="Serve MODULE:CALLABLE (a request callback, a WSGI or an ASGI application) "
         "with a pre-fork master.",
         epilog="Every option can also be set as PREFORK_<NAME> in the environment "
         "(PREFORK_MAX_BODY_SIZE=1M) or as name = value in a --config file, which may "
@@ -162,6 +175,7 @@ class _Service:
         """Import the app, serve ``ctx.sockets`` with ``ctx.config`` until stopped."""
         # Everything prefork needs is imported before the privilege drop: the
         # new user may not be able to read the interpreter's own files.
+        import asyncio
         import concurrent.futures.thread  # noqa: F401  (the WSGI thread pool)
 
         from prefork.worker import wsgi  # noqa: F401
@@ -176,15 +190,31 @@ class _Service:
         app = self.app
         if app is None:
             try:
-                app = load_app(config.app or "")
+                app = load_app(config.app or "", config.factory)
             except AppImportError as exc:
-                log.error("%s", exc)
-                raise
-        callback = request_callback_for(app, config.interface, config.threads)
+                raise BootFailure(str(exc)) from None
+        callback = request_callback_for(app, config.interface, config.threads, config)
         server = HTTPServer(callback, config=config)
+        loop = IOLoop.current().asyncio_loop
+        startup = getattr(callback, "startup", None)
+        if startup is not None:
+            # ASGI lifespan: before this worker accepts anything (a hang is
+            # caught by --boot-timeout, a failure fails the boot).
+            from prefork.worker.asgi import LifespanFailure
+
+            try:
+                loop.run_until_complete(startup())
+            except LifespanFailure as exc:
+                raise BootFailure(f"application startup failed: {exc}") from exc.__cause__
         server.add_sockets(ctx.sockets)
         attach(server, ctx)
         IOLoop.current().start()
+        shutdown = getattr(callback, "shutdown", None)
+        if shutdown is not None:
+            try:
+                loop.run_until_complete(asyncio.wait_for(shutdown(), config.graceful_timeout))
+            except asyncio.TimeoutError:
+                log.warning("ASGI lifespan shutdown did not finish within --graceful-timeout")
 
 
 def _credentials(config: Config) -> tuple[int | None, int | None]:
@@ -203,7 +233,7 @@ def _import_now(config: Config, checking: bool) -> Callable[..., Any] | None:
         _fail("no application given: prefork [OPTIONS] MODULE:CALLABLE")
     if config.preload or checking:
         try:
-            return load_app(config.app)
+            return load_app(config.app, config.factory)
         except AppImportError as exc:
             _fail(str(exc), 2 if checking else 3)
         except Exception as exc:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "WORKER_BOOT_ERROR",
+    "BootFailure",
     "check_no_event_loop",
     "drain_fd",
     "exec_new_master",
@@ -48,6 +49,16 @@ log = logging.getLogger("prefork.master")
 #: Exit status of a worker whose entry raised before it reported ready: the
 #: master does not respawn it while no worker has ever booted (no fork storm).
 WORKER_BOOT_ERROR = 3
+
+
+class BootFailure(Exception):
+    """A worker cannot boot, for a reason its message says in one line.
+
+    Reported without prefork's own traceback (the cause's traceback, when
+    there is one, is the application's): an import error, a lifespan startup
+    that failed.
+    """
+
 
 PR_SET_PDEATHSIG = 1
 
@@ -407,6 +418,17 @@ def run_worker_entry(
         status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except KeyboardInterrupt:
         status = 0
+    except BootFailure as exc:
+        status = 1 if ctx.slot.booted else WORKER_BOOT_ERROR
+        if ctx.slot.booted or board.claim_boot_error_report():
+            cause = exc.__cause__
+            logging.getLogger("prefork.worker").error(
+                "worker %d (pid %d) cannot boot: %s",
+                ctx.index,
+                os.getpid(),
+                exc,
+                exc_info=(type(cause), cause, cause.__traceback__) if cause is not None else None,
+            )
     except BaseException:
         booted = ctx.slot.booted
         status = 1 if booted else WORKER_BOOT_ERROR

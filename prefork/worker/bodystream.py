@@ -45,6 +45,9 @@ class BodyStream(io.RawIOBase):
         self._cond = threading.Condition()
         #: bytes received so far.
         self.received = 0
+        #: called on the loop thread after each feed/finish/abort: how a
+        #: reader on the event loop (ASGI ``receive()``) waits without a thread.
+        self.on_event: Callable[[], Any] | None = None
 
     # -- the loop's side ----------------------------------------------------------
 
@@ -57,16 +60,41 @@ class BodyStream(io.RawIOBase):
                 self._paused = True
                 self._pause()
             self._cond.notify_all()
+        if self.on_event is not None:
+            self.on_event()
 
     def finish(self) -> None:
         with self._cond:
             self._finished = True
             self._cond.notify_all()
+        if self.on_event is not None:
+            self.on_event()
 
     def abort(self) -> None:
         with self._cond:
             self._aborted = True
             self._cond.notify_all()
+        if self.on_event is not None:
+            self.on_event()
+
+    @property
+    def aborted(self) -> bool:
+        return self._aborted
+
+    def read_nowait(self) -> bytes | None:
+        """What is buffered now, without blocking (for a reader on the loop).
+
+        ``b""`` once the body is complete and read, None while nothing is
+        buffered and more is to come; raises ClientDisconnected after an abort.
+        """
+        with self._cond:
+            if self._buffered:
+                return self._take(-1)
+            if self._aborted:
+                raise ClientDisconnected("the client disconnected before the body was complete")
+            if self._finished:
+                return b""
+            return None
 
     @property
     def finished(self) -> bool:

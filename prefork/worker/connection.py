@@ -109,6 +109,7 @@ class HTTPConnection(asyncio.Protocol):
         self._reading_paused = False
         self._write_callback: Callable[[], Any] | None = None
         self._close_callback: Callable[[], Any] | None = None
+        self._eof_callback: Callable[[], Any] | None = None
         #: bytes of a PROXY protocol header still being received (None: none expected).
         self._proxy_buffer: bytes | None = None
         #: the callback reads request bodies as they arrive (WSGI's wsgi.input)
@@ -236,8 +237,18 @@ class HTTPConnection(asyncio.Protocol):
         # its answer: keep the transport open while a request is pending.
         if self._request is not None or self._head is not None:
             self._keep_alive = False
+            callback = self._eof_callback
+            if callback is not None:
+                self._eof_callback = None
+                callback()
             return True
         return None
+
+    def set_eof_callback(self, callback: Callable[[], Any] | None) -> None:
+        """Run ``callback`` once if the client ends its side while a request is
+        pending (it may have closed, or only half-closed: the answer can still
+        be written).  ASGI turns it into ``http.disconnect``."""
+        self._eof_callback = callback
 
     def pause_writing(self) -> None:
         pass
@@ -519,6 +530,17 @@ class HTTPConnection(asyncio.Protocol):
         self._held = None
         self._held_callback = None
 
+    def flush_headers(self) -> None:
+        """Send a framed head now, with the body piece held back so far.
+
+        ``write_headers`` followed by one ``write`` holds that piece, in case
+        ``finish`` follows and the body turns out to be whole (then it gets a
+        Content-Length).  A streaming application (server-sent events, ASGI
+        ``more_body``) says here that more is coming: chunked, and sent now.
+        """
+        if self._resp_state == _R_FRAMED_HELD and not self._closed:
+            self._start_framed(None)
+
     def _start_framed(self, whole_body: bytes | None) -> None:
         """Send the framed head, as :func:`frame_response` builds it;
         ``whole_body`` is the body when it is complete (None: it streams)."""
@@ -690,6 +712,7 @@ class HTTPConnection(asyncio.Protocol):
         self._request = None
         self._closed = True  # for this object: the transport lives on elsewhere
         self._close_callback = None
+        self._eof_callback = None
         self._write_callback = None
         self.deadline = 0.0
         server = self.server

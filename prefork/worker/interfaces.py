@@ -1,17 +1,20 @@
 """Which application interface serves an application: ``--interface``.
 
-The interfaces (the tornado-style request callback, WSGI) are siblings that
-never import each other; choosing between them is this module's one job.
-``auto`` reads the application's signature.
+The interfaces (the tornado-style request callback, WSGI, ASGI) are siblings
+that never import each other; choosing between them is this module's one job.
+``auto`` reads the application's signature: an ``async`` callable of three
+arguments is ASGI 3, a plain callable of two is WSGI, of one a callback.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 from collections.abc import Callable
 from typing import Any
 
+from prefork.settings import Config
 from prefork.worker.request import HTTPRequest
 from prefork.worker.wsgi import DEFAULT_THREADS, WSGIAdapter
 
@@ -20,11 +23,21 @@ __all__ = ["INTERFACES", "detect_interface", "is_wsgi_app", "request_callback_fo
 error_log = logging.getLogger("prefork.error")
 
 #: the names ``--interface`` accepts besides ``auto``
-INTERFACES = ("callback", "wsgi")
+INTERFACES = ("callback", "wsgi", "asgi")
+
+
+def _is_async(app: Any) -> bool:
+    """A coroutine function, or an object whose ``__call__`` is one (ASGI 3)."""
+    while isinstance(app, functools.partial):
+        app = app.func
+    if inspect.iscoroutinefunction(app):
+        return True
+    call = getattr(app, "__call__", None)  # noqa: B004 - the method, not callable()
+    return call is not None and inspect.iscoroutinefunction(call)
 
 
 def detect_interface(app: Callable[..., Any]) -> str | None:
-    """``"wsgi"``, ``"callback"``, or None when the signature does not tell.
+    """``"asgi"``, ``"wsgi"``, ``"callback"``, or None when the signature does not tell.
 
     The rule: a request callback is called with one argument (the request),
     a WSGI application with two (environ, start_response).  What accepts
@@ -34,6 +47,8 @@ def detect_interface(app: Callable[..., Any]) -> str | None:
     decorated functions (``__wrapped__``) and objects with ``__call__``
     (Flask, Django's WSGIHandler, middleware) are all inspected.
     """
+    if _is_async(app):
+        return "asgi"
     try:
         signature = inspect.signature(app)
     except (TypeError, ValueError):
@@ -58,9 +73,12 @@ def is_wsgi_app(app: Callable[..., Any]) -> bool:
 
 
 def request_callback_for(
-    app: Callable[..., Any], interface: str = "auto", threads: int = DEFAULT_THREADS
+    app: Callable[..., Any],
+    interface: str = "auto",
+    threads: int = DEFAULT_THREADS,
+    config: Config | None = None,
 ) -> Callable[[HTTPRequest], Any]:
-    """The request callback that serves ``app`` (``--interface auto|callback|wsgi``).
+    """The request callback that serves ``app`` (``--interface auto|callback|wsgi|asgi``).
 
     ``auto`` decides by :func:`detect_interface`; when that cannot tell, the
     application is served as a request callback and a warning says so.
@@ -83,4 +101,8 @@ def request_callback_for(
         return WSGIAdapter(app, threads=threads)
     if interface == "callback":
         return app
-    raise ValueError(f"unknown interface {interface!r} (expected auto, callback or wsgi)")
+    if interface == "asgi":
+        from prefork.worker.asgi import ASGIAdapter
+
+        return ASGIAdapter(app, config)
+    raise ValueError(f"unknown interface {interface!r} (expected auto, callback, wsgi or asgi)")

@@ -42,7 +42,9 @@ def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
 class Cli:
     """One ``prefork`` master and its workers."""
 
-    def __init__(self, tmp: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, tmp: Path, *args: str, env: dict[str, str] | None = None, app: str = APP
+    ) -> None:
         self.log_path = tmp / "error.log"
         self.pidfile = tmp / "master.pid"
         self.out = open(tmp / "out.log", "wb")  # noqa: SIM115 - closed in stop()
@@ -59,7 +61,7 @@ class Cli:
             "--pidfile",
             str(self.pidfile),
             *args,
-            APP,
+            app,
         ]
         self.proc = subprocess.Popen(
             cmd,

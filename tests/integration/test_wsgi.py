@@ -154,7 +154,7 @@ def test_request_callback_for_wraps_only_wsgi(caplog) -> None:
         assert request_callback_for(_varargs) is _varargs
     assert "serving it as a request callback" in caplog.text
     with pytest.raises(ValueError):
-        request_callback_for(_wsgi, "asgi")
+        request_callback_for(_wsgi, "cgi")
     with pytest.raises(ValueError):
         WSGIAdapter(_wsgi, threads=0)
 

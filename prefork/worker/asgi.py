@@ -1,0 +1,620 @@
+"""ASGI 3: serve ``async app(scope, receive, send)`` on a worker's event loop.
+
+``HTTPServer(ASGIAdapter(app))`` serves an ASGI application; the command
+line does the same with ``--interface asgi`` (or ``auto``).  The adapter is a
+request callback like every interface: the connection hands it each request
+as soon as the head has arrived, and the application runs as a task on the
+worker's loop.
+
+* ``receive()`` gives the body as it streams in (``http.request`` events with
+  ``more_body``); the connection stops reading from the socket while the
+  application leaves more than a window of body unread, so an upload never
+  has to fit in memory.  Once the body is read, ``receive()`` waits for the
+  client to go (``http.disconnect``), or for the response to be complete.
+* ``send()`` takes ``http.response.start`` / ``http.response.body``
+  (streamed with ``more_body``, waiting while the socket's buffer is full:
+  back-pressure) and ``http.response.pathsend``.  The framing (Content-Length
+  or chunked, nothing for HEAD/1xx/204/304, keep-alive) is the server's own,
+  the same as for every other interface.
+* An application that misbehaves (a second start, a body before the start,
+  a body that is not bytes, an exception, returning without a response) is
+  answered as uvicorn answers it: 500 when nothing was sent, a closed
+  connection otherwise, the traceback in ``prefork.error``.
+* A WebSocket upgrade goes to :func:`prefork.worker.websocket.serve_websocket`.
+* Lifespan (``startup`` before the worker reports ready, ``shutdown`` when it
+  stops) is :class:`Lifespan`; the worker runner drives it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from prefork.settings import DEFAULTS, Config
+from prefork.worker.bodystream import ClientDisconnected
+from prefork.worker.request import HTTPRequest
+from prefork.worker.response import REASONS, bodyless
+
+__all__ = ["ASGIAdapter", "ClientGone", "Lifespan", "LifespanFailure", "is_websocket_upgrade"]
+
+error_log = logging.getLogger("prefork.error")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+ASGIApp = Callable[
+    [Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
+    Awaitable[Any],
+]
+
+_ASGI = {"version": "3.0", "spec_version": "2.4"}
+#: Unsent bytes in the socket's buffer above which ``send()`` waits.
+HIGH_WATER = 64 * 1024
+#: Bytes of a file read at a time for ``http.response.pathsend``.
+FILE_CHUNK = 256 * 1024
+
+
+class _NoTransport:
+    """Stands in for a transport when the connection has none (tests)."""
+
+    @staticmethod
+    def get_write_buffer_size() -> int:
+        return 0
+
+
+def _status_line(status: int) -> bytes:
+    line = b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, "Unknown").encode())
+    if len(_STATUS_LINES) < 256:
+        _STATUS_LINES[status] = line
+    return line
+
+
+_STATUS_LINES: dict[int, bytes] = {}
+
+
+class ClientGone(OSError):
+    """``send()`` after the client disconnected (ASGI spec 2.4: an OSError)."""
+
+
+class LifespanFailure(Exception):
+    """The application's lifespan startup failed; ``str()`` is its message."""
+
+
+# ---------------------------------------------------------------------- the scope
+
+_LOWER_NAMES: dict[str, bytes] = {}
+
+
+def _lower_name(name: str) -> bytes:
+    raw = _LOWER_NAMES.get(name)
+    if raw is None:
+        raw = name.lower().encode("latin-1")
+        if len(_LOWER_NAMES) < 512:
+            _LOWER_NAMES[name] = raw
+    return raw
+
+
+def _split_target(target: str) -> tuple[bytes, bytes]:
+    """(raw path, query string) of a request target (origin or absolute form)."""
+    if target[:1] != "/" and "://" in target:  # absolute-form: keep the path
+        rest = target.split("://", 1)[1]
+        slash = rest.find("/")
+        target = rest[slash:] if slash >= 0 else "/"
+    path, _, query = target.partition("?")
+    return path.encode("latin-1"), query.encode("latin-1")
+
+
+def _decode_path(raw_path: bytes) -> str:
+    if b"%" not in raw_path:
+        return raw_path.decode("latin-1")
+    from urllib.parse import unquote_to_bytes
+
+    return unquote_to_bytes(raw_path).decode("utf-8", "replace")
+
+
+_UNKNOWN = object()
+
+
+def _server_address(conn: Any) -> Any:
+    """The server's (host, port) or (unix path, None), read once per connection."""
+    transport = getattr(conn, "transport", None)
+    server = None
+    if transport is not None:
+        sockname = transport.get_extra_info("sockname")
+        if isinstance(sockname, tuple) and len(sockname) >= 2:
+            server = (sockname[0], sockname[1])
+        elif isinstance(sockname, str) and sockname:
+            server = (sockname, None)
+        conn.asgi_server = server
+    return server
+
+
+def is_websocket_upgrade(request: HTTPRequest) -> bool:
+    """A GET asking to become a WebSocket (``Upgrade: websocket``)."""
+    upgrade = request.headers.get("Upgrade")
+    if upgrade is None or request.method != "GET":
+        return False
+    return upgrade.strip().lower() == "websocket"
+
+
+def build_scope(
+    request: HTTPRequest, kind: str, root_path: str, state: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The ASGI scope of ``request`` (``kind``: "http" or "websocket")."""
+    raw_path, query = _split_target(request.uri)
+    conn = request.connection
+    server = getattr(conn, "asgi_server", _UNKNOWN)
+    if server is _UNKNOWN:
+        server = _server_address(conn)
+    # The peer, or the client a PROXY header named; X-Forwarded-For changes the IP.
+    address = getattr(conn, "address", None)
+    client = None
+    if type(address) is tuple and len(address) >= 2:
+        client = (request.remote_ip or address[0], address[1])
+    headers = [
+        (_lower_name(name), value.encode("latin-1")) for name, value in request.headers.get_all()
+    ]
+    scheme = request.protocol or "http"
+    if kind == "websocket":
+        scheme = "wss" if scheme == "https" else "ws"
+    path = _decode_path(raw_path)
+    scope: dict[str, Any] = {
+        "type": kind,
+        "asgi": _ASGI,
+        "http_version": "1.0" if request.version == "HTTP/1.0" else "1.1",
+        "method": request.method,
+        "scheme": scheme,
+        # ASGI 2.4: path includes root_path when it is set.
+        "path": root_path + path if root_path and not path.startswith(root_path) else path,
+        "raw_path": raw_path,
+        "query_string": query,
+        "root_path": root_path,
+        "headers": headers,
+        "client": client,
+        "server": server,
+        "extensions": {"http.response.pathsend": {}},
+    }
+    if state is not None:
+        scope["state"] = state.copy()
+    return scope
+
+
+# ---------------------------------------------------------------------- HTTP
+
+
+class _HTTPCycle:
+    """One request and its response, between the application and the connection."""
+
+    __slots__ = (
+        "request",
+        "conn",
+        "loop",
+        "started",
+        "complete",
+        "disconnected",
+        "status",
+        "headers",
+        "body_sent",
+        "_body_done",
+        "_waiter",
+        "_has_length",
+        "bodyless",
+        "transport",
+    )
+
+    def __init__(self, request: HTTPRequest, loop: asyncio.AbstractEventLoop) -> None:
+        self.request = request
+        self.conn = request.connection
+        self.loop = loop
+        self.started = False
+        self.complete = False
+        self.disconnected = False
+        self.status = 0
+        self.headers: Any = ()
+        self.body_sent = False
+        self._body_done = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._has_length = False
+        self.bodyless = False
+        self.transport = getattr(self.conn, "transport", None) or _NoTransport
+        if self.conn is not None:
+            if self.conn.closed():
+                self.disconnected = True
+            else:
+                self.conn.set_close_callback(self._on_close)
+                self.conn.set_eof_callback(self._on_close)
+        stream = request.body_stream
+        if stream is not None:
+            stream.on_event = self._wake
+
+    # -- events from the connection -------------------------------------------------
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _on_close(self) -> None:
+        self.disconnected = True
+        self._wake()
+
+    async def _wait(self) -> None:
+        waiter = self._waiter = self.loop.create_future()
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+
+    # -- receive ---------------------------------------------------------------------
+    async def receive(self) -> Message:
+        if not self._body_done:
+            stream = self.request.body_stream
+            if stream is None:
+                self._body_done = True
+                return {
+                    "type": "http.request",
+                    "body": self.request.body or b"",
+                    "more_body": False,
+                }
+            while True:
+                try:
+                    data = stream.read_nowait()
+                except ClientDisconnected:
+                    self._body_done = True
+                    self.disconnected = True
+                    return {"type": "http.disconnect"}
+                if data is not None:
+                    # (feed and finish happen on this thread: no race here)
+                    more = bool(data) and not stream.finished
+                    if not more:
+                        self._body_done = True
+                    return {"type": "http.request", "body": data, "more_body": more}
+                if self.disconnected:
+                    self._body_done = True
+                    return {"type": "http.disconnect"}
+                await self._wait()
+        # The body is read: what comes next is the client going away (or the
+        # response being complete, after which nothing more will come).
+        while not self.disconnected and not self.complete:
+            await self._wait()
+        return {"type": "http.disconnect"}
+
+    # -- send -------------------------------------------------------------------------
+    async def send(self, message: Message) -> None:
+        kind = message.get("type")
+        if kind == "http.response.body":
+            if not self.started:
+                raise RuntimeError("ASGI: 'http.response.body' sent before 'http.response.start'")
+            if self.complete:
+                raise RuntimeError(
+                    "ASGI: 'http.response.body' sent after the response was complete"
+                )
+            body = message.get("body", b"")
+            if type(body) is not bytes:
+                if not isinstance(body, bytearray | memoryview):
+                    raise TypeError(f"ASGI: 'body' must be bytes, got {type(body).__name__}")
+                body = bytes(body)
+            more = message.get("more_body", False)
+            if self.disconnected:
+                self.complete = not more
+                raise ClientGone("the client disconnected")
+            if not self.body_sent:
+                self._start(body, more)
+            elif body and not self.bodyless:
+                self.request.write(body)
+            if more:
+                if self.transport.get_write_buffer_size() > HIGH_WATER:
+                    await self._drain()
+            else:
+                self.complete = True
+                self.request.finish()
+                if self._waiter is not None:
+                    self._wake()
+            return
+        if kind == "http.response.start":
+            if self.started:
+                raise RuntimeError("ASGI: 'http.response.start' sent twice")
+            status = message.get("status")
+            if type(status) is not int or not 100 <= status <= 999:
+                raise TypeError(f"ASGI: invalid status {status!r} in 'http.response.start'")
+            headers = message.get("headers", ())
+            has_length = False
+            for pair in headers:
+                name, value = pair
+                if type(name) is not bytes or type(value) is not bytes:
+                    if not isinstance(name, bytes | bytearray) or not isinstance(
+                        value, bytes | bytearray
+                    ):
+                        raise TypeError(f"ASGI: response headers must be bytes pairs, got {pair!r}")
+                if len(name) == 14 and name.lower() == b"content-length":
+                    has_length = True
+            self.started = True
+            self.status = status
+            self.headers = headers
+            self._has_length = has_length
+            return
+        if kind == "http.response.pathsend":
+            if not self.started:
+                raise RuntimeError("ASGI: 'http.response.pathsend' sent before the start")
+            if self.complete:
+                raise RuntimeError("ASGI: 'http.response.pathsend' after the response was complete")
+            await self._send_file(message.get("path"))
+            return
+        raise RuntimeError(f"ASGI: unexpected message type {kind!r} for an HTTP request")
+
+    def _start(self, body: bytes, more: bool) -> None:
+        """Send the head (and the first piece of the body).
+
+        With a Content-Length (the application's, or ours for a body in one
+        piece) the head is written as raw bytes: the connection reads and
+        caches identical heads once, which is the fast path.  A streamed body
+        without a length goes through the framed path (chunked on HTTP/1.1).
+        """
+        request = self.request
+        status = self.status
+        self.bodyless = bodyless(request.method, status)
+        if self._has_length or not more:
+            head = _STATUS_LINES.get(status) or _status_line(status)
+            parts = [head]
+            append = parts.append
+            for name, value in self.headers:
+                append(bytes(name))
+                append(b": ")
+                append(bytes(value))
+                append(b"\r\n")
+            lines = len(self.headers) + 2  # the status line, the headers, the blank line
+            if not self._has_length and not self.bodyless:
+                append(b"content-length: %d\r\n" % len(body))
+                lines += 1
+            append(b"\r\n")
+            data = b"".join(parts)
+            # One scan each, in C: a CR, LF or NUL inside a name or value
+            # would split the response.
+            if data.count(b"\n") != lines or data.count(b"\r") != lines or b"\0" in data:
+                raise ValueError("ASGI: a response header name or value holds CR, LF or NUL")
+            if body and not self.bodyless:
+                data += body
+            self.body_sent = True
+            request.write(data)
+            return
+        pairs = [(bytes(n).decode("latin-1"), bytes(v).decode("latin-1")) for n, v in self.headers]
+        request.write_headers(status, pairs)  # (a CR or LF raises ValueError here)
+        self.body_sent = True
+        if body:
+            request.write(body)
+        if self.conn is not None:
+            self.conn.flush_headers()  # streaming: the head and this piece go now
+
+    async def _drain(self) -> None:
+        """Wait while the socket's buffer is over the high-water mark (back-pressure)."""
+        conn = self.conn
+        transport = self.transport
+        if conn is None:
+            return
+        while not self.disconnected and transport.get_write_buffer_size() > HIGH_WATER:
+            waiter = self._waiter = self.loop.create_future()
+            conn.write(b"", self._wake)  # _wake runs once the buffer has drained
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+        if self.disconnected:
+            raise ClientGone("the client disconnected")
+
+    async def _send_file(self, path: Any) -> None:
+        if not isinstance(path, str) or not os.path.isabs(path):
+            raise TypeError(f"ASGI: 'http.response.pathsend' needs an absolute path, got {path!r}")
+        with open(path, "rb") as file:  # noqa: ASYNC230 - a local file, read in pieces
+            if not self._has_length:
+                size = os.fstat(file.fileno()).st_size
+                self.headers = [*self.headers, (b"content-length", b"%d" % size)]
+                self._has_length = True
+            while True:
+                chunk = file.read(FILE_CHUNK)
+                if not chunk:
+                    break
+                await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await self.send({"type": "http.response.body", "body": b""})
+
+    # -- the end ----------------------------------------------------------------------
+    def fail(self) -> None:
+        """The application raised or returned without completing its response."""
+        request = self.request
+        if self.complete:
+            return
+        self.complete = True
+        if not self.started or not self.body_sent:
+            if not self.disconnected:
+                request.write_headers(
+                    500,
+                    [("Content-Type", "text/plain; charset=utf-8"), ("Connection", "close")],
+                )
+                request.write(b"Internal Server Error\n")
+        elif self.conn is not None:
+            self.conn.close()  # the response cannot be completed: the client sees it cut
+        request.finish()
+        self._wake()
+
+
+class ASGIAdapter:
+    """A request callback that serves an ASGI 3 application (see the module docstring)."""
+
+    #: the connection calls us at the request head and streams the body.
+    streams_request_body = True
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        config: Config | None = None,
+        state: dict[str, Any] | None = None,
+    ) -> None:
+        self.app = app
+        self.config = config or DEFAULTS
+        #: the lifespan state, shallow-copied into every request's scope
+        self.state: dict[str, Any] = {} if state is None else state
+        self.lifespan = Lifespan(app, self.config.lifespan, self.state)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._websocket: Any = None
+
+    async def startup(self) -> None:
+        """The lifespan startup (``--lifespan``); raises LifespanFailure.
+
+        The CLI runs it before a worker accepts its first connection.  From
+        Python: ``loop.run_until_complete(adapter.startup())`` before serving.
+        """
+        await self.lifespan.startup()
+
+    async def shutdown(self) -> None:
+        """The lifespan shutdown, once the server has stopped serving."""
+        await self.lifespan.shutdown()
+
+    def __call__(self, request: HTTPRequest) -> None:
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_event_loop()
+        if is_websocket_upgrade(request):
+            coro = self._serve_websocket(request)
+        else:
+            scope = build_scope(request, "http", self.config.root_path, self.state)
+            cycle = _HTTPCycle(request, loop)
+            coro = self._serve_http(scope, cycle)
+        task = loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve_http(self, scope: Scope, cycle: _HTTPCycle) -> None:
+        try:
+            result = await self.app(scope, cycle.receive, cycle.send)
+        except BaseException as exc:
+            if isinstance(exc, ClientGone) and cycle.disconnected:
+                cycle.fail()
+                return
+            request = cycle.request
+            error_log.error(
+                "Exception in ASGI application: %s %s from %s",
+                request.method,
+                request.uri,
+                request.remote_ip,
+                exc_info=not isinstance(exc, asyncio.CancelledError),
+            )
+            cycle.fail()
+            if not isinstance(exc, Exception):
+                raise
+            return
+        if result is not None:
+            error_log.error("ASGI application returned a value (%r) instead of None", result)
+        if not cycle.complete:
+            if not cycle.disconnected:
+                error_log.error(
+                    "ASGI application returned without completing its response: %s %s",
+                    cycle.request.method,
+                    cycle.request.uri,
+                )
+            cycle.fail()
+
+    async def _serve_websocket(self, request: HTTPRequest) -> None:
+        if self._websocket is None:
+            # Imported on the first upgrade: its frame library is an optional extra.
+            import importlib
+
+            self._websocket = importlib.import_module("prefork.worker.websocket").serve_websocket
+        scope = build_scope(request, "websocket", self.config.root_path, self.state)
+        protocols = request.headers.get_list("Sec-Websocket-Protocol")
+        scope["subprotocols"] = [
+            p.strip() for value in protocols for p in value.split(",") if p.strip()
+        ]
+        scope["extensions"] = {"websocket.http.response": {}}
+        del scope["method"]
+        await self._websocket(self.app, scope, request, self.config)
+
+
+# ---------------------------------------------------------------------- lifespan
+
+
+class Lifespan:
+    """The ASGI lifespan protocol: ``startup`` before serving, ``shutdown`` after.
+
+    ``mode``: ``on`` (a failure is fatal), ``off`` (never run), ``auto`` (an
+    application that raises or returns before answering ``startup`` does not
+    support lifespan: logged once, served anyway).  A ``lifespan.startup.failed``
+    answer is fatal in both ``on`` and ``auto``.
+    """
+
+    def __init__(self, app: ASGIApp, mode: str, state: dict[str, Any]) -> None:
+        self.app = app
+        self.mode = mode
+        self.state = state
+        self.started = False
+        self._inbox: asyncio.Queue[Message] = asyncio.Queue()
+        self._outbox: asyncio.Queue[Message] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._error: BaseException | None = None
+
+    async def startup(self) -> None:
+        """Run the application's startup; raise LifespanFailure if it failed."""
+        if self.mode == "off":
+            return
+        self._task = asyncio.get_running_loop().create_task(self._main())
+        await self._inbox.put({"type": "lifespan.startup"})
+        answer = await self._next_answer()
+        if answer is None:  # the app ended without answering
+            error = self._error
+            why = f"{type(error).__name__}: {error}" if error is not None else "it returned"
+            if self.mode == "on":
+                raise LifespanFailure(f"lifespan startup did not complete ({why})") from error
+            error_log.info(
+                "ASGI 'lifespan' protocol appears unsupported by the application (%s); "
+                "serving without it",
+                why,
+            )
+            return
+        if answer.get("type") == "lifespan.startup.failed":
+            raise LifespanFailure(str(answer.get("message") or "lifespan startup failed"))
+        if answer.get("type") != "lifespan.startup.complete":
+            raise LifespanFailure(f"unexpected lifespan message {answer.get('type')!r}")
+        self.started = True
+
+    async def shutdown(self) -> None:
+        """Run the application's shutdown (a failure is logged, nothing more)."""
+        if not self.started:
+            return
+        self.started = False
+        await self._inbox.put({"type": "lifespan.shutdown"})
+        answer = await self._next_answer()
+        if answer is None:
+            if self._error is not None:
+                error_log.error(
+                    "Exception in ASGI lifespan shutdown",
+                    exc_info=(type(self._error), self._error, self._error.__traceback__),
+                )
+        elif answer.get("type") == "lifespan.shutdown.failed":
+            error_log.error("ASGI lifespan shutdown failed: %s", answer.get("message", ""))
+
+    async def _next_answer(self) -> Message | None:
+        """The app's next lifespan message, or None once its task has ended."""
+        task = self._task
+        assert task is not None
+        if not self._outbox.empty():
+            return self._outbox.get_nowait()
+        if task.done():
+            return None
+        getter = asyncio.ensure_future(self._outbox.get())
+        await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+        if getter.done():
+            return getter.result()
+        getter.cancel()
+        return None if self._outbox.empty() else self._outbox.get_nowait()
+
+    async def _main(self) -> None:
+        scope = {"type": "lifespan", "asgi": _ASGI, "state": self.state}
+        outbox = self._outbox
+
+        async def send(message: Message) -> None:
+            await outbox.put(dict(message))
+
+        try:
+            await self.app(scope, self._inbox.get, send)
+        except Exception as exc:  # reported by startup()/shutdown()
+            self._error = exc

@@ -1,0 +1,201 @@
+"""A plain ASGI 3 test application, served by ``HTTPServer(ASGIAdapter(app))``.
+
+Run as a script it prints its port, then serves (after the lifespan startup)
+until stopped.  Paths:
+
+* ``/scope``          the scope as JSON (bytes shown as latin-1 text);
+* ``/echo``           the request body back (read as it streams), with its chunk count;
+* ``/stream?n=N``     N chunks of a streamed body (chunked: no content-length);
+* ``/big?mb=N``       N MiB with a content-length, sent in 64 KiB pieces (back-pressure);
+* ``/slow-read``      reads nothing for a while (``mark`` file written), then the body;
+* ``/wait-disconnect`` answers only once ``receive()`` says ``http.disconnect``
+  (and writes ``disconnected`` to the mark file);
+* ``/file``           ``http.response.pathsend`` of this file;
+* ``/misuse/...``     the ways an application can get ASGI wrong;
+* ``/state``          the lifespan state as the request sees it;
+* ``/status/N``       an empty response with status N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from prefork.sockets import bind_sockets  # noqa: E402
+from prefork.worker.asgi import ASGIAdapter  # noqa: E402
+from prefork.worker.httpserver import HTTPServer  # noqa: E402
+from prefork.worker.ioloop import IOLoop  # noqa: E402
+
+MARK = os.environ.get("ASGI_TEST_MARK")
+
+
+def mark(text: str) -> None:
+    if MARK:
+        with open(MARK, "a") as f:
+            f.write(text + "\n")
+
+
+def _text(value: object) -> object:
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    if isinstance(value, list | tuple):
+        return [_text(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _text(v) for k, v in value.items()}
+    return value
+
+
+async def read_body(receive) -> tuple[bytes, int]:  # type: ignore[no-untyped-def]
+    body = b""
+    chunks = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ConnectionError("client went away")
+        body += message.get("body", b"")
+        chunks += 1
+        if not message.get("more_body"):
+            return body, chunks
+
+
+async def respond(send, status: int, body: bytes, headers=()) -> None:  # type: ignore[no-untyped-def]
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"text/plain"), *headers],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def lifespan(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            if os.environ.get("ASGI_TEST_STARTUP_FAIL"):
+                await send({"type": "lifespan.startup.failed", "message": "no database"})
+                return
+            scope["state"]["opened"] = "yes"
+            mark("startup")
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            mark("shutdown")
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def app(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+    if scope["type"] == "lifespan":
+        await lifespan(scope, receive, send)
+        return
+    path = scope["path"]
+    query = dict(
+        pair.split("=", 1) for pair in scope["query_string"].decode().split("&") if "=" in pair
+    )
+    if path.startswith("/scope"):
+        shown = {k: v for k, v in scope.items() if k not in ("state", "extensions")}
+        body = json.dumps(_text(shown)).encode()
+        await respond(send, 200, body, [(b"content-length", str(len(body)).encode())])
+    elif path == "/echo":
+        body, chunks = await read_body(receive)
+        await respond(send, 200, body, [(b"x-chunks", str(chunks).encode())])
+    elif path == "/stream":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for i in range(int(query.get("n", "3"))):
+            await send({"type": "http.response.body", "body": b"chunk %d\n" % i, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    elif path == "/big":
+        size = int(query.get("mb", "1")) << 20
+        piece = b"x" * 65536
+        headers = [(b"content-length", str(size).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        for _ in range(size // len(piece)):
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+        mark("big-sent")
+        await send({"type": "http.response.body", "body": b""})
+    elif path == "/slow-read":
+        mark("slow-read-started")
+        while not os.path.exists(query["go"]):
+            await asyncio.sleep(0.01)
+        body, chunks = await read_body(receive)
+        await respond(send, 200, b"%d" % len(body))
+    elif path == "/wait-disconnect":
+        message = await receive()  # the (empty) body
+        mark("waiting")
+        message = await receive()
+        mark(message["type"])
+    elif path == "/file":
+        headers = [(b"content-type", b"text/x-python")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.pathsend", "path": os.path.abspath(__file__)})
+    elif path == "/state":
+        await respond(send, 200, json.dumps(scope["state"]).encode())
+    elif path.startswith("/status/"):
+        await send({"type": "http.response.start", "status": int(path[8:]), "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+    elif path == "/misuse/start-twice":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+    elif path == "/misuse/body-first":
+        await send({"type": "http.response.body", "body": b"x"})
+    elif path == "/misuse/str-body":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": "text"})
+    elif path == "/misuse/raise":
+        raise RuntimeError("application bug")
+    elif path == "/misuse/raise-mid-body":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+        raise RuntimeError("application bug in the middle")
+    elif path == "/misuse/no-response":
+        return
+    elif path == "/misuse/header-split":
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"x", b"a\r\nb: c")]}
+        )
+        await send({"type": "http.response.body", "body": b""})
+    elif path == "/misuse/unknown-message":
+        await send({"type": "http.response.bogus"})
+    else:
+        await respond(send, 404, b"not found\n")
+
+
+def make_app():  # type: ignore[no-untyped-def]
+    """A factory (``tests.apps.asgi_app:make_app()``)."""
+    return app
+
+
+def not_a_factory() -> int:
+    return 42
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--lifespan", default="auto")
+    args = parser.parse_args()
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO)
+    from prefork.settings import make_config
+
+    adapter = ASGIAdapter(app, make_config(lifespan=args.lifespan))
+    loop = IOLoop.instance()
+    loop.asyncio_loop.run_until_complete(adapter.startup())
+    server = HTTPServer(adapter)
+    sockets = bind_sockets(0, "127.0.0.1")
+    server.add_sockets(sockets)
+    print(sockets[0].getsockname()[1], flush=True)
+    try:
+        loop.start()
+    finally:
+        loop.asyncio_loop.run_until_complete(adapter.shutdown())
+
+
+if __name__ == "__main__":
+    main()

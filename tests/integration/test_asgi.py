@@ -1,0 +1,356 @@
+"""ASGI 3 over real sockets: scope, streaming both ways, misuse, disconnects, lifespan.
+
+The server is tests/apps/asgi_app.py (``HTTPServer(ASGIAdapter(app))``) in a
+subprocess; the CLI tests at the end run ``python -m prefork --interface asgi``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from prefork.worker.asgi import ASGIAdapter
+from prefork.worker.interfaces import detect_interface, request_callback_for
+from tests.conftest import APPS, ROOT, wait_for
+from tests.integration.test_cli_config import Cli
+
+
+@pytest.fixture(scope="module")
+def mark_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("asgi") / "marks"
+
+
+@pytest.fixture(scope="module")
+def server(module_spawn, mark_file: Path):
+    os.environ["ASGI_TEST_MARK"] = str(mark_file)
+    try:
+        return module_spawn(APPS / "asgi_app.py")
+    finally:
+        del os.environ["ASGI_TEST_MARK"]
+
+
+def request(
+    port: int, method: str, path: str, body: bytes | None = None, headers: dict | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+def raw(port: int, data: bytes, timeout: float = 10) -> bytes:
+    """Send ``data``, read until the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        chunks = []
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+
+
+def marks(path: Path) -> list[str]:
+    try:
+        return path.read_text().split()
+    except FileNotFoundError:
+        return []
+
+
+# -- the scope ---------------------------------------------------------------------------
+
+
+def test_the_scope(server) -> None:
+    status, _, body = request(
+        server.port, "GET", "/scope/caf%C3%A9%2Fx?a=1&b=%20", headers={"X-Test": "Yes"}
+    )
+    assert status == 200
+    scope = json.loads(body)
+    assert scope["type"] == "http"
+    assert scope["asgi"] == {"version": "3.0", "spec_version": "2.4"}
+    assert scope["http_version"] == "1.1"
+    assert scope["method"] == "GET"
+    assert scope["scheme"] == "http"
+    assert scope["path"] == "/scope/café/x"
+    assert scope["raw_path"] == "/scope/caf%C3%A9%2Fx"
+    assert scope["query_string"] == "a=1&b=%20"
+    assert scope["root_path"] == ""
+    assert ["x-test", "Yes"] in scope["headers"]
+    assert ["host", f"127.0.0.1:{server.port}"] in scope["headers"]
+    assert scope["client"][0] == "127.0.0.1" and isinstance(scope["client"][1], int)
+    assert scope["server"] == ["127.0.0.1", server.port]
+
+
+def test_http_1_0_scope(server) -> None:
+    response = raw(server.port, b"GET /scope HTTP/1.0\r\n\r\n")
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert json.loads(body)["http_version"] == "1.0"
+
+
+def test_the_lifespan_state_is_copied_into_each_request(server) -> None:
+    status, _, body = request(server.port, "GET", "/state")
+    assert status == 200 and json.loads(body) == {"opened": "yes"}
+
+
+# -- bodies ----------------------------------------------------------------------------------
+
+
+def test_a_small_body_in_one_event(server) -> None:
+    status, headers, body = request(server.port, "POST", "/echo", b"hello")
+    assert (status, body) == (200, b"hello")
+    assert headers["content-length"] == "5"  # a body in one piece gets a length
+
+
+def test_a_chunked_upload_streams_in_pieces(server) -> None:
+    pieces = [b"%x\r\n%s\r\n" % (1000, b"a" * 1000) for _ in range(50)]
+    response = raw(
+        server.port,
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        + b"".join(pieces)
+        + b"0\r\n\r\n",
+    )
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert body == b"a" * 50_000
+
+
+def test_a_big_upload_is_echoed_whole(server) -> None:
+    data = os.urandom(5 << 20)
+    status, _, body = request(server.port, "POST", "/echo", data)
+    assert status == 200 and body == data
+
+
+def test_reading_pauses_while_the_application_does_not_read(server, mark_file, tmp_path) -> None:
+    """The server stops reading past its window: the client's send blocks."""
+    go = tmp_path / "go"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        size = 64 << 20
+        sock.sendall(
+            b"POST /slow-read?go=%s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+            % (str(go).encode(), size)
+        )
+        wait_for(lambda: "slow-read-started" in marks(mark_file), 10, "the app to start")
+        sock.setblocking(False)
+        sent = 0
+        chunk = b"z" * 65536
+        stalled_at = None
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                sent += sock.send(chunk)
+                stalled_at = None
+            except BlockingIOError:
+                stalled_at = stalled_at or time.monotonic()
+                if time.monotonic() - stalled_at > 0.5:
+                    break
+                time.sleep(0.01)  # polling a non-blocking socket: nothing to wait on
+        assert stalled_at is not None, "the server read everything without the app reading"
+        assert sent < 16 << 20  # a window plus the kernel's buffers, not the whole body
+        go.touch()
+        sock.setblocking(True)
+        remaining = size - sent
+        while remaining:
+            remaining -= sock.send(chunk[: min(len(chunk), remaining)])
+        response = sock.recv(65536)
+        while b"\r\n\r\n" not in response:
+            response += sock.recv(65536)
+        assert response.startswith(b"HTTP/1.1 200 ")
+        assert response.endswith(b"%d" % size) or b"%d" % size in response + sock.recv(100)
+
+
+def test_a_streamed_response_is_chunked(server) -> None:
+    response = raw(server.port, b"GET /stream?n=3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert b"Transfer-Encoding: chunked" in head
+    assert body == b"8\r\nchunk 0\n\r\n8\r\nchunk 1\n\r\n8\r\nchunk 2\n\r\n0\r\n\r\n"
+
+
+def test_a_streamed_response_on_http_1_0_is_close_delimited(server) -> None:
+    response = raw(server.port, b"GET /stream?n=2 HTTP/1.0\r\n\r\n")
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert b"chunked" not in head
+    assert body == b"chunk 0\nchunk 1\n"
+
+
+def test_a_big_response_with_back_pressure(server, mark_file) -> None:
+    """The app's send() waits while the client does not read."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.sendall(b"GET /big?mb=64 HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = sock.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200 ")
+        # Without reading: the app must be held back well before 64 MiB.
+        with pytest.raises(AssertionError):
+            wait_for(lambda: "big-sent" in marks(mark_file), 1.0, "the app to send it all")
+        total = len(first.partition(b"\r\n\r\n")[2])
+        while total < 64 << 20:
+            data = sock.recv(1 << 20)
+            assert data
+            total += len(data)
+        assert total == 64 << 20
+    wait_for(lambda: "big-sent" in marks(mark_file), 10, "the app to finish")
+
+
+def test_head_gets_no_body_and_204_304_neither(server) -> None:
+    status, headers, body = request(server.port, "HEAD", "/scope")
+    assert status == 200 and body == b"" and int(headers["content-length"]) > 0
+    for code in (204, 304):
+        response = raw(
+            server.port, b"GET /status/%d HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % code
+        )
+        assert response.startswith(b"HTTP/1.1 %d " % code)
+        assert response.endswith(b"\r\n\r\n")
+        assert b"Content-Length" not in response and b"chunked" not in response
+
+
+def test_pathsend_sends_the_file(server) -> None:
+    status, headers, body = request(server.port, "GET", "/file")
+    assert status == 200
+    assert body == (APPS / "asgi_app.py").read_bytes()
+    assert headers["content-length"] == str(len(body))
+
+
+def test_keep_alive_across_requests(server) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        for i in range(5):
+            conn.request("POST", "/echo", body=b"n%d" % i)
+            response = conn.getresponse()
+            assert response.read() == b"n%d" % i
+        conn.request("GET", "/stream?n=1")
+        assert conn.getresponse().read() == b"chunk 0\n"
+    finally:
+        conn.close()
+
+
+# -- the client goes ---------------------------------------------------------------------------
+
+
+def test_http_disconnect_reaches_a_waiting_app(server, mark_file) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET /wait-disconnect HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_for(lambda: "waiting" in marks(mark_file), 10, "the app to wait in receive()")
+    wait_for(lambda: "http.disconnect" in marks(mark_file), 10, "http.disconnect")
+
+
+# -- an application that gets ASGI wrong ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "log"),
+    [
+        ("/misuse/start-twice", "'http.response.start' sent twice"),
+        ("/misuse/body-first", "'http.response.body' sent before 'http.response.start'"),
+        ("/misuse/str-body", "'body' must be bytes, got str"),
+        ("/misuse/raise", "RuntimeError: application bug"),
+        ("/misuse/no-response", "returned without completing its response"),
+        ("/misuse/header-split", "holds CR, LF or NUL"),
+        ("/misuse/unknown-message", "unexpected message type 'http.response.bogus'"),
+    ],
+)
+def test_misuse_before_the_body_is_a_500(server, path: str, log: str) -> None:
+    response = raw(server.port, b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode())
+    assert response.startswith(b"HTTP/1.1 500 Internal Server Error\r\n"), response
+    assert b"Connection: close" in response
+    assert b"a\r\nb: c" not in response
+    wait_for(lambda: log in server.stderr_text(), 5, f"the log line {log!r}")
+    assert request(server.port, "GET", "/state")[0] == 200  # the worker is fine
+
+
+def test_an_exception_mid_body_cuts_the_response(server) -> None:
+    response = raw(server.port, b"GET /misuse/raise-mid-body HTTP/1.1\r\nHost: x\r\n\r\n")
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and b"chunked" in head
+    assert body == b"7\r\npartial\r\n"  # no last chunk: the client knows it is cut
+    wait_for(lambda: "application bug in the middle" in server.stderr_text(), 5, "the traceback")
+
+
+# -- interface detection -------------------------------------------------------------------------
+
+
+async def _asgi_function(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+    pass
+
+
+class _ASGIClass:
+    async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+
+def test_auto_recognises_asgi_applications() -> None:
+    assert detect_interface(_asgi_function) == "asgi"
+    assert detect_interface(_ASGIClass()) == "asgi"
+    assert isinstance(request_callback_for(_asgi_function), ASGIAdapter)
+    assert isinstance(request_callback_for(_ASGIClass(), "asgi"), ASGIAdapter)
+
+
+# -- the command line: lifespan ----------------------------------------------------------------
+
+
+LIFESPAN_APP = "tests.apps.asgi_app:app"
+
+
+def _start_cli(tmp_path: Path, *args: str, env: dict[str, str]) -> Cli:
+    return Cli(tmp_path, "--interface", "asgi", *args, env=env, app=LIFESPAN_APP)
+
+
+def test_lifespan_runs_in_every_worker_around_its_life(tmp_path: Path) -> None:
+    notes = tmp_path / "marks"
+    server = _start_cli(tmp_path, "-w", "2", env={"ASGI_TEST_MARK": str(notes)})
+    try:
+        port = server.port()
+        server.wait_workers(2)
+        assert marks(notes) == ["startup", "startup"]  # before the workers were ready
+        assert json.loads(request(port, "GET", "/state")[2]) == {"opened": "yes"}
+        assert server.stop() == 0
+        assert marks(notes) == ["startup", "startup", "shutdown", "shutdown"]
+    finally:
+        server.kill_group()
+
+
+def test_a_failing_startup_exits_3_with_the_message_once(tmp_path: Path) -> None:
+    server = _start_cli(
+        tmp_path, "-w", "2", "--lifespan", "on", env={"ASGI_TEST_STARTUP_FAIL": "1"}
+    )
+    try:
+        assert server.proc.wait(30) == 3
+        log = server.log()
+        assert log.count("application startup failed: no database") == 1, log
+        assert "Traceback" not in log
+    finally:
+        server.kill_group()
+
+
+def _check(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "prefork", "--check-config", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_factories() -> None:
+    for args in (["tests.apps.asgi_app:make_app()"], ["--factory", "tests.apps.asgi_app:make_app"]):
+        result = _check(*args)
+        assert result.returncode == 0, result.stderr
+        assert "configuration OK" in result.stdout
+    bad = _check("tests.apps.asgi_app:not_a_factory()")
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == (
+        "prefork: error: app 'tests.apps.asgi_app:not_a_factory': "
+        "the factory returned 42, not an application"
+    )
