@@ -17,6 +17,7 @@ import signal
 import socket
 import sys
 import tempfile
+import traceback
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, NoReturn
 
@@ -422,12 +423,14 @@ def run_worker_entry(
         status = 1 if ctx.slot.booted else WORKER_BOOT_ERROR
         if ctx.slot.booted or board.claim_boot_error_report():
             cause = exc.__cause__
+            where = ""
+            if cause is not None and cause.__traceback__ is not None:
+                # The application's frames, without repeating its message.
+                where = "\nTraceback (most recent call last):\n" + "".join(
+                    traceback.format_tb(cause.__traceback__)
+                ).rstrip("\n")
             logging.getLogger("prefork.worker").error(
-                "worker %d (pid %d) cannot boot: %s",
-                ctx.index,
-                os.getpid(),
-                exc,
-                exc_info=(type(cause), cause, cause.__traceback__) if cause is not None else None,
+                "worker %d (pid %d) cannot boot: %s%s", ctx.index, os.getpid(), exc, where
             )
     except BaseException:
         booted = ctx.slot.booted

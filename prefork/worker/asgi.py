@@ -131,6 +131,14 @@ def _server_address(conn: Any) -> Any:
     return server
 
 
+def _with_root(root_path: str, path: str) -> str:
+    """ASGI 2.4: ``path`` includes ``root_path``; add it unless the target has it
+    already (a proxy that does not strip the prefix), at a segment boundary."""
+    if path == root_path or path.startswith(root_path + "/"):
+        return path
+    return root_path + path
+
+
 def is_websocket_upgrade(request: HTTPRequest) -> bool:
     """A GET asking to become a WebSocket (``Upgrade: websocket``)."""
     upgrade = request.headers.get("Upgrade")
@@ -167,7 +175,7 @@ def build_scope(
         "method": request.method,
         "scheme": scheme,
         # ASGI 2.4: path includes root_path when it is set.
-        "path": root_path + path if root_path and not path.startswith(root_path) else path,
+        "path": _with_root(root_path, path) if root_path else path,
         "raw_path": raw_path,
         "query_string": query,
         "root_path": root_path,
@@ -488,7 +496,9 @@ class ASGIAdapter:
         try:
             result = await self.app(scope, cycle.receive, cycle.send)
         except BaseException as exc:
-            if isinstance(exc, ClientGone) and cycle.disconnected:
+            if cycle.disconnected and isinstance(exc, Exception):
+                # The client left and the application stopped on it (our
+                # ClientGone, or the framework's own ClientDisconnect): no error.
                 cycle.fail()
                 return
             request = cycle.request
