@@ -60,7 +60,7 @@ class SlotState(enum.IntEnum):
 #  24 boot_time d | 32 heartbeat d | 40 requests Q
 #  48 request_started d | 56 summary_len H | 58 summary 100s | 158..159 padding
 SLOT_SIZE = 160
-_WHOLE = struct.Struct(f"=iIiIBB6xddQdH{SUMMARY_SIZE}s2x")
+_WHOLE = struct.Struct(f"=iIiIBBBxIddQdH{SUMMARY_SIZE}s2x")
 assert _WHOLE.size == SLOT_SIZE
 _I32 = struct.Struct("=i")
 _U32 = struct.Struct("=I")
@@ -77,6 +77,7 @@ _OFF_CONNECTIONS = 12
 _OFF_STATE = 16
 _OFF_FLAGS = 17
 _OFF_RESTART = 18
+_OFF_WEBSOCKETS = 20
 _OFF_HEARTBEAT = 32
 _OFF_REQUESTS = 40
 _OFF_CURRENT = 48
@@ -111,6 +112,8 @@ class SlotSnapshot:
     heartbeat: float
     requests: int
     connections: int
+    #: open WebSocket connections (counted in ``connections`` too)
+    websockets: int
     request_started: float
     current: str
 
@@ -176,6 +179,10 @@ class Slot:
         self._requests += 1
         _DONE.pack_into(self._mm, self._off_requests, self._requests, 0.0, 0)
 
+    def set_websockets(self, n: int) -> None:
+        """Record the number of open WebSocket connections (part of ``connections``)."""
+        _U32.pack_into(self._mm, self._off + _OFF_WEBSOCKETS, max(0, n))
+
     def set_connections(self, n: int) -> None:
         """Record the number of open connections."""
         _U32.pack_into(self._mm, self._off + _OFF_CONNECTIONS, max(0, n))
@@ -207,6 +214,8 @@ class Slot:
             0,
             SlotState.BOOTING,
             0,
+            0,
+            0,
             now,
             now,
             0,
@@ -225,7 +234,7 @@ class Slot:
 
     def snapshot(self) -> SlotSnapshot:
         """Read the whole slot at once."""
-        (pid, gen, index, conns, state, flags, boot, hb, reqs, started, n, summary) = (
+        (pid, gen, index, conns, state, flags, _restart, sockets, boot, hb, reqs, started, n, summary) = (
             _WHOLE.unpack_from(self._mm, self._off)
         )
         try:
@@ -243,6 +252,7 @@ class Slot:
             heartbeat=hb,
             requests=reqs,
             connections=conns,
+            websockets=sockets,
             request_started=started,
             current=summary[: min(n, SUMMARY_SIZE)].decode("utf-8", "replace"),
         )

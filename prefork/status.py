@@ -55,7 +55,7 @@ def main(argv: Sequence[str]) -> int:
     now = time.monotonic()
     print(f"master pid {master_pid}")
     print(
-        f"{'slot':>4} {'pid':>7} {'gen':>3} {'age':>8} {'state':<9} {'requests':>9} {'conns':>5} {'rss':>7}  current"
+        f"{'slot':>4} {'pid':>7} {'gen':>3} {'age':>8} {'state':<9} {'requests':>9} {'conns':>5} {'ws':>5} {'rss':>7}  current"
     )
     for slot in board.snapshot():
         if slot.state == SlotState.EMPTY or not slot.pid:
@@ -65,7 +65,7 @@ def main(argv: Sequence[str]) -> int:
             current = f"{current} ({now - slot.request_started:.1f}s)"
         print(
             f"{slot.index:>4} {slot.pid:>7} {slot.generation:>3} {now - slot.boot_time:>7.0f}s "
-            f"{slot.state.name.lower():<9} {slot.requests:>9} {slot.connections:>5} "
+            f"{slot.state.name.lower():<9} {slot.requests:>9} {slot.connections:>5} {slot.websockets:>5} "
             f"{_human(_rss_bytes(slot.pid)):>7}  {current}"
         )
     return 0

@@ -79,8 +79,8 @@ class RequestObserver:
     def request_finished(self, request: HTTPRequest, status: int, size: int) -> None:
         """``status`` and ``size`` (body bytes) of the response just completed."""
 
-    def connections_changed(self, count: int) -> None:
-        pass
+    def connections_changed(self, count: int, websockets: int) -> None:
+        """``count`` open connections, ``websockets`` of them WebSockets."""
 
 
 class HTTPServer:
@@ -153,6 +153,8 @@ class HTTPServer:
         #: the WebSocket close code a drain sends: 1001 (Going Away) on a
         #: stop, 1012 (Service Restart) when the worker is being replaced.
         self.drain_close_code = 1001
+        #: how many of the connections are WebSockets (``prefork status``)
+        self.websocket_count = 0
         self._sweeper: asyncio.TimerHandle | None = None
         self._started = False
         self._stopped = False
@@ -383,17 +385,21 @@ class HTTPServer:
 
     def _connection_opened(self, conn: ServedConnection) -> None:
         self._connections.add(conn)
+        if getattr(conn, "is_websocket", False):
+            self.websocket_count += 1
         if self._stopped:
             conn.start_drain()
         observer = self.observer
         if observer is not None:
-            observer.connections_changed(len(self._connections))
+            observer.connections_changed(len(self._connections), self.websocket_count)
 
     def _connection_closed(self, conn: ServedConnection) -> None:
+        if conn in self._connections and getattr(conn, "is_websocket", False):
+            self.websocket_count -= 1
         self._connections.discard(conn)
         observer = self.observer
         if observer is not None:
-            observer.connections_changed(len(self._connections))
+            observer.connections_changed(len(self._connections), self.websocket_count)
 
     # -- timeouts -------------------------------------------------------------------
 

@@ -66,8 +66,9 @@ class _SlotObserver(RequestObserver):
         if recycling is not None:
             recycling.request_done()
 
-    def connections_changed(self, count: int) -> None:
+    def connections_changed(self, count: int, websockets: int) -> None:
         self.slot.set_connections(count)
+        self.slot.set_websockets(websockets)
 
 
 class HookResponse:

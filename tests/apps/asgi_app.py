@@ -92,9 +92,27 @@ async def lifespan(scope, receive, send) -> None:  # type: ignore[no-untyped-def
             return
 
 
+async def websocket_echo(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+    """Echo until the client or the server closes; the close code goes to the mark file."""
+    assert (await receive())["type"] == "websocket.connect"
+    await send({"type": "websocket.accept"})
+    mark("ws-accepted")
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            mark(f"ws-disconnect-{message['code']}")
+            return
+        await send(
+            {"type": "websocket.send", "text": message.get("text"), "bytes": message.get("bytes")}
+        )
+
+
 async def app(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
     if scope["type"] == "lifespan":
         await lifespan(scope, receive, send)
+        return
+    if scope["type"] == "websocket":
+        await websocket_echo(scope, receive, send)
         return
     path = scope["path"]
     query = dict(

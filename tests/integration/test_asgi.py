@@ -6,6 +6,7 @@ subprocess; the CLI tests at the end run ``python -m prefork --interface asgi``.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -354,3 +355,52 @@ def test_factories() -> None:
         "prefork: error: app 'tests.apps.asgi_app:not_a_factory': "
         "the factory returned 42, not an application"
     )
+
+
+# -- WebSockets in the supervisor --------------------------------------------------------------
+
+
+def _status(pidfile: Path) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "prefork", "status", "--pidfile", str(pidfile)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_status_shows_open_websockets_and_max_requests_counts_them(tmp_path: Path) -> None:
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    notes = tmp_path / "marks"
+    server = _start_cli(
+        tmp_path, "-w", "1", "--max-requests", "3", env={"ASGI_TEST_MARK": str(notes)}
+    )
+    try:
+        port = server.port()
+        [first] = server.wait_workers(1)
+        with contextlib.ExitStack() as stack:
+            url = f"ws://127.0.0.1:{port}/ws"
+            clients = [stack.enter_context(connect(url, proxy=None)) for _ in range(2)]
+            for i, client in enumerate(clients):
+                client.send(f"hello {i}")
+                assert client.recv(timeout=10) == f"hello {i}"
+            wait_for(lambda: marks(notes).count("ws-accepted") == 2, 10, "two accepted WebSockets")
+            lines = [line.split() for line in _status(server.pidfile).splitlines()[2:]]
+            assert [(int(row[1]), int(row[6]), int(row[7])) for row in lines] == [(first, 2, 2)]
+            # The third WebSocket reaches max_requests: the worker is recycled and
+            # its open WebSockets are told 1012 (Service Restart).
+            third = stack.enter_context(connect(url, proxy=None))
+            for client in (*clients, third):
+                with pytest.raises(ConnectionClosed) as closed:
+                    client.recv(timeout=15)
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
+        wait_for(lambda: server.ready_workers() not in ([], [first]), 15, "the replacement")
+        assert marks(notes).count("ws-disconnect-1012") == 3
+        assert server.stop() == 0
+    finally:
+        server.kill_group()
