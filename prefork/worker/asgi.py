@@ -50,6 +50,8 @@ ASGIApp = Callable[
 ]
 
 _ASGI = {"version": "3.0", "spec_version": "2.4"}
+#: what every HTTP scope offers (shared: a server constant, not per request)
+_HTTP_EXTENSIONS: dict[str, Any] = {"http.response.pathsend": {}}
 #: Unsent bytes in the socket's buffer above which ``send()`` waits.
 HIGH_WATER = 64 * 1024
 #: Bytes of a file read at a time for ``http.response.pathsend``.
@@ -161,8 +163,12 @@ def build_scope(
     client = None
     if type(address) is tuple and len(address) >= 2:
         client = (request.remote_ip or address[0], address[1])
+    fields = request.headers
+    # One value per name (the usual case): the dict's own items, no generator.
+    pairs = dict.items(fields) if fields._as_list is None else fields.get_all()
+    lower = _LOWER_NAMES
     headers = [
-        (_lower_name(name), value.encode("latin-1")) for name, value in request.headers.get_all()
+        (lower.get(name) or _lower_name(name), value.encode("latin-1")) for name, value in pairs
     ]
     scheme = request.protocol or "http"
     if kind == "websocket":
@@ -182,7 +188,7 @@ def build_scope(
         "headers": headers,
         "client": client,
         "server": server,
-        "extensions": {"http.response.pathsend": {}},
+        "extensions": _HTTP_EXTENSIONS,
     }
     if state is not None:
         scope["state"] = state.copy()
@@ -195,44 +201,27 @@ def build_scope(
 class _HTTPCycle:
     """One request and its response, between the application and the connection."""
 
-    __slots__ = (
-        "request",
-        "conn",
-        "loop",
-        "started",
-        "complete",
-        "disconnected",
-        "status",
-        "headers",
-        "body_sent",
-        "_body_done",
-        "_waiter",
-        "_has_length",
-        "bodyless",
-        "transport",
-    )
+    # Class-level defaults: a request sets only what differs from them.
+    started = False
+    complete = False
+    disconnected = False
+    status = 0
+    headers: Any = ()
+    body_sent = False
+    bodyless = False
+    _body_done = False
+    _waiter: asyncio.Future[None] | None = None
+    _has_length = False
 
     def __init__(self, request: HTTPRequest, loop: asyncio.AbstractEventLoop) -> None:
         self.request = request
-        self.conn = request.connection
+        conn = self.conn = request.connection
         self.loop = loop
-        self.started = False
-        self.complete = False
-        self.disconnected = False
-        self.status = 0
-        self.headers: Any = ()
-        self.body_sent = False
-        self._body_done = False
-        self._waiter: asyncio.Future[None] | None = None
-        self._has_length = False
-        self.bodyless = False
-        self.transport = getattr(self.conn, "transport", None) or _NoTransport
-        if self.conn is not None:
-            if self.conn.closed():
-                self.disconnected = True
-            else:
-                self.conn.set_close_callback(self._on_close)
-                self.conn.set_eof_callback(self._on_close)
+        if conn is not None:
+            self.transport: Any = conn.transport
+            conn.watch_client(self._on_close)
+        else:
+            self.transport = _NoTransport
         stream = request.body_stream
         if stream is not None:
             stream.on_event = self._wake

@@ -244,6 +244,10 @@ class HTTPConnection(asyncio.Protocol):
             return True
         return None
 
+    def watch_client(self, callback: Callable[[], Any] | None) -> None:
+        """``callback`` once the client closes or ends its side (both callbacks in one)."""
+        self._close_callback = self._eof_callback = callback
+
     def set_eof_callback(self, callback: Callable[[], Any] | None) -> None:
         """Run ``callback`` once if the client ends its side while a request is
         pending (it may have closed, or only half-closed: the answer can still
