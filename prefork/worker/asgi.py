@@ -518,7 +518,16 @@ class ASGIAdapter:
             # Imported on the first upgrade: its frame library is an optional extra.
             import importlib
 
-            self._websocket = importlib.import_module("prefork.worker.websocket").serve_websocket
+            try:
+                module = importlib.import_module("prefork.worker.websocket")
+            except ImportError as exc:
+                if not _missing_websocket_logged:
+                    _log_missing_websocket(exc)
+                request.write_headers(501, [("Content-Type", "text/plain"), ("Connection", "close")])
+                request.write(b"WebSocket is not available on this server\n")
+                request.finish()
+                return
+            self._websocket = module.serve_websocket
         scope = build_scope(request, "websocket", self.config.root_path, self.state)
         protocols = request.headers.get_list("Sec-Websocket-Protocol")
         scope["subprotocols"] = [
@@ -527,6 +536,15 @@ class ASGIAdapter:
         scope["extensions"] = {"websocket.http.response": {}}
         del scope["method"]
         await self._websocket(self.app, scope, request, self.config)
+
+
+_missing_websocket_logged = False
+
+
+def _log_missing_websocket(exc: ImportError) -> None:
+    global _missing_websocket_logged
+    _missing_websocket_logged = True
+    error_log.error("WebSocket upgrade refused (501): %s", exc)
 
 
 # ---------------------------------------------------------------------- lifespan

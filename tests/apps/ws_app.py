@@ -3,7 +3,7 @@
 Run as a script it binds port 0 on 127.0.0.1, prints the port as the first
 line of stdout and serves until terminated; ``--max-size``,
 ``--ping-interval``, ``--ping-timeout`` and ``--no-deflate`` are the ``ws_*``
-settings.  Imported (``tests.apps.ws_app:app``) it is an ordinary ASGI
+settings; ``--certfile``/``--keyfile`` serve wss.  Imported (``tests.apps.ws_app:app``) it is an ordinary ASGI
 application for the command line.
 
 Routes (by path; the query string carries arguments):
@@ -211,6 +211,8 @@ def main() -> None:
     parser.add_argument("--ping-interval", type=float, default=20.0)
     parser.add_argument("--ping-timeout", type=float, default=20.0)
     parser.add_argument("--no-deflate", action="store_true")
+    parser.add_argument("--certfile")
+    parser.add_argument("--keyfile")
     args = parser.parse_args()
     logging.basicConfig(stream=sys.stderr, level=logging.INFO)
     config = make_config(
@@ -221,7 +223,8 @@ def main() -> None:
         ws_per_message_deflate=not args.no_deflate,
         access_log="off",
     )
-    server = httpserver.HTTPServer(ASGIAdapter(app, config), config=config)
+    ssl_options = {"certfile": args.certfile, "keyfile": args.keyfile} if args.certfile else None
+    server = httpserver.HTTPServer(ASGIAdapter(app, config), config=config, ssl_options=ssl_options)
     sockets = bind_sockets(0, "127.0.0.1")
     server.add_sockets(sockets)
     print(sockets[0].getsockname()[1], flush=True)

@@ -11,7 +11,7 @@ import pytest
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 
-from prefork.worker.websocket import _MessageFilter
+from prefork.worker.websocket_frames import MessageFilter
 from prefork.worker.websocket_protocol import DeflateParams, Inflater
 
 
@@ -39,7 +39,7 @@ PARAMS = DeflateParams(12, 15, False, False, False)
 
 def server(max_size: int = 1 << 20, params: DeflateParams | None = None) -> Connection:
     inflater = Inflater(params) if params is not None else None
-    return Connection(ConnectionType.SERVER, [_MessageFilter(max_size, inflater)])
+    return Connection(ConnectionType.SERVER, [MessageFilter(max_size, inflater)])
 
 
 def feed(conn: Connection, data: bytes) -> list:
@@ -206,7 +206,7 @@ def run_session(chunks: list[bytes], fast: bool, deflate: bool) -> tuple[list, b
     import asyncio
 
     from prefork.settings import make_config
-    from prefork.worker import websocket
+    from prefork.worker import websocket, websocket_connection
 
     async def main():
         transport = _Transport()
@@ -228,18 +228,18 @@ def run_session(chunks: list[bytes], fast: bool, deflate: bool) -> tuple[list, b
                 break
         return events, bytes(transport.out)
 
-    saved = websocket._FAST_PATH
-    websocket._FAST_PATH = fast
+    saved = websocket_connection.FAST_PATH
+    websocket_connection.FAST_PATH = fast
     try:
         return asyncio.run(main())
     finally:
-        websocket._FAST_PATH = saved
+        websocket_connection.FAST_PATH = saved
 
 
 def test_the_fast_path_is_on_with_this_wsproto():
-    from prefork.worker import websocket
+    from prefork.worker import websocket_frames
 
-    assert websocket._FAST_PATH  # (off, everything still works, only slower)
+    assert websocket_frames.FAST_PATH  # (off, everything still works, only slower)
 
 
 _PAYLOADS = [b"", b"hello", "κόσμε".encode(), b"\xed\xa0\x80", b"\xce", b"x" * 130, b"y" * 3001]

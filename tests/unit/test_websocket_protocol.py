@@ -19,9 +19,11 @@ from prefork.worker.websocket_protocol import (
     accept_token,
     check_upgrade,
     close_code_problem,
+    frame_head,
     negotiate_deflate,
     parse_extension_offers,
     parse_subprotocols,
+    unmask,
 )
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455 section 1.3's example
@@ -297,3 +299,26 @@ def test_sendable_close_codes(code):
 )
 def test_close_codes_an_application_may_not_send(code):
     assert close_code_problem(code) is not None
+
+
+# ------------------------------------------------------------------ framing
+
+
+@pytest.mark.parametrize("size", [0, 1, 3, 4, 5, 125, 1023, 1024, 1025, 70000])
+def test_unmask_is_the_rfc_xor(size):
+    payload, key = os.urandom(size), os.urandom(4)
+    assert unmask(payload, key) == bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+@pytest.mark.parametrize(
+    "length,expected",
+    [
+        (0, b"\x81\x00"),
+        (125, b"\x81\x7d"),
+        (126, b"\x81\x7e\x00\x7e"),
+        (65535, b"\x81\x7e\xff\xff"),
+        (65536, b"\x81\x7f\x00\x00\x00\x00\x00\x01\x00\x00"),
+    ],
+)
+def test_frame_head_uses_the_shortest_length(length, expected):
+    assert frame_head(0x81, length) == expected
