@@ -27,7 +27,9 @@ class Scenario:
     ``wsgi`` picks the WSGI variant of each app; ``latency`` is False where
     wrk's latency histogram is not valid (with a pipelining script wrk
     records one sample per batch but corrects for as many samples as
-    requests, and prints 0 for every percentile).
+    requests, and prints 0 for every percentile).  ``asgi_app`` (an ASGI
+    scenario) is the ``module:app`` every ASGI server serves, ``modules`` what
+    that app imports; ``websocket``: the load is ``bench/ws_load.py``, not wrk.
     """
 
     name: str
@@ -37,7 +39,13 @@ class Scenario:
     script: str | None = None
     wsgi: bool = False
     latency: bool = True
+    asgi_app: str | None = None
+    modules: tuple[str, ...] = ()
+    websocket: bool = False
 
+
+ASGI_APP = "bench.apps.asgi_app:app"
+FASTAPI_APP = "bench.apps.fastapi_app:app"
 
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("hello", "GET / on keep-alive connections (13-byte body)"),
@@ -55,6 +63,32 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("big", "GET /big: a 1 MiB response", path="/big"),
     Scenario("upload", "POST /upload with a 1 MiB body", script="upload.lua"),
     Scenario("wsgi-hello", "GET / through each server's WSGI interface", wsgi=True),
+    Scenario(
+        "asgi-hello",
+        "GET / through each server's ASGI interface (13-byte body, bench/apps/asgi_app.py)",
+        asgi_app=ASGI_APP,
+    ),
+    Scenario(
+        "fastapi-json",
+        "GET /items/42?q=bench: a FastAPI endpoint answering a pydantic model as JSON",
+        path="/items/42?q=bench",
+        asgi_app=FASTAPI_APP,
+        modules=("fastapi",),
+    ),
+    Scenario(
+        "asgi-echo-10k",
+        "POST /echo with a 10 KiB body, sent back by the ASGI app",
+        script="echo10k.lua",
+        asgi_app=ASGI_APP,
+    ),
+    Scenario(
+        "ws-echo",
+        "WebSocket echo at /ws: 50 connections, each with one 16-byte text message in flight "
+        "(bench/ws_load.py); req/s is messages/s, latency the round trip",
+        path="/ws",
+        asgi_app=ASGI_APP,
+        websocket=True,
+    ),
 )
 BY_NAME = {scenario.name: scenario for scenario in SCENARIOS}
 
@@ -71,6 +105,7 @@ class WrkResult:
     non_2xx: int = 0
     error: str | None = None
     raw: str = field(default="", repr=False)
+    load_cpu: float | None = None  # the load generator's CPU, a fraction of one core
 
 
 def wrk_path() -> str | None:

@@ -142,6 +142,60 @@ def tree_rss(pid: int) -> int:
     return total
 
 
+def tree_threads(pid: int) -> int:
+    """Threads summed over the whole tree (master, workers and their helper threads)."""
+    total = 0
+    for process in tree(pid):
+        try:
+            total += process.num_threads()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return total
+
+
+def cpu_fraction(pid: int, wall: float) -> float | None:
+    """CPU (user + system) that ``pid`` used so far over ``wall`` seconds: cores busy."""
+    if wall < 0.5:
+        return None
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+    return (times.user + times.system) / wall
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by the whole tree."""
+    total = 0.0
+    for process in tree(pid):
+        try:
+            times = process.cpu_times()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        total += times.user + times.system
+    return total
+
+
+BUSY_FIELDS = ("user", "nice", "system", "irq", "softirq", "steal")
+
+
+def cpus_busy(cpus: set[int]) -> float:
+    """CPU seconds the given cores spent busy since boot.
+
+    Interrupt time counts (the kernel charges a process's softirq work to its
+    system time, so it is in the process figures too), and so does steal (a
+    virtual machine's neighbours: a disturbance like any other); guest time
+    is already inside user time.
+    """
+    per_cpu = psutil.cpu_times(percpu=True)
+    return sum(
+        getattr(per_cpu[cpu], field, 0.0)
+        for cpu in cpus
+        if cpu < len(per_cpu)
+        for field in BUSY_FIELDS
+    )
+
+
 def session_members(sid: int) -> list[int]:
     """Pids still alive (not zombies) in session ``sid``: what a stop left behind."""
     members = []

@@ -18,10 +18,16 @@ from pathlib import Path
 from typing import Any
 
 RATIO_KEYS = ("req_per_s", "p50_ms", "p99_ms", "rss_mb")
+EXTRA_KEYS = ("threads", "load_cpu", "other_cpu")  # medians too, but no ratio
 
 
-def aggregate(rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    """Median of each figure over the good rounds; errors are summed, not medianed."""
+def aggregate(rounds: list[dict[str, Any]], calm: float | None = None) -> dict[str, Any]:
+    """Median of each figure over the good rounds; errors are summed, not medianed.
+
+    ``calm``: rounds in which other processes took more than this share of a
+    core on the pinned cores (``other_cpu``) are left out of the medians, as
+    long as at least one round was calm; ``left_out`` counts them.
+    """
     good = [r for r in rounds if not r.get("error")]
     row: dict[str, Any] = {"rounds": rounds}
     if not good:
@@ -31,7 +37,11 @@ def aggregate(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     row["status"] = (
         f"{failed} of {len(rounds)} rounds failed: {_first_error(rounds)}" if failed else "ok"
     )
-    for key in RATIO_KEYS:
+    if calm is not None:
+        quiet = [r for r in good if (r.get("other_cpu") or 0.0) <= calm]
+        row["left_out"] = len(good) - len(quiet) if quiet else 0
+        good = quiet or good
+    for key in RATIO_KEYS + EXTRA_KEYS:
         values = [r[key] for r in good if r.get(key) is not None]
         row[key] = statistics.median(values) if values else None
     row["errors"] = sum(r["errors"] for r in good)
@@ -61,6 +71,10 @@ def _num(value: float | None, digits: int = 2) -> str:
     return f"{value:,.0f}" if digits == 0 else f"{value:,.{digits}f}"
 
 
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
 def _ratio(row: dict[str, Any], key: str) -> str:
     if row["server"] == "prefork":
         return "1"
@@ -70,8 +84,8 @@ def _ratio(row: dict[str, Any], key: str) -> str:
 
 SCENARIO_HEADER = (
     "| server | req/s | p50 ms | p99 ms | errors | non-2xx | RSS MB "
-    "| prefork/peer req/s | p50 | p99 | RSS |\n"
-    "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+    "| prefork/peer req/s | p50 | p99 | RSS | threads | load CPU | others' CPU |\n"
+    "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
 )
 
 
@@ -79,9 +93,11 @@ def scenario_row(row: dict[str, Any]) -> str:
     """One Markdown line; a row that was not measured says why across the table."""
     label = row["label"]
     if "req_per_s" not in row:
-        return f"| {label} | {row['status']} |  |  |  |  |  |  |  |  |  |"
+        return f"| {label} | {row['status']} |  |  |  |  |  |  |  |  |  |  |  |  |"
     if row["status"] != "ok":
         label += f" ({row['status']})"
+    if row.get("left_out"):
+        label += f" ({row['left_out']} disturbed round(s) left out)"
     cells = [
         label,
         _num(row["req_per_s"], 0),
@@ -91,6 +107,9 @@ def scenario_row(row: dict[str, Any]) -> str:
         str(row["non_2xx"]),
         _num(row["rss_mb"], 1),
         *(_ratio(row, key) for key in RATIO_KEYS),
+        _num(row.get("threads"), 0),
+        _percent(row.get("load_cpu")),
+        _percent(row.get("other_cpu")),
     ]
     return "| " + " | ".join(cells) + " |"
 
@@ -162,7 +181,14 @@ def markdown(results: dict[str, Any]) -> str:
         "below 1 is better for it in latency and RSS. RSS is the whole process tree "
         "(master + workers), the peak sampled during the load; with 1 worker tornado "
         "and uvicorn run as a single process (no supervisor), prefork, gunicorn and "
-        "nginx as master + worker. Errors are wrk's socket errors, summed over rounds.",
+        "nginx as master + worker. Errors are wrk's socket errors, summed over rounds. "
+        "Threads: the most seen in the server's tree during the load (all processes). "
+        "Load CPU: the load generator's own CPU use (wrk, or bench/ws_load.py for "
+        "ws-echo), as a share of its one core: near 100% means it, not the server, "
+        "may have set the rate. Others' CPU: what other processes took of the two "
+        "pinned cores during the load, in cores (their busy time less the server's, "
+        "the load's and the harness's): above a few % the round was disturbed by "
+        "something else running on the machine.",
         "",
         "Servers:",
         *(f"- {name}: {text}" for name, text in results["servers"].items()),

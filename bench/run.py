@@ -26,17 +26,18 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make ``bench`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import load, procs, report, supervisor  # noqa: E402
+from bench import asgi, load, procs, report, supervisor, ws_load  # noqa: E402
 from bench.servers import BY_NAME, Launch, Server, prefork_wsgi_missing  # noqa: E402
 
 MIB = 1024 * 1024
-QUICK_SCENARIOS = ("hello", "pipeline16")
+DISTURBED = 0.10  # others' CPU on the pinned cores above which a round is flagged
+QUICK_SCENARIOS = ("hello", "pipeline16", "asgi-hello", "fastapi-json", "asgi-echo-10k", "ws-echo")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--quick", action="store_true", help="smoke mode: 1 s, 1 round, 2 scenarios"
+        "--quick", action="store_true", help="smoke mode: 1 s, 1 round, 6 scenarios"
     )
     parser.add_argument("--results", type=Path, help="output folder (default bench/results/TIME)")
     parser.add_argument("--workers", type=int, default=1, help="workers per server (default 1)")
@@ -46,6 +47,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--servers", help="comma list, default all: " + ",".join(BY_NAME))
     parser.add_argument("--scenarios", help="comma list, default all: " + ",".join(load.BY_NAME))
     parser.add_argument("--no-supervisor", action="store_true", help="skip supervisor figures")
+    parser.add_argument(
+        "--calm",
+        type=float,
+        default=DISTURBED,
+        help="leave rounds out of the medians in which other processes took more than this "
+        "share of a core on the pinned cores (default %(default)s; -1: keep every round)",
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     args.duration = args.duration or (1 if quick else 5)
@@ -56,6 +64,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.scenario_list = _pick(parser, args.scenarios, load.BY_NAME, default_scenarios, "scenario")
     if args.workers < 1:
         parser.error("--workers must be >= 1")
+    if args.calm < 0:
+        args.calm = None
     return args
 
 
@@ -99,12 +109,21 @@ class Bench:
             return missing
         if scenario.wsgi and server.name == "prefork":
             return prefork_wsgi_missing()
+        if scenario.asgi_app:
+            return asgi.why_not(server, scenario, self.workdir, self.logs / "prefork.log")
         return None
 
     def measure(self, server: Server, scenario: load.Scenario, round_no: int) -> dict[str, Any]:
         """One fresh server, one warm-up, one measured wrk run; the figures of that round."""
         port = procs.free_port()
-        launch = Launch(port, self.args.workers, self.workdir, wsgi=scenario.wsgi)
+        launch = Launch(
+            port,
+            self.args.workers,
+            self.workdir,
+            wsgi=scenario.wsgi,
+            asgi=scenario.asgi_app,
+            websocket=scenario.websocket,
+        )
         log = self.logs / f"{server.name}.log"
         with open(log, "a") as out:
             out.write(f"\n=== {scenario.name} round {round_no} ===\n")
@@ -121,17 +140,35 @@ class Bench:
                 self.warnings.append(f"{server.name} left processes running: {left}")
 
     def _load(self, running: procs.Running, scenario: load.Scenario, port: int) -> dict[str, Any]:
+        drive = ws_load.run if scenario.websocket else load.run_wrk
         if self.args.warmup:
-            load.run_wrk(scenario, port, self.args.warmup, self.wrk_cpu)
-        peak = [0]
+            drive(scenario, port, self.args.warmup, self.wrk_cpu)
+        peak, threads, load_cpu, other_cpu = [0], [0], [None], [None]
+        cores = {c for c in (self.server_cpu, self.wrk_cpu) if c is not None}
 
         def sample(wrk) -> None:
-            """Peak RSS of the server's whole tree while wrk runs."""
+            """Peak RSS and threads of the server's whole tree, and the load's CPU, while it runs.
+
+            With pinning, also what other processes took of the two cores
+            (their busy time less the server's, the load's and this harness's):
+            a shared machine's noise, which makes a round worth less.
+            """
+            started = time.monotonic()
+            first = last = None
             while wrk.poll() is None:
                 peak[0] = max(peak[0], procs.tree_rss(running.pid))
+                threads[0] = max(threads[0], procs.tree_threads(running.pid))
+                load_cpu[0] = procs.cpu_fraction(wrk.pid, time.monotonic() - started) or load_cpu[0]
+                if cores:
+                    ours = procs.tree_cpu(running.pid) + procs.tree_cpu(wrk.pid)
+                    now = (time.monotonic(), procs.cpus_busy(cores), ours + time.process_time())
+                    first, last = first or now, now
                 time.sleep(0.2)
+            if first and last and last[0] - first[0] > 0.5:
+                others = (last[1] - first[1]) - (last[2] - first[2])
+                other_cpu[0] = max(0.0, others / (last[0] - first[0]))
 
-        result = load.run_wrk(scenario, port, self.args.duration, self.wrk_cpu, during=sample)
+        result = drive(scenario, port, self.args.duration, self.wrk_cpu, during=sample)
         latency = scenario.latency
         return {
             "req_per_s": result.req_per_s,
@@ -140,6 +177,9 @@ class Bench:
             "errors": result.socket_errors,
             "non_2xx": result.non_2xx,
             "rss_mb": peak[0] / MIB if peak[0] else None,
+            "threads": threads[0] or None,
+            "load_cpu": result.load_cpu if result.load_cpu is not None else load_cpu[0],
+            "other_cpu": other_cpu[0],
             "error": result.error,
         }
 
@@ -154,12 +194,17 @@ class Bench:
                 figures = self.measure(server, scenario, round_no)
                 rounds.setdefault(server.name, []).append(figures)
                 _progress(scenario.name, round_no, server.name, figures)
+                if (figures.get("other_cpu") or 0) > (self.args.calm or DISTURBED):
+                    self.warnings.append(
+                        f"{scenario.name} round {round_no}, {server.name}: other processes "
+                        f"took {figures['other_cpu']:.0%} of a core on the pinned cores"
+                    )
         rows = []
         for server in servers:
             if skipped[server.name]:
                 row = {"status": skipped[server.name]}
             else:
-                row = report.aggregate(rounds[server.name])
+                row = report.aggregate(rounds[server.name], self.args.calm)
             rows.append({"server": server.name, "label": label(server), **row})
         report.add_ratios(rows)
         return {"description": scenario.description, "rows": rows}
@@ -210,12 +255,15 @@ def run(args: argparse.Namespace) -> int:
                 "warmup": args.warmup,
                 "quick": args.quick,
                 "pinning": bench.pinning,
+                "calm": args.calm,
             },
             "servers": {s.name: s.description for s in args.server_list},
             "scenarios": {},
         }
         for scenario in args.scenario_list:
-            servers = [s for s in args.server_list if not scenario.wsgi or s.wsgi]
+            servers = [
+                s for s in args.server_list if s.takes_part(scenario.wsgi, bool(scenario.asgi_app))
+            ]
             results["scenarios"][scenario.name] = bench.scenario(scenario, servers)
         results["supervisor"] = [] if args.no_supervisor else bench.supervisor(args.server_list)
         results["warnings"] = bench.warnings

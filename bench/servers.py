@@ -18,6 +18,7 @@ from pathlib import Path
 from bench import nginx
 
 PY = sys.executable
+ASGI_APP = "bench.apps.asgi_app:app"
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class Launch:
     workdir: Path
     preload: bool = False
     wsgi: bool = False
+    asgi: str | None = None  # serve this ASGI ``module:app`` (an ASGI scenario)
+    websocket: bool = False  # the scenario is WebSocket: use the server's WebSocket stack
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,10 @@ class Server:
     ``wsgi``: it takes part in the WSGI scenario (it has a WSGI interface).
     ``preload``: it has a preload mode (import the app once, then fork), which
     the PSS-per-worker figure is measured with as well.
+    ``asgi``: it takes part in the ASGI scenarios, serving the same ASGI app
+    files as every other; ``native``: it takes part in the plain scenarios
+    (hello ... upload) with its own fastest API; ``ws_modules``: what it
+    needs beyond ``modules`` for the WebSocket scenario.
     """
 
     name: str
@@ -49,12 +56,19 @@ class Server:
     command: Callable[[Launch], list[str]]
     wsgi: bool = False
     preload: bool = False
+    asgi: bool = False
+    native: bool = True
+    ws_modules: tuple[str, ...] = ()
+
+    def takes_part(self, wsgi: bool, asgi: bool) -> bool:
+        """Whether it runs in a WSGI, an ASGI or (neither) a plain scenario."""
+        return self.wsgi if wsgi else self.asgi if asgi else self.native
 
     def missing(self) -> str | None:
         """None when the server can run here, else the row text saying what is missing."""
         if self.name == "nginx":
             return None if nginx.binary() else f"not installed: {self.install}"
-        absent = [m for m in self.modules if importlib.util.find_spec(m) is None]
+        absent = [m for m in self.modules if not importable(m)]
         return f"not installed: {self.install}" if absent else None
 
     def version(self) -> str:
@@ -67,10 +81,20 @@ class Server:
             return "?"
 
 
+def importable(module: str) -> bool:
+    """Whether ``module`` (dotted: its parents too) can be imported here."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # a parent package is missing
+        return False
+
+
 def _prefork(launch: Launch) -> list[str]:
     command = [PY, "-m", "prefork", "-b", f"127.0.0.1:{launch.port}", "-w", str(launch.workers)]
     command += ["--access-log", "off", "--log-level", "warning"]
     command += ["--preload"] if launch.preload else []
+    if launch.asgi:
+        return [*command, "--interface", "asgi", launch.asgi]
     if not launch.wsgi:
         return [*command, "bench.apps.prefork_app:app"]
     if _prefork_has_setting("interface"):
@@ -101,14 +125,44 @@ def _gunicorn(worker_class: str, *extra: str) -> Callable[[Launch], list[str]]:
 
 def _uvicorn(loop: str, http: str) -> Callable[[Launch], list[str]]:
     def command(launch: Launch) -> list[str]:
-        app = "bench.apps.wsgi_app:app" if launch.wsgi else "bench.apps.asgi_app:app"
+        app = "bench.apps.wsgi_app:app" if launch.wsgi else launch.asgi or ASGI_APP
         interface = "wsgi" if launch.wsgi else "asgi3"
         args = [PY, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(launch.port)]
         args += ["--workers", str(launch.workers), "--loop", loop, "--http", http]
         args += ["--interface", interface, "--no-access-log", "--log-level", "warning"]
+        args += ["--ws", "websockets"] if launch.websocket else []
         return [*args, app]
 
     return command
+
+
+def _granian(launch: Launch) -> list[str]:
+    """One runtime thread per worker, single-threaded runtime, uvloop: one core's worth.
+
+    A granian worker still has more threads than that: the Python thread that
+    runs the event loop and the app, the Rust runtime thread(s), and helpers;
+    the report's threads column counts them all.
+    """
+    args = [PY, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1"]
+    args += ["--port", str(launch.port), "--workers", str(launch.workers)]
+    args += ["--runtime-threads", "1", "--runtime-mode", "st", "--loop", "uvloop", "--http", "1"]
+    args += ["--no-access-log", "--log-level", "warning"]
+    return [*args, launch.asgi or ASGI_APP]
+
+
+def _gunicorn_asgi(launch: Launch) -> list[str]:
+    """gunicorn's own ASGI worker (gunicorn >= 24) on uvloop; its C parser when installed."""
+    args = [PY, "-m", "gunicorn", "-k", "asgi", "--asgi-loop", "uvloop"]
+    args += ["-w", str(launch.workers), "-b", f"127.0.0.1:{launch.port}"]
+    args += ["--log-level", "warning", *(["--preload"] if launch.preload else [])]
+    return [*args, launch.asgi or ASGI_APP]
+
+
+def _hypercorn(launch: Launch) -> list[str]:
+    """hypercorn's uvloop worker; no --access-logfile, so no access log."""
+    args = [PY, "-m", "hypercorn", "-k", "uvloop", "-w", str(launch.workers)]
+    args += ["-b", f"127.0.0.1:{launch.port}", "--log-level", "warning"]
+    return [*args, launch.asgi or ASGI_APP]
 
 
 def _nginx(launch: Launch) -> list[str]:
@@ -118,13 +172,14 @@ def _nginx(launch: Launch) -> list[str]:
 SERVERS: tuple[Server, ...] = (
     Server(
         "prefork",
-        "prefork CLI (seed API callback)",
+        "prefork CLI (seed API callback; `--interface asgi` in the ASGI scenarios)",
         "prefork",
         ("prefork",),
         "pip install -e .",
         _prefork,
         wsgi=True,
         preload=True,
+        asgi=True,
     ),
     Server(
         "tornado",
@@ -156,12 +211,14 @@ SERVERS: tuple[Server, ...] = (
     ),
     Server(
         "uvicorn-httptools",
-        "uvicorn httptools + uvloop (ASGI)",
+        "uvicorn httptools + uvloop (ASGI; `--ws websockets` in ws-echo)",
         "uvicorn",
         ("uvicorn", "httptools", "uvloop"),
         "pip install uvicorn httptools uvloop",
         _uvicorn("uvloop", "httptools"),
         wsgi=True,
+        asgi=True,
+        ws_modules=("websockets",),
     ),
     Server(
         "uvicorn-h11",
@@ -179,6 +236,37 @@ SERVERS: tuple[Server, ...] = (
         (),
         "apt-get install nginx-light",
         _nginx,
+    ),
+    Server(
+        "granian",
+        "granian --interface asgi, 1 runtime thread (st), uvloop (ASGI scenarios only)",
+        "granian",
+        ("granian",),
+        "pip install granian",
+        _granian,
+        asgi=True,
+        native=False,
+    ),
+    Server(
+        "gunicorn-asgi",
+        "gunicorn -k asgi (its native ASGI worker), uvloop (ASGI scenarios only)",
+        "gunicorn",
+        ("gunicorn.workers.gasgi", "uvloop"),
+        "pip install 'gunicorn>=24' uvloop (its ASGI worker came in 24.0)",
+        _gunicorn_asgi,
+        asgi=True,
+        native=False,
+        preload=True,
+    ),
+    Server(
+        "hypercorn",
+        "hypercorn -k uvloop (ASGI scenarios only)",
+        "hypercorn",
+        ("hypercorn", "uvloop"),
+        "pip install hypercorn uvloop",
+        _hypercorn,
+        asgi=True,
+        native=False,
     ),
 )
 BY_NAME = {server.name: server for server in SERVERS}

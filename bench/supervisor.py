@@ -64,7 +64,9 @@ def _run(server: Server, workdir: Path, preload: bool) -> dict[str, Any]:
         result["worker_pss_mb"] = _worker_pss(running.pid, port)
         if not preload and workers:
             result["replace_ms"] = _replace_ms(running.pid, port, workers)
-            if result["replace_ms"] is None:
+            if result["replace_ms"] is None and running.process.poll() is not None:
+                result["notes"].append("the whole server exited when one worker was killed")
+            elif result["replace_ms"] is None:
                 result["notes"].append(f"no replacement within {REPLACE_TIMEOUT:.0f} s")
     finally:
         left = procs.stop(running)
@@ -125,4 +127,14 @@ def _replace_ms(root: int, port: int, workers: set[int]) -> float | None:
     while time.monotonic() - killed < REPLACE_TIMEOUT:
         if set(procs.burst(port)) - known:
             return (time.monotonic() - killed) * 1000
+        if _exited(root):  # hypercorn stops altogether when a worker dies
+            return None
     return None
+
+
+def _exited(pid: int) -> bool:
+    """Whether the server's first process has exited (a zombie until the harness reaps it)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True

@@ -234,9 +234,22 @@ class Slot:
 
     def snapshot(self) -> SlotSnapshot:
         """Read the whole slot at once."""
-        (pid, gen, index, conns, state, flags, _restart, sockets, boot, hb, reqs, started, n, summary) = (
-            _WHOLE.unpack_from(self._mm, self._off)
-        )
+        (
+            pid,
+            gen,
+            index,
+            conns,
+            state,
+            flags,
+            _restart,
+            sockets,
+            boot,
+            hb,
+            reqs,
+            started,
+            n,
+            summary,
+        ) = _WHOLE.unpack_from(self._mm, self._off)
         try:
             st = SlotState(state)
         except ValueError:

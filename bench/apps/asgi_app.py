@@ -1,4 +1,9 @@
-"""The hello app as ASGI 3, for uvicorn (httptools + uvloop, h11 + asyncio)."""
+"""The hello app as ASGI 3, served as is by every ASGI server (uvicorn, granian, hypercorn,
+gunicorn's ASGI worker, ``prefork --interface asgi``).
+
+Besides the routes of :mod:`bench.apps`: ``POST /echo`` answers with the request
+body; a WebSocket at ``/ws`` echoes every message (text as text, bytes as bytes).
+"""
 
 from __future__ import annotations
 
@@ -24,12 +29,59 @@ async def _drain(receive) -> None:
         more = message.get("more_body", False)
 
 
+async def _read_body(receive) -> bytes:
+    """The whole request body, for the echo."""
+    message = await receive()
+    body = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body
+    chunks = [body]
+    while message.get("more_body", False):
+        message = await receive()
+        chunks.append(message.get("body", b""))
+    return b"".join(chunks)
+
+
+async def _websocket(scope, receive, send) -> None:
+    """``/ws``: accept, then send every message back as it came; other paths are refused."""
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    if scope["path"] != "/ws":
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] != "websocket.receive":
+            return  # websocket.disconnect
+        text = message.get("text")
+        if text is not None:
+            await send({"type": "websocket.send", "text": text})
+        else:
+            await send({"type": "websocket.send", "bytes": message.get("bytes") or b""})
+
+
 async def app(scope, receive, send) -> None:
-    """``/big`` gets 1 MiB, ``POST`` bodies are read, everything answers 200."""
-    if scope["type"] == "lifespan":
+    """``/big`` gets 1 MiB, ``POST /echo`` its body back, other ``POST`` bodies are read,
+    everything answers 200; ``/ws`` is a WebSocket echo."""
+    kind = scope["type"]
+    if kind == "lifespan":
         await _lifespan(receive, send)
         return
+    if kind == "websocket":
+        await _websocket(scope, receive, send)
+        return
     if scope["method"] == "POST":
+        if scope["path"] == "/echo":
+            body = await _read_body(receive)
+            headers = [
+                (b"content-type", b"application/octet-stream"),
+                (b"content-length", b"%d" % len(body)),
+            ]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
         await _drain(receive)
     body = BIG if scope["path"] == "/big" else HELLO
     headers = [

@@ -523,7 +523,9 @@ class ASGIAdapter:
             except ImportError as exc:
                 if not _missing_websocket_logged:
                     _log_missing_websocket(exc)
-                request.write_headers(501, [("Content-Type", "text/plain"), ("Connection", "close")])
+                request.write_headers(
+                    501, [("Content-Type", "text/plain"), ("Connection", "close")]
+                )
                 request.write(b"WebSocket is not available on this server\n")
                 request.finish()
                 return

@@ -285,7 +285,10 @@ class HTTPConnection(asyncio.Protocol):
                     if event.has_body:  # type: ignore[union-attr]
                         if event.expect_continue:  # type: ignore[union-attr]
                             self._send(_CONTINUE)
-                        if self._stream_bodies:
+                        length = event.content_length  # type: ignore[union-attr]
+                        if self._stream_bodies and (length is None or parser.buffered < length):
+                            # Stream it, unless it is all here already: then
+                            # it goes over whole, with no stream to read through.
                             self._dispatch(b"", None, streaming=True)
                         self._waiting = _T_BODY
                         self.deadline = self._loop.time() + self.config.body_timeout  # type: ignore[union-attr]
@@ -352,7 +355,8 @@ class HTTPConnection(asyncio.Protocol):
                 self._body_stream = request.body_stream = BodyStream(
                     self._pause_for_reader, self._resume_for_reader
                 )
-            elif body and head.method in _BODY_METHODS:
+            elif body and head.method in _BODY_METHODS and not self._stream_bodies:
+                # (the seed's request.arguments; WSGI and ASGI parse bodies themselves)
                 content_type = headers.get("Content-Type")
                 if content_type:
                     parse_body_arguments(

@@ -1109,7 +1109,7 @@ def test_three_usr2_upgrades_under_load_fail_no_request(server) -> None:
 
 STATUS_ROW = re.compile(
     r"^\s*(?P<slot>\d+)\s+(?P<pid>\d+)\s+(?P<gen>\d+)\s+(?P<age>\d+)s\s+(?P<state>\w+)\s+"
-    r"(?P<requests>\d+)\s+(?P<conns>\d+)\s+(?P<rss>\S+)  (?P<current>.*)$"
+    r"(?P<requests>\d+)\s+(?P<conns>\d+)\s+(?P<ws>\d+)\s+(?P<rss>\S+)  (?P<current>.*)$"
 )
 
 
@@ -1146,7 +1146,7 @@ def test_prefork_status_shows_the_workers_of_a_running_master(server, tmp_path: 
     lines = result.stdout.splitlines()
     assert lines[0] == f"master pid {srv.proc.pid}", lines
     assert lines[1].split() == [
-        "slot", "pid", "gen", "age", "state", "requests", "conns", "rss", "current"
+        "slot", "pid", "gen", "age", "state", "requests", "conns", "ws", "rss", "current"
     ]  # fmt: skip
     rows = {}
     for text in lines[2:]:
@@ -1159,6 +1159,7 @@ def test_prefork_status_shows_the_workers_of_a_running_master(server, tmp_path: 
         assert int(row["requests"]) == served[pid], (served, result.stdout)
         assert re.fullmatch(r"\d+(\.\d)?[KMG]", row["rss"]), row["rss"]
         assert int(row["age"]) < 60
+        assert row["ws"] == "0"  # a callback app has no WebSockets
     # What the busy worker is serving now, and for how long.
     current = rows[busy]["current"]
     assert re.fullmatch(r"GET /sleep\?s=20&mark=\S+ \(\d+\.\ds\)", current), result.stdout
