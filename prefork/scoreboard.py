@@ -334,6 +334,11 @@ class Scoreboard:
                 os.close(fd)
         _HEADER.pack_into(self._mm, 0, _MAGIC, 1, capacity, os.getpid())
         self.slots = [Slot(self._mm, i) for i in range(capacity)]
+        # One byte in a pipe the workers inherit: the first to read it reports
+        # a boot failure (a pipe read is atomic; a flag in shared memory is not).
+        self._token_r, token_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        os.write(token_w, b"!")
+        os.close(token_w)
 
     @classmethod
     def attach(cls, path: str) -> Scoreboard:
@@ -347,6 +352,7 @@ class Scoreboard:
         self.capacity = capacity
         self.path = path
         self._inode = None
+        self._token_r = -1
         self.slots = [Slot(self._mm, i) for i in range(capacity)]
         return self
 
@@ -365,22 +371,30 @@ class Scoreboard:
     def claim_boot_error_report(self) -> bool:
         """True for the first worker that fails to boot before any worker was ready.
 
-        So that N workers failing the same way at import show the traceback
-        once, not N times. Best effort: two workers failing in the same
-        instant may both report.
+        So that N workers failing the same way at import (or in a lifespan
+        startup) show the cause once, not N times, even when they fail in the
+        same instant: the claim is the one byte of a pipe they all inherited.
         """
         if self.ever_ready:
             return True
-        if self._mm[_OFF_BOOT_ERROR_SHOWN]:
+        if self._mm[_OFF_BOOT_ERROR_SHOWN] or self._token_r < 0:
             return False
-        self._mm[_OFF_BOOT_ERROR_SHOWN] = 1
-        return True
+        try:
+            claimed = os.read(self._token_r, 1) == b"!"
+        except (BlockingIOError, OSError):
+            return False
+        if claimed:
+            self._mm[_OFF_BOOT_ERROR_SHOWN] = 1
+        return claimed
 
     def snapshot(self) -> list[SlotSnapshot]:
         """Every non-empty slot."""
         return [s for s in (slot.snapshot() for slot in self.slots) if s.state != SlotState.EMPTY]
 
     def close(self, unlink: bool = False) -> None:
+        if self._token_r >= 0:
+            os.close(self._token_r)
+            self._token_r = -1
         self._mm.close()
         if unlink and self.path is not None and self._inode is not None:
             try:

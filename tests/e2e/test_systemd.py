@@ -111,7 +111,14 @@ class Proc:
         self.popen.send_signal(signum)
 
     def wait(self, timeout: float = STOP_TIMEOUT) -> int:
-        return self.popen.wait(timeout)
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            # Say what the process was doing: its log is the only witness.
+            raise AssertionError(
+                f"{self.popen.args[0]} still running after {timeout} s\n"
+                f"--- its stderr ---\n{self.stderr()[-6000:]}"
+            ) from None
 
     def stop(self) -> None:
         """TERM the process and every descendant still there, bounded; then KILL."""
