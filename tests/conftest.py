@@ -211,6 +211,57 @@ def wait_for_lines(
     return wait_for(lines, timeout, what)
 
 
+class MasterWatch:
+    """What tests read of a ``prefork`` CLI master started with ``--error-log`` and
+    ``--pidfile``: its port (from the log) and its ready workers (from the
+    scoreboard next to the pidfile).  The class using it has ``proc``
+    (a Popen), ``pidfile`` (a Path) and ``log()`` (the error log's text)."""
+
+    proc: subprocess.Popen[bytes]
+    pidfile: Path
+
+    def log(self) -> str:
+        raise NotImplementedError
+
+    def port(self) -> int:
+        match = wait_for(
+            lambda: (
+                self.proc.poll() is None
+                and re.search(r"listening on http://127\.0\.0\.1:(\d+)", self.log())
+            ),
+            20,
+            "the master to log its address",
+        )
+        return int(match.group(1))
+
+    def ready_workers(self, generation: int | None = None) -> list[int]:
+        from prefork.scoreboard import Scoreboard, SlotState
+
+        try:
+            board = Scoreboard.attach(f"{self.pidfile}.scoreboard")
+        except (OSError, ValueError):
+            return []
+        try:
+            return sorted(
+                s.pid
+                for s in board.snapshot()
+                if s.pid > 0
+                and s.state == SlotState.READY
+                and (generation is None or s.generation == generation)
+            )
+        finally:
+            board.close()
+
+    def wait_workers(self, n: int, generation: int | None = None) -> list[int]:
+        """Exactly ``n`` workers, all ready (and of ``generation``)."""
+
+        def settled() -> list[int] | None:
+            pids = self.ready_workers(generation)
+            return pids if len(pids) == n and len(self.ready_workers()) == n else None
+
+        return wait_for(settled, 30, f"{n} ready worker(s)")
+
+
 def _free_port(host: str = "127.0.0.1") -> int:
     """A port that was free a moment ago (for scripts that take --port)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -22,8 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from prefork.scoreboard import Scoreboard, SlotState
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT, MasterWatch, wait_for
 
 APP = "tests.integration.apps.master_app:app"
 STOP_TIMEOUT = 15.0
@@ -39,7 +38,7 @@ def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-class Cli:
+class Cli(MasterWatch):
     """One ``prefork`` master and its workers."""
 
     def __init__(
@@ -78,40 +77,6 @@ class Cli:
             return self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
-
-    def port(self) -> int:
-        match = wait_for(
-            lambda: (
-                self.proc.poll() is None
-                and re.search(r"listening on http://127\.0\.0\.1:(\d+)", self.log())
-            ),
-            15,
-            "the master to log its address",
-        )
-        return int(match.group(1))
-
-    def ready_workers(self, generation: int | None = None) -> list[int]:
-        try:
-            board = Scoreboard.attach(f"{self.pidfile}.scoreboard")
-        except (OSError, ValueError):
-            return []
-        try:
-            return sorted(
-                s.pid
-                for s in board.snapshot()
-                if s.pid > 0
-                and s.state == SlotState.READY
-                and (generation is None or s.generation == generation)
-            )
-        finally:
-            board.close()
-
-    def wait_workers(self, n: int, generation: int | None = None) -> list[int]:
-        def settled() -> list[int] | None:
-            pids = self.ready_workers(generation)
-            return pids if len(pids) == n and len(self.ready_workers()) == n else None
-
-        return wait_for(settled, 20, f"{n} ready worker(s)")
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         """Signal the master by pid, wait for it, and require its group to be gone."""

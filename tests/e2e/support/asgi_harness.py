@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -28,8 +27,7 @@ import httpx
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from prefork.scoreboard import Scoreboard, SlotState
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT, MasterWatch, wait_for
 
 #: The graceful timeout the servers run with; a stop must end well within it.
 GRACEFUL = 10.0
@@ -51,7 +49,7 @@ def _env(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
-class Server:
+class Server(MasterWatch):
     """One ``prefork`` master serving an ASGI application, and its workers."""
 
     def __init__(self, tmp: Path, app: str, *args: str, env: dict[str, str] | None = None) -> None:
@@ -118,40 +116,6 @@ class Server:
             return None
 
         return wait_for(found, timeout, f"the event {' '.join(words)!r}")
-
-    def port(self) -> int:
-        match = wait_for(
-            lambda: (
-                self.proc.poll() is None
-                and re.search(r"listening on http://127\.0\.0\.1:(\d+)", self.log())
-            ),
-            20,
-            "the master to log its address",
-        )
-        return int(match.group(1))
-
-    def ready_workers(self, generation: int | None = None) -> list[int]:
-        try:
-            board = Scoreboard.attach(f"{self.pidfile}.scoreboard")
-        except (OSError, ValueError):
-            return []
-        try:
-            return sorted(
-                s.pid
-                for s in board.snapshot()
-                if s.pid > 0
-                and s.state == SlotState.READY
-                and (generation is None or s.generation == generation)
-            )
-        finally:
-            board.close()
-
-    def wait_workers(self, n: int, generation: int | None = None) -> list[int]:
-        def settled() -> list[int] | None:
-            pids = self.ready_workers(generation)
-            return pids if len(pids) == n and len(self.ready_workers()) == n else None
-
-        return wait_for(settled, 30, f"{n} ready worker(s)")
 
     # -- the end ---------------------------------------------------------------------
     def wait_exit(self, timeout: float) -> int:
