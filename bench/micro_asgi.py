@@ -31,18 +31,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import cProfile
-import gc
-import io
 import os
-import pstats
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.micro import measure, profile  # noqa: E402  (one way to time and profile a case)
 from prefork.worker.httpserver import HTTPServer  # noqa: E402
 from prefork.worker.ioloop import new_event_loop  # noqa: E402
 
@@ -188,29 +184,6 @@ class Case:
         loop.run_until_complete(drive())
         if transport.written - before != n * size or transport.closing:
             raise AssertionError("the connection did not answer every request alike")
-
-
-def measure(run: Callable[[int], None], requests: int, runs: int) -> float:
-    """Best of ``runs`` runs, in µs of CPU per request."""
-    run(min(requests, 2000))
-    best = float("inf")
-    for _ in range(runs):
-        gc.collect()
-        start = time.process_time()
-        run(requests)
-        best = min(best, time.process_time() - start)
-    return best / requests * 1e6
-
-
-def profile(run: Callable[[int], None], requests: int, limit: int) -> str:
-    run(min(requests, 2000))
-    profiler = cProfile.Profile()
-    profiler.enable()
-    run(requests)
-    profiler.disable()
-    out = io.StringIO()
-    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(limit)
-    return out.getvalue()
 
 
 class AppAlone:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import re
 import selectors
+import signal
 import socket
 import subprocess
 import sys
@@ -260,6 +261,21 @@ class MasterWatch:
             return pids if len(pids) == n and len(self.ready_workers()) == n else None
 
         return wait_for(settled, 30, f"{n} ready worker(s)")
+
+    def _group_alive(self) -> bool:
+        """Whether any process of the master's group is left (workers stay in it)."""
+        try:
+            os.killpg(self.proc.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def kill_group(self) -> None:
+        """SIGKILL whatever of the group is left (a test's last resort)."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def _free_port(host: str = "127.0.0.1") -> int:

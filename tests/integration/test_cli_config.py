@@ -93,19 +93,6 @@ class Cli(MasterWatch):
         wait_for(lambda: not self._group_alive(), 5, "the master's workers to exit")
         return status
 
-    def _group_alive(self) -> bool:
-        try:
-            os.killpg(self.proc.pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-
-    def kill_group(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
 
 @pytest.fixture
 def cli(tmp_path: Path):

@@ -136,19 +136,6 @@ class Server(MasterWatch):
             self.proc.send_signal(sig)
         return self.wait_exit(GRACEFUL + 5)
 
-    def _group_alive(self) -> bool:
-        try:
-            os.killpg(self.proc.pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-
-    def kill_group(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
 
 @contextlib.contextmanager
 def running(tmp: Path, app: str, *args: str, env: dict[str, str] | None = None):
