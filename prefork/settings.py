@@ -344,8 +344,7 @@ class Config:
     root_path: str = _s(
         "",
         str,
-        "ASGI root_path / WSGI SCRIPT_NAME: the path prefix the application is mounted "
-        "under behind a proxy",
+        "ASGI root_path: the path prefix the application is mounted under behind a proxy",
         "application",
         metavar="PATH",
     )
