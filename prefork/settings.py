@@ -344,7 +344,8 @@ class Config:
     root_path: str = _s(
         "",
         str,
-        "ASGI root_path: the path prefix the application is mounted under behind a proxy",
+        "the path prefix the application is mounted under behind a proxy (ASGI root_path, "
+        "WSGI SCRIPT_NAME)",
         "application",
         metavar="PATH",
     )

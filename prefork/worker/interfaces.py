@@ -98,7 +98,7 @@ def request_callback_for(
             found = "callback"
         interface = found
     if interface == "wsgi":
-        return WSGIAdapter(app, threads=threads)
+        return WSGIAdapter(app, threads=threads, root_path=config.root_path if config else "")
     if interface == "callback":
         return app
     if interface == "asgi":

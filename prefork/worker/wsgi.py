@@ -108,17 +108,27 @@ def _split_host(host: str, default_port: str) -> tuple[str, str]:
     return host, default_port
 
 
-def build_environ(request: HTTPRequest, multithread: bool = True) -> dict[str, Any]:
-    """The PEP 3333 environ of ``request`` (called on the loop thread)."""
+def build_environ(
+    request: HTTPRequest, multithread: bool = True, root_path: str = ""
+) -> dict[str, Any]:
+    """The PEP 3333 environ of ``request`` (called on the loop thread).
+
+    ``root_path`` (``--root-path``) is the prefix the application is mounted
+    under: it becomes ``SCRIPT_NAME``, and is taken off ``PATH_INFO`` when the
+    path starts with it at a segment boundary (a proxy that kept the prefix).
+    """
     scheme = request.protocol
     path = request.path
     if path.startswith(("http://", "https://")):  # absolute-form target
         path = urlsplit(path).path or "/"
+    # PEP 3333: the decoded bytes, carried as a latin-1 "bytes-as-str".
+    path_info = unquote_to_bytes(path).decode("latin-1")
+    if root_path and (path_info == root_path or path_info.startswith(root_path + "/")):
+        path_info = path_info[len(root_path) :]
     environ: dict[str, Any] = {
         "REQUEST_METHOD": request.method,
-        "SCRIPT_NAME": "",
-        # PEP 3333: the decoded bytes, carried as a latin-1 "bytes-as-str".
-        "PATH_INFO": unquote_to_bytes(path).decode("latin-1"),
+        "SCRIPT_NAME": root_path,
+        "PATH_INFO": path_info,
         "QUERY_STRING": request.query,
         "SERVER_PROTOCOL": request.version,
         "REMOTE_ADDR": request.remote_ip or "",
@@ -421,11 +431,14 @@ class WSGIAdapter:
         *,
         window: int = WINDOW,
         send_timeout: float = SEND_TIMEOUT,
+        root_path: str = "",
     ) -> None:
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads!r}")
         self.app = app
         self.threads = threads
+        #: SCRIPT_NAME (``--root-path``), without a trailing slash
+        self.root_path = root_path.rstrip("/")
         self.io_loop = io_loop
         self.window = window
         self.send_timeout = send_timeout
@@ -446,7 +459,7 @@ class WSGIAdapter:
             loop = self.io_loop.asyncio_loop
         else:
             loop = asyncio.get_running_loop()
-        environ = build_environ(request, self.threads > 1)
+        environ = build_environ(request, self.threads > 1, self.root_path)
         request.wsgi_environ = environ  # for the post_request server hook
         response = _Response(self, request, loop)
         conn = request.connection

@@ -673,3 +673,45 @@ def test_adapter_threads_are_made_in_the_serving_process() -> None:
     assert adapter.executor is not first
     adapter.shutdown()
     first.shutdown()
+
+
+def test_root_path_becomes_script_name(tmp_path) -> None:
+    """``--root-path /app``: SCRIPT_NAME is the prefix, PATH_INFO what follows it
+    (taken off only at a segment boundary); the same through the real CLI."""
+    from prefork.worker.httputil import HTTPHeaders
+    from prefork.worker.request import HTTPRequest
+    from prefork.worker.wsgi import build_environ
+
+    def environ_of(target: str) -> tuple[str, str]:
+        request = HTTPRequest("GET", target, "HTTP/1.1", HTTPHeaders({"Host": "x"}))
+        environ = build_environ(request, True, "/app")
+        return environ["SCRIPT_NAME"], environ["PATH_INFO"]
+
+    assert environ_of("/app/x%20y?q=1") == ("/app", "/x y")
+    assert environ_of("/app") == ("/app", "")
+    assert environ_of("/application/x") == ("/app", "/application/x")
+    assert environ_of("/other") == ("/app", "/other")
+
+    from tests.integration.test_cli_config import Cli
+
+    server = Cli(
+        tmp_path,
+        "-w",
+        "1",
+        "--interface",
+        "wsgi",
+        "--root-path",
+        "/app/",
+        app="tests.apps.wsgi_app:app",
+    )
+    try:
+        port = server.port()
+        server.wait_workers(1)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/app/environ")
+        environ = json.loads(conn.getresponse().read())
+        conn.close()
+        assert (environ["SCRIPT_NAME"], environ["PATH_INFO"]) == ("/app", "/environ")
+        assert server.stop() == 0
+    finally:
+        server.kill_group()
