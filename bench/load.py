@@ -124,6 +124,35 @@ def wrk_command(scenario: Scenario, port: int, duration: int) -> list[str]:
     return [*command, f"http://127.0.0.1:{port}{scenario.path}"]
 
 
+def run_load_process(
+    command: list[str],
+    cpu: int | None,
+    during: Callable[[subprocess.Popen[str]], object] | None,
+    timeout: float,
+) -> tuple[str, int, bool]:
+    """Run a load generator pinned to ``cpu``: (output, exit status, timed out).
+
+    ``during`` gets the Popen while it runs (the RSS sampling); a generator
+    still running after ``timeout`` is killed.
+    """
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=(lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None,
+    )
+    if during is not None:
+        during(process)
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        output, _ = process.communicate()
+        return output, process.returncode, True
+    return output, process.returncode, False
+
+
 def run_wrk(
     scenario: Scenario,
     port: int,
@@ -138,24 +167,12 @@ def run_wrk(
     this thread, after the fork, so no thread exists when ``preexec_fn`` runs.
     """
     command = wrk_command(scenario, port, duration)
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        preexec_fn=(lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None,
-    )
-    if during is not None:
-        during(process)
-    try:
-        output, _ = process.communicate(timeout=duration + 30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        output, _ = process.communicate()
+    output, returncode, timed_out = run_load_process(command, cpu, during, duration + 30)
+    if timed_out:
         return WrkResult(error="wrk did not finish", raw=output)
     result = parse_wrk(output)
-    if process.returncode != 0 and result.error is None:
-        result.error = f"wrk exited with {process.returncode}: {output.strip()[-200:]}"
+    if returncode != 0 and result.error is None:
+        result.error = f"wrk exited with {returncode}: {output.strip()[-200:]}"
     return result
 
 

@@ -38,6 +38,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench import micro  # noqa: E402
 from bench.micro import measure, profile  # noqa: E402  (one way to time and profile a case)
 from prefork.worker.httpserver import HTTPServer  # noqa: E402
 from prefork.worker.ioloop import new_event_loop  # noqa: E402
@@ -54,15 +55,14 @@ FASTAPI_REQUEST = (
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nHello, world!"
 
 
-class FakeTransport:
-    """What the servers use of an asyncio transport; counts bytes, wakes the driver."""
+class FakeTransport(micro.FakeTransport):
+    """bench/micro.py's fake transport, which also wakes the driver and takes a protocol."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
         self.loop = loop
-        self.written = 0
         self.target = 0  # wake the driver once this many bytes were written
         self.waiter: asyncio.Future[None] | None = None
-        self.closing = False
         self.protocol: Any = None
 
     def write(self, data: bytes) -> None:
@@ -78,23 +78,8 @@ class FakeTransport:
         info = {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 8080)}
         return info.get(name, default)
 
-    def close(self) -> None:
-        self.closing = True
-
     def is_closing(self) -> bool:
-        return self.closing
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        pass
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
+        return self.closed
 
     def set_protocol(self, protocol: Any) -> None:
         self.protocol = protocol
@@ -182,7 +167,7 @@ class Case:
 
         before = transport.written
         loop.run_until_complete(drive())
-        if transport.written - before != n * size or transport.closing:
+        if transport.written - before != n * size or transport.closed:
             raise AssertionError("the connection did not answer every request alike")
 
 

@@ -330,25 +330,13 @@ def run(
     both alike; req/s is messages/s and ``load_cpu`` is the client's own figure.
     """
     from bench.load import CONNECTIONS as WRK_CONNECTIONS
-    from bench.load import WrkResult
+    from bench.load import WrkResult, run_load_process
 
     command = [sys.executable, str(Path(__file__).resolve()), "--port", str(port)]
     command += ["--path", scenario.path, "-c", str(WRK_CONNECTIONS), "-d", str(duration)]
     command += ["--json"]
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        preexec_fn=(lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None,
-    )
-    if during is not None:
-        during(process)
-    try:
-        output, _ = process.communicate(timeout=duration + 30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        output, _ = process.communicate()
+    output, _status, timed_out = run_load_process(command, cpu, during, duration + 30)
+    if timed_out:
         return WrkResult(error="ws_load did not finish", raw=output)
     try:
         figures = json.loads(output.strip().splitlines()[-1])
