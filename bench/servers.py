@@ -102,6 +102,14 @@ def _prefork(launch: Launch) -> list[str]:
     return [*command, "bench.apps.prefork_wsgi_app:app"]  # the adapter, wrapped by hand
 
 
+def _prefork_access_log(launch: Launch) -> list[str]:
+    """prefork as deployed: its default access log (combined format), to a file."""
+    command = _prefork(launch)
+    at = command.index("--access-log")
+    command[at + 1] = str(launch.workdir / "prefork-access.log")
+    return command
+
+
 def _prefork_has_setting(name: str) -> bool:
     """Whether this prefork's command line has setting ``name`` (it is still growing)."""
     from prefork.config import SETTINGS
@@ -179,6 +187,15 @@ SERVERS: tuple[Server, ...] = (
         _prefork,
         wsgi=True,
         preload=True,
+        asgi=True,
+    ),
+    Server(
+        "prefork-log",
+        "prefork CLI with its default access log (combined format, to a file)",
+        "prefork",
+        ("prefork",),
+        "pip install -e .",
+        _prefork_access_log,
         asgi=True,
     ),
     Server(

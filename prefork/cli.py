@@ -146,23 +146,7 @@ def _configure_logging(config: Config) -> None:
 
     from prefork.worker import accesslog
 
-    access = logging.getLogger("prefork.access")
-    access.propagate = False
-    for handler in list(access.handlers):
-        access.removeHandler(handler)
-    target = config.access_log
-    if target is None or target.lower() in ("off", "none"):
-        access.disabled = True
-        access.setLevel(logging.CRITICAL)
-        return
-    access.disabled = False
-    access_handler: logging.Handler = (
-        logging.StreamHandler(sys.stdout) if target == "-" else logging.FileHandler(target)
-    )
-    access_handler.setFormatter(logging.Formatter("%(message)s"))
-    access.addHandler(access_handler)
-    access.setLevel(logging.INFO)
-    accesslog.set_format(config.access_log_format)
+    accesslog.configure(config.access_log, config.access_log_format)
 
 
 class _Service:

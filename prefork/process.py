@@ -244,6 +244,7 @@ def reopen_log_files() -> int:
         seen.add(id(handler))
         handler.acquire()
         try:
+            handler.flush()  # pending lines (the batched access log) go to the old file
             old = handler.stream
             handler.stream = handler._open()
             if old is not None:
