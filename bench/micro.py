@@ -18,7 +18,10 @@ no system call. Cases:
   (``runner._SlotObserver`` on a slot of a real ``Scoreboard``, with a
   ``WorkerLifecycle`` counting requests), as under ``python -m prefork``;
 * ``pipelined x16``: 16 wrk requests arriving in one read (the pipelining
-  scenario), per request.
+  scenario), per request;
+* ``+access log``: ``connection+scoreboard`` with the CLI's default access log
+  (combined format, batched, to a temporary file), run on the event loop
+  with a loop turn every 16 requests, as under load: what the log costs.
 
 Each case runs with a wrk-like request (3 headers) and a browser-like one
 (8 headers). The figure is the best of ``-r`` runs of ``-n`` requests of
@@ -30,12 +33,14 @@ Compare figures from the same machine and run only.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import cProfile
 import gc
 import io
 import os
 import pstats
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -43,6 +48,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from prefork.lifecycle import WorkerLifecycle  # noqa: E402
 from prefork.scoreboard import Scoreboard, WorkerContext  # noqa: E402
+from prefork.worker import accesslog  # noqa: E402
 from prefork.worker.http1 import PAUSED, RequestParser  # noqa: E402
 from prefork.worker.httpserver import HTTPServer  # noqa: E402
 from prefork.worker.ioloop import new_event_loop  # noqa: E402
@@ -119,7 +125,9 @@ def parser_case(request: bytes) -> Callable[[int], None]:
     return run
 
 
-def connection_case(request: bytes, observed: bool, depth: int = 1) -> Callable[[int], None]:
+def connection_case(
+    request: bytes, observed: bool, depth: int = 1, access_log: str | None = None
+) -> Callable[[int], None]:
     loop = new_event_loop()  # uvloop's when installed, as in a worker
     server = HTTPServer(hello)
     server._loop = loop
@@ -154,7 +162,22 @@ def connection_case(request: bytes, observed: bool, depth: int = 1) -> Callable[
         if transport.written - before != n // depth * depth * expected or transport.closed:
             raise AssertionError("the connection did not answer every request")
 
-    return run
+    if access_log is None:
+        return run
+
+    async def turns(n: int) -> None:
+        for _ in range(n // 16):
+            run(16)
+            await asyncio.sleep(0)  # the loop turn that writes the batch
+
+    def logged(n: int) -> None:
+        accesslog.configure(access_log)
+        try:
+            loop.run_until_complete(turns(n))
+        finally:
+            accesslog.configure("off")
+
+    return logged
 
 
 def measure(run: Callable[[int], None], requests: int, runs: int) -> float:
@@ -196,6 +219,13 @@ def main() -> None:
         cases.append((f"connection+scoreboard  {label}", connection_case(request, True)))
     cases.append(
         ("pipelined x16 +scoreboard wrk (3 headers)", connection_case(WRK_REQUEST, True, 16))
+    )
+    log_path = os.path.join(tempfile.mkdtemp(prefix="prefork-micro-"), "access.log")
+    cases.append(
+        (
+            "connection+scoreboard+access log wrk (3)",
+            connection_case(WRK_REQUEST, True, access_log=log_path),
+        )
     )
 
     print(f"µs of CPU per request (best of {args.runs} runs of {args.requests}):")
