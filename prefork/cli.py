@@ -18,6 +18,7 @@ import importlib
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
@@ -35,15 +36,49 @@ class AppImportError(Exception):
     """The application could not be imported; the message is one line."""
 
 
+_PREFORK_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _user_frames(exc: BaseException) -> str:
+    """The traceback of ``exc`` without prefork's and importlib's frames: the
+    user's own code only (empty when none of it is on the stack)."""
+    frames = [
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if not frame.filename.startswith(("<frozen ", _PREFORK_DIR, _IMPORTLIB_DIR))
+    ]
+    return "".join(traceback.format_list(frames)).rstrip("\n")
+
+
+_IMPORTLIB_DIR = os.path.dirname(importlib.__file__)
+
+
+def _raised_in_app(spec: str, what: str, exc: BaseException) -> AppImportError:
+    """An AppImportError for an exception the application's own code raised."""
+    if isinstance(exc, SyntaxError):
+        # File, line and caret, as Python shows them, without a traceback.
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).rstrip("\n")
+        return AppImportError(f"app {spec!r}: {what}:\n{detail}")
+    frames = _user_frames(exc)
+    message = f"app {spec!r}: {what}: {type(exc).__name__}: {exc}"
+    return AppImportError(f"{message}\n{frames}" if frames else message)
+
+
 def load_app(spec: str, factory: bool = False) -> Callable[..., Any]:
     """Import ``MODULE:CALLABLE`` (``CALLABLE`` may be a dotted attribute path).
 
     ``MODULE:make_app()`` or ``factory=True`` (``--factory``): call it, with
-    no arguments, and serve what it returns.
+    no arguments, and serve what it returns.  Every failure is an
+    :class:`AppImportError` whose message names the spec: one line for a
+    missing module or attribute; for an error raised by the application's
+    code, the error and the application's own frames (never prefork's); for
+    a syntax error, its file, line and caret.
     """
+    shown = spec
     if spec.endswith("()"):
         spec, factory = spec[:-2], True
     module_name, _, attribute = spec.partition(":")
+    spec = shown  # messages name the spec as the user wrote it
     if not module_name or not attribute:
         raise AppImportError(f"app {spec!r}: expected MODULE:CALLABLE")
     if "" not in sys.path and os.getcwd() not in sys.path:
@@ -51,9 +86,11 @@ def load_app(spec: str, factory: bool = False) -> Callable[..., Any]:
     try:
         target: Any = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
             raise AppImportError(f"app {spec!r}: no module named {exc.name!r}") from None
-        raise
+        raise _raised_in_app(spec, f"importing {module_name!r} failed", exc) from None
+    except Exception as exc:
+        raise _raised_in_app(spec, f"importing {module_name!r} failed", exc) from None
     for part in attribute.split("."):
         try:
             target = getattr(target, part)
@@ -64,12 +101,29 @@ def load_app(spec: str, factory: bool = False) -> Callable[..., Any]:
     if not callable(target):
         raise AppImportError(f"app {spec!r}: {attribute!r} is not callable")
     if factory:
-        target = target()
+        try:
+            target = target()
+        except Exception as exc:
+            raise _raised_in_app(spec, f"the factory {attribute!r} failed", exc) from None
         if not callable(target):
             raise AppImportError(
                 f"app {spec!r}: the factory returned {target!r}, not an application"
             )
     return target
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: print and exit 0 (argparse's own version action wants the text
+    up front; ours reads the installation only when asked)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        from prefork.version import version_text
+
+        print(version_text())
+        parser.exit(0)
 
 
 def _argument_parser() -> argparse.ArgumentParser:
@@ -91,6 +145,12 @@ def _argument_parser() -> argparse.ArgumentParser:
     )
     commands.add_argument(
         "--print-config", action="store_true", help="print the effective settings, then exit"
+    )
+    commands.add_argument(
+        "--version",
+        action=_VersionAction,
+        help="print prefork's and Python's versions, the event loop and the optional "
+        "features available, then exit",
     )
     groups = {name: parser.add_argument_group(name, text) for name, text in GROUPS.items()}
     for setting in SETTINGS:
@@ -164,7 +224,7 @@ class _Service:
 
         from prefork.worker import wsgi  # noqa: F401
         from prefork.worker.httpserver import HTTPServer
-        from prefork.worker.interfaces import request_callback_for
+        from prefork.worker.interfaces import InterfaceMismatch, request_callback_for
         from prefork.worker.ioloop import IOLoop, new_event_loop
         from prefork.worker.runner import attach
 
@@ -177,7 +237,10 @@ class _Service:
                 app = load_app(config.app or "", config.factory)
             except AppImportError as exc:
                 raise BootFailure(str(exc)) from None
-        callback = request_callback_for(app, config.interface, config.threads, config)
+        try:
+            callback = request_callback_for(app, config.interface, config.threads, config)
+        except InterfaceMismatch as exc:
+            raise BootFailure(f"app {config.app!r}: {exc}") from None
         server = HTTPServer(callback, config=config)
         loop = IOLoop.current().asyncio_loop
         startup = getattr(callback, "startup", None)
@@ -216,12 +279,16 @@ def _import_now(config: Config, checking: bool) -> Callable[..., Any] | None:
     if not config.app:
         _fail("no application given: prefork [OPTIONS] MODULE:CALLABLE")
     if config.preload or checking:
+        from prefork.worker.interfaces import InterfaceMismatch, check_interface
+
         try:
-            return load_app(config.app, config.factory)
+            app = load_app(config.app, config.factory)
+            check_interface(app, config.interface)
         except AppImportError as exc:
             _fail(str(exc), 2 if checking else 3)
-        except Exception as exc:
-            _fail(f"app {config.app!r}: {type(exc).__name__}: {exc}", 2 if checking else 3)
+        except InterfaceMismatch as exc:
+            _fail(f"app {config.app!r}: {exc}", 2 if checking else 3)
+        return app
     return None
 
 

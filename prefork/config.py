@@ -19,6 +19,7 @@ import difflib
 import inspect
 import os
 import runpy
+import traceback
 import types
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -162,7 +163,14 @@ def read_config_file(path: str) -> tuple[dict[str, Any], Hooks, list[str]]:
             "config", f"{exc.filename or path}, line {exc.lineno}: SyntaxError: {exc.msg}"
         ) from None
     except Exception as exc:  # the file is user code: any error is a config error
-        raise ConfigError("config", f"{path}: {type(exc).__name__}: {exc}") from None
+        # The line of the config file that raised (the last frame in it), if any.
+        lines = [
+            frame.lineno
+            for frame in traceback.extract_tb(exc.__traceback__)
+            if os.path.abspath(frame.filename) == os.path.abspath(path)
+        ]
+        where = f"{path}, line {lines[-1]}" if lines else path
+        raise ConfigError("config", f"{where}: {type(exc).__name__}: {exc}") from None
     values: dict[str, Any] = {}
     hooks: dict[str, Callable[..., Any]] = {}
     warnings: list[str] = []

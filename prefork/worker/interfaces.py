@@ -18,7 +18,14 @@ from prefork.settings import Config
 from prefork.worker.request import HTTPRequest
 from prefork.worker.wsgi import DEFAULT_THREADS, WSGIAdapter
 
-__all__ = ["INTERFACES", "detect_interface", "is_wsgi_app", "request_callback_for"]
+__all__ = [
+    "INTERFACES",
+    "InterfaceMismatch",
+    "check_interface",
+    "detect_interface",
+    "is_wsgi_app",
+    "request_callback_for",
+]
 
 error_log = logging.getLogger("prefork.error")
 
@@ -67,6 +74,34 @@ def detect_interface(app: Callable[..., Any]) -> str | None:
     return "callback" if one else "wsgi"
 
 
+class InterfaceMismatch(ValueError):
+    """``--interface X`` names a kind the application's signature plainly is not."""
+
+
+_LOOKS = {
+    "asgi": "an ASGI application (async, scope/receive/send)",
+    "wsgi": "a WSGI application (environ, start_response)",
+    "callback": "a request callback (one argument: the request)",
+}
+
+
+def check_interface(app: Callable[..., Any], interface: str) -> None:
+    """Raise InterfaceMismatch when ``interface`` (not ``auto``) contradicts what
+    :func:`detect_interface` reads off the signature, so that a wrong
+    ``--interface`` fails the boot with one line instead of a 500 per request.
+    An undecided signature is served as asked."""
+    if interface == "seed":
+        interface = "callback"
+    if interface not in INTERFACES:
+        return
+    found = detect_interface(app)
+    if found is not None and found != interface:
+        raise InterfaceMismatch(
+            f"--interface {interface}, but it looks like {_LOOKS[found]}: "
+            f"use --interface {found} (or auto)"
+        )
+
+
 def is_wsgi_app(app: Callable[..., Any]) -> bool:
     """True when :func:`detect_interface` says ``app`` is a WSGI application."""
     return detect_interface(app) == "wsgi"
@@ -86,6 +121,7 @@ def request_callback_for(
     """
     if interface == "seed":
         interface = "callback"
+    check_interface(app, interface)
     if interface == "auto":
         found = detect_interface(app)
         if found is None:

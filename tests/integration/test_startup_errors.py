@@ -1,0 +1,145 @@
+"""What a newcomer sees when the application cannot start, through the real CLI.
+
+Each mistake is reported once (not once per worker), names the spec, shows
+the user's own code only when the error was raised in it (a syntax error
+with its file, line and caret), never prefork's frames, and the master
+exits 3 (2 for ``--check-config`` and for a config file).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.integration.test_cli_config import run_cli
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux process model")
+
+WSGI_APP = "def app(environ, start_response):\n    return []\n"
+
+
+def serve(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``prefork -w 2 ARGS`` with tmp_path importable; it must exit on its own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFORK_")}
+    env["PYTHONPATH"] = str(tmp_path)
+    return subprocess.run(
+        [sys.executable, "-m", "prefork", "-b", "127.0.0.1:0", "-w", "2", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def assert_shown_once(result: subprocess.CompletedProcess[str], text: str) -> None:
+    output = result.stdout + result.stderr
+    assert output.count(text) == 1, output
+    assert "Traceback" not in output, output
+    assert "prefork/cli.py" not in output and "prefork/process.py" not in output, output
+    assert "<frozen importlib" not in output, output
+
+
+def test_version_names_the_version_python_the_loop_and_features() -> None:
+    import prefork
+
+    result = run_cli("--version")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"prefork {prefork.__version__}"
+    assert any(line.startswith("Python 3.") for line in lines)
+    assert any(line.startswith("event loop: uvloop ") for line in lines), result.stdout
+    assert any(line.startswith("TLS: OpenSSL") for line in lines)
+    assert any(line.startswith("WebSocket: wsproto ") for line in lines), result.stdout
+
+
+def test_a_missing_module_is_one_line_once_exit_3(tmp_path: Path) -> None:
+    result = serve(tmp_path, "nonexist:app")
+    assert result.returncode == 3, result.stderr
+    assert_shown_once(result, "app 'nonexist:app': no module named 'nonexist'")
+
+
+def test_a_missing_attribute_is_one_line_once(tmp_path: Path) -> None:
+    (tmp_path / "noattr_app.py").write_text("x = 1\n")
+    result = serve(tmp_path, "noattr_app:app")
+    assert result.returncode == 3
+    assert_shown_once(result, "app 'noattr_app:app': 'noattr_app' has no attribute 'app'")
+
+
+def test_not_callable_is_one_line_once(tmp_path: Path) -> None:
+    (tmp_path / "notcallable_app.py").write_text("app = 42\n")
+    result = serve(tmp_path, "notcallable_app:app")
+    assert result.returncode == 3
+    assert_shown_once(result, "app 'notcallable_app:app': 'app' is not callable")
+
+
+def test_a_syntax_error_shows_file_line_and_caret_once(tmp_path: Path) -> None:
+    source = tmp_path / "syntax_app.py"
+    source.write_text("def app(request):\n    return (\n")
+    result = serve(tmp_path, "syntax_app:app")
+    assert result.returncode == 3
+    output = result.stderr
+    assert_shown_once(result, f'File "{source}", line 2')
+    assert "    return (\n           ^\nSyntaxError: '(' was never closed" in output, output
+
+
+def test_an_error_raised_at_import_shows_the_users_frames_only(tmp_path: Path) -> None:
+    (tmp_path / "helper_mod.py").write_text("def explode():\n    raise RuntimeError('boom')\n")
+    (tmp_path / "raising_app.py").write_text("import helper_mod\nhelper_mod.explode()\n")
+    result = serve(tmp_path, "raising_app:app")
+    assert result.returncode == 3
+    assert_shown_once(result, "importing 'raising_app' failed: RuntimeError: boom")
+    output = result.stderr
+    assert f'File "{tmp_path / "raising_app.py"}", line 2, in <module>' in output
+    assert f'File "{tmp_path / "helper_mod.py"}", line 2, in explode' in output
+
+
+def test_a_missing_dependency_of_the_app_is_the_apps_error(tmp_path: Path) -> None:
+    (tmp_path / "dep_app.py").write_text("import not_installed_anywhere\n")
+    result = serve(tmp_path, "dep_app:app")
+    assert result.returncode == 3
+    assert_shown_once(result, "No module named 'not_installed_anywhere'")
+    assert f'File "{tmp_path / "dep_app.py"}", line 1, in <module>' in result.stderr
+
+
+def test_a_failing_factory_shows_its_frames(tmp_path: Path) -> None:
+    (tmp_path / "factory_app.py").write_text("def make():\n    raise ValueError('no db')\n")
+    result = serve(tmp_path, "factory_app:make()")
+    assert result.returncode == 3
+    assert_shown_once(result, "app 'factory_app:make()': the factory 'make' failed: ValueError")
+    assert f'File "{tmp_path / "factory_app.py"}", line 2, in make' in result.stderr
+
+
+def test_the_wrong_interface_fails_the_boot_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "wsgi_only.py").write_text(WSGI_APP)
+    result = serve(tmp_path, "--interface", "asgi", "wsgi_only:app")
+    assert result.returncode == 3
+    assert_shown_once(
+        result, "--interface asgi, but it looks like a WSGI application (environ, start_response)"
+    )
+    assert "use --interface wsgi" in result.stderr
+
+
+def test_check_config_reports_the_same_way_with_status_2(tmp_path: Path) -> None:
+    (tmp_path / "syntax2_app.py").write_text("x = [\n")
+    env = {"PYTHONPATH": str(tmp_path)}
+    result = run_cli("--check-config", "syntax2_app:app", env=env)
+    assert result.returncode == 2
+    assert result.stderr.count("SyntaxError: '[' was never closed") == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_a_config_file_that_raises_names_its_line(tmp_path: Path) -> None:
+    conf = tmp_path / "bad.conf.py"
+    conf.write_text("workers = 2\nraise ValueError('conf boom')\n")
+    (tmp_path / "ok_app.py").write_text(WSGI_APP)
+    result = run_cli("-c", str(conf), "ok_app:app", env={"PYTHONPATH": str(tmp_path)})
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip() == f"prefork: error: --config: {conf}, line 2: ValueError: conf boom"
+    )
