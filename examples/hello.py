@@ -1,12 +1,17 @@
-"""The seed's example, with only the import line changed.
+"""The seed's example (only its import line changed): a tornado-style callback, ``listen``.
 
-    python examples/hello.py            # one process on port 8888
+    python examples/hello.py              # one process on port 8888 (listen)
     python examples/hello.py --workers 0  # bind + start(0): one worker per CPU
 
 Then: curl http://127.0.0.1:8888/hello
+
+In one process, TERM (or Ctrl-C) stops the loop and the script exits with
+status 0; with ``--workers`` the master handles the signals.
+examples/hello_prefork.py is the pre-fork variant on its own.
 """
 
 import argparse
+import signal
 
 from prefork import httpserver, ioloop
 
@@ -33,10 +38,19 @@ def main():
     http_server = httpserver.HTTPServer(handle_request)
     if args.workers is None:
         http_server.listen(args.port, args.address)
+        io_loop = ioloop.IOLoop.instance()
+
+        def stop(*_args):
+            http_server.stop()
+            io_loop.stop()
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            io_loop.asyncio_loop.add_signal_handler(signum, stop)
+        io_loop.start()
     else:
         http_server.bind(args.port, args.address or None)
         http_server.start(args.workers)
-    ioloop.IOLoop.instance().start()
+        ioloop.IOLoop.instance().start()
 
 
 if __name__ == "__main__":

@@ -163,7 +163,7 @@ def _argument_parser() -> argparse.ArgumentParser:
         shown = default if not isinstance(default, tuple) else " ".join(default)
         if setting.name in ("unix_socket_mode", "umask") and isinstance(default, int):
             shown = f"{default:03o}"
-        text = setting.help if default in (None, False, "") else f"{setting.help} [{shown}]"
+        text = setting.help if default in (None, False, "", ()) else f"{setting.help} [{shown}]"
         text = text.replace("%", "%%")
         if setting.flag:
             group.add_argument(
@@ -387,5 +387,36 @@ def _run(config: Config, app: Callable[..., Any] | None, cli: dict[str, Any]) ->
         reload_hook=reload,
         unlink_unix=unlink_unix,
     )
-    master.run()
+    reloader = _start_reloader(config) if config.reload else None
+    try:
+        master.run()
+    finally:
+        if reloader is not None:
+            reloader.stop()
     sys.exit(0)
+
+
+def _start_reloader(config: Config) -> Any:
+    """``--reload``: a watcher thread that sends this master a HUP on each change."""
+    import signal
+
+    from prefork.reloader import Reloader, default_dirs
+
+    dirs = list(config.reload_dir) or default_dirs(config.app, config.config)
+
+    def changed(paths: list[str]) -> None:
+        names = [os.path.relpath(path) for path in paths]
+        more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+        log.info("reloading: %s changed%s", ", ".join(names[:3]), more)
+        os.kill(os.getpid(), signal.SIGHUP)  # the readiness-gated roll of a HUP
+
+    engine = config.reload_engine
+    reloader = Reloader(
+        dirs,
+        changed,
+        config.reload_include,
+        config.reload_exclude,
+        use_watchfiles=None if engine == "auto" else engine == "watchfiles",
+    )
+    reloader.start()  # it logs "--reload: watching ..." once it is
+    return reloader

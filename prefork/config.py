@@ -63,7 +63,7 @@ GUNICORN_ALIASES = {
 #: gunicorn settings that have no meaning for prefork: ignored with a warning.
 GUNICORN_IGNORED = frozenset(
     """worker_class worker_connections daemon raw_env chdir capture_output worker_tmp_dir
-    reload reload_engine reload_extra_files spew check_config print_config statsd_host
+    reload_extra_files spew check_config print_config statsd_host
     statsd_prefix dogstatsd_tags syslog syslog_addr syslog_prefix syslog_facility
     enable_stdio_inheritance logger_class logconfig logconfig_dict logconfig_json
     tmp_upload_dir secure_scheme_headers forwarder_headers paste pythonpath sendfile
@@ -129,6 +129,10 @@ def validate(config: Config) -> None:
         raise ConfigError("certfile", "is required when --keyfile or --ca-certs is given")
     if config.cert_reqs != "none" and not config.ca_certs:
         raise ConfigError("ca_certs", f"is required with --cert-reqs {config.cert_reqs}")
+    if config.reload and config.preload:
+        raise ConfigError(
+            "reload", "cannot be used with --preload (the master's imported code cannot be reloaded)"
+        )
 
 
 def reload(old: Config, cli: Mapping[str, Any], environ: Mapping[str, str]) -> Loaded:

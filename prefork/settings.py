@@ -162,6 +162,21 @@ def _binds(value: Any) -> tuple[str, ...]:
     return tuple(specs)
 
 
+def _strings(value: Any) -> tuple[str, ...]:
+    """Several strings: repeated options, a list in a config file, or commas."""
+    items = [value] if isinstance(value, str) else list(value or ())
+    return tuple(part.strip() for item in items for part in str(item).split(",") if part.strip())
+
+
+def _metrics_bind(value: Any) -> str | None:
+    from prefork.bindspec import parse_bind
+
+    spec = _optional_str(value)
+    if spec is not None and parse_bind(spec.strip()).kind == "fd":
+        raise ValueError("expected HOST:PORT or unix:PATH (fd:// is for --bind)")
+    return spec.strip() if spec is not None else None
+
+
 def _octal(value: Any) -> int | None:
     if value is None or value == "":
         return None
@@ -196,6 +211,8 @@ GROUPS: dict[str, str] = {
     "websocket": "WebSocket connections of ASGI applications",
     "proxies": "TLS, proxies and health checks",
     "deployment": "process identity: pid file, user, group, umask",
+    "metrics": "Prometheus metrics of the server and the application",
+    "development": "reloading workers when the application's code changes",
 }
 
 
@@ -492,16 +509,42 @@ class Config:
     header_timeout: float = _s(
         20.0,
         _number(float, 0.0, above=True),
-        "seconds to receive a whole request head (slowloris guard; then 408 and close)",
+        "seconds to receive a request head, plus 1 s per --header-min-rate bytes received, "
+        "up to --header-timeout-max (slowloris guard; then 408 and close)",
+        "limits",
+        metavar="SECONDS",
+    )
+    header_min_rate: int = _s(
+        500,
+        parse_size,
+        "bytes per second a request head must keep up to earn more time than "
+        "--header-timeout (0: no extension)",
+        "limits",
+        metavar="RATE",
+    )
+    header_timeout_max: float = _s(
+        40.0,
+        _number(float, 0.0),
+        "seconds a request head may take at most, however fast it arrives "
+        "(at or below --header-timeout: no extension)",
         "limits",
         metavar="SECONDS",
     )
     body_timeout: float = _s(
-        60.0,
+        20.0,
         _number(float, 0.0, above=True),
-        "seconds without a body byte while a body is expected (then 408 and close)",
+        "seconds to receive a request body, plus 1 s per --body-min-rate bytes received; "
+        "a body silent this long (to twice this) is cut too (then 408 and close)",
         "limits",
         metavar="SECONDS",
+    )
+    body_min_rate: int = _s(
+        500,
+        parse_size,
+        "bytes per second a request body must keep up: each this many bytes extend "
+        "--body-timeout by 1 s (0: no minimum rate, only --body-timeout without a byte)",
+        "limits",
+        metavar="RATE",
     )
     keep_alive: float = _s(
         75.0,
@@ -558,7 +601,8 @@ class Config:
     access_log: str | None = _s(
         "-",
         _optional_str,
-        "access log file ('-': stdout, 'off': none)",
+        "access log file ('-': stdout, 'off': none, 'logging': a LogRecord per line on the "
+        "'prefork.access' logger, for your own logging config; slower)",
         "logging",
         metavar="FILE",
     )
@@ -674,6 +718,72 @@ class Config:
         "process title prefix: PROC_NAME: master, PROC_NAME: worker N",
         "deployment",
         metavar="NAME",
+        restart=True,
+    )
+    # -- metrics
+    metrics_path: str | None = _s(
+        None,
+        _url_path,
+        "answer this path with Prometheus metrics of every worker (and the application's "
+        "prometheus_client metrics), before the application",
+        "metrics",
+        metavar="PATH",
+    )
+    metrics_bind: str | None = _s(
+        None,
+        _metrics_bind,
+        "serve the same metrics from the master on this address (HOST:PORT or unix:PATH), "
+        "apart from the application's sockets",
+        "metrics",
+        metavar="ADDRESS",
+        restart=True,
+    )
+    reload: bool = _s(
+        False,
+        parse_bool,
+        "development: roll the workers (as HUP does) when a watched file changes; "
+        "not with --preload",
+        "development",
+        flag=True,
+        restart=True,
+    )
+    reload_engine: str = _s(
+        "auto",
+        _choice("auto", "watchfiles", "poll", aliases={"inotify": "watchfiles"}),
+        "--reload's watcher: watchfiles (inotify), poll (os.scandir every 0.25 s: for "
+        "file systems without inotify, such as some bind mounts), or auto (watchfiles "
+        "when installed)",
+        "development",
+        metavar="ENGINE",
+        restart=True,
+    )
+    reload_dir: tuple[str, ...] = _s(
+        (),
+        _strings,
+        "directories --reload watches (default: the application's and the config "
+        "file's); repeatable",
+        "development",
+        multiple=True,
+        metavar="DIR",
+        restart=True,
+    )
+    reload_include: tuple[str, ...] = _s(
+        (),
+        _strings,
+        "file name globs --reload watches besides *.py; repeatable",
+        "development",
+        multiple=True,
+        metavar="GLOB",
+        restart=True,
+    )
+    reload_exclude: tuple[str, ...] = _s(
+        (),
+        _strings,
+        "file or directory name globs --reload ignores besides .*, __pycache__, *.py[cod], "
+        "*~; repeatable",
+        "development",
+        multiple=True,
+        metavar="GLOB",
         restart=True,
     )
     #: server hooks (config file only; not a setting of the command line).
