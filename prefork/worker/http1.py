@@ -29,11 +29,15 @@ rejected; ``Transfer-Encoding`` is accepted only as the single coding
 twice, an empty element or any TE on HTTP/1.0 is 400 (RFC 9112 6.3: the
 length cannot be known), a coding prefork does not implement before
 ``chunked`` (``gzip, chunked``) is 501; ``Content-Length`` together with
-``Transfer-Encoding`` is rejected; chunk extensions are accepted and ignored;
+``Transfer-Encoding`` is rejected; well-formed chunk extensions are accepted
+and ignored;
 trailers are parsed, validated and reported, never merged into the headers.
 Header lines and trailer lines are read by the same function
 (:func:`_parse_fields`), so the two can never disagree about what a field
-line is.
+line is.  The grammar checks off the fast path (a request line that cannot
+begin, request-target forms, Host, chunk extensions) are in the sibling
+module :mod:`prefork.worker.http1_grammar`; at most four empty lines are
+ignored before a request line.
 
 The response side (heads, framing, keep-alive after a response) is the
 sibling module :mod:`prefork.worker.response`.
@@ -44,6 +48,15 @@ from __future__ import annotations
 import re
 
 from prefork.settings import DEFAULTS, Config
+from prefork.worker.http1_grammar import (
+    MAX_EMPTY_LINES,
+    MAX_METHOD,
+    TCHAR,
+    chunk_line_error,
+    host_error,
+    request_line_prefix_error,
+    target_error,
+)
 
 __all__ = [
     "NEED_DATA",
@@ -136,7 +149,7 @@ class EndOfMessage:
 
 
 # RFC 9110 token characters.
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TOKEN = re.compile(b"[" + TCHAR + b"]+")
 # Control characters that may never appear in a head (CR and LF are checked
 # separately, HTAB is allowed inside values).
 _FORBIDDEN_CTL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -145,9 +158,6 @@ _VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])")
 # tries (and fails) to read b"\t" as an int, which costs more than the search.
 _HTAB = ord("\t")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
-# Host: RFC 3986 reg-name / IP-literal characters plus the port colon; no
-# comma, so that a merged duplicate Host is refused.
-_HOST = re.compile(r"[A-Za-z0-9\-._~!$&'()*+;=:\[\]%]*")
 
 # Raw header name -> normalized name.  Bounded: a client sending many unique
 # names must not grow memory (tornado 2.x's memo did).
@@ -252,6 +262,10 @@ _TRAILERS = 5
 _DONE = 6
 _ERROR = 7
 _BODY_END = 8
+# Still reading a head, after empty lines (counted in _empty_lines): a state
+# of its own so that start_next_cycle's ``_state = _HEAD`` resets the count
+# and the fast path never touches it.
+_HEAD_AFTER_EMPTY_LINES = 9
 
 
 class RequestParser:
@@ -272,6 +286,7 @@ class RequestParser:
         "_scanned",
         "_trailer_lines",
         "_trailer_bytes",
+        "_empty_lines",
         "started",
     )
 
@@ -286,6 +301,7 @@ class RequestParser:
         self._scanned = 0
         self._trailer_lines: list[bytes] = []
         self._trailer_bytes = 0
+        self._empty_lines = 0
         #: True once any byte of the current request has been received.
         self.started = False
 
@@ -330,7 +346,7 @@ class RequestParser:
     @property
     def waiting_for_head(self) -> bool:
         """True between requests and while a head is incomplete."""
-        return self._state == _HEAD
+        return self._state == _HEAD or self._state == _HEAD_AFTER_EMPTY_LINES
 
     @property
     def paused(self) -> bool:
@@ -361,6 +377,8 @@ class RequestParser:
             return EndOfMessage()
         if state == _ERROR:
             raise ProtocolError(400, "the connection already failed")
+        if state == _HEAD_AFTER_EMPTY_LINES:
+            return self._read_head()
         return self._read_chunked()
 
     def _fail(self, status: int, reason: str) -> ProtocolError:
@@ -370,9 +388,8 @@ class RequestParser:
     def _read_head(self) -> RequestHead | _Sentinel:
         buf = self._buf
         pos = self._pos
-        # RFC 9112 2.2: ignore empty lines before the request line.
-        while buf.startswith(b"\r\n", pos):
-            pos += 2
+        if buf.startswith(b"\r\n", pos):
+            pos = self._skip_empty_lines(buf, pos)
         self._pos = pos
         end = len(buf)
         if pos >= end:
@@ -407,6 +424,22 @@ class RequestParser:
             self._state = _DONE
         return request
 
+    def _skip_empty_lines(self, buf: bytes | bytearray, pos: int) -> int:
+        """RFC 9112 2.2: ignore empty lines before a request line, a few.
+
+        At most MAX_EMPTY_LINES (4) per request, counted across reads;
+        one more is 400.  Returns the position after those skipped.
+        """
+        count = self._empty_lines if self._state == _HEAD_AFTER_EMPTY_LINES else 0
+        while buf.startswith(b"\r\n", pos):
+            count += 1
+            if count > MAX_EMPTY_LINES:
+                raise self._fail(400, "too many empty lines before the request line")
+            pos += 2
+        self._empty_lines = count
+        self._state = _HEAD_AFTER_EMPTY_LINES
+        return pos
+
     def _check_incomplete_head(self, buf: bytes | bytearray, pos: int, end: int) -> None:
         limits = self.config
         # Part of the CRLF CRLF terminator may already be here: not counted.
@@ -425,6 +458,13 @@ class RequestParser:
             line_length = first_line_end - pos - 1
         if line_length > limits.max_request_line:
             raise self._fail(414, "request line too long")
+        # Bytes that cannot begin a request line (a TLS ClientHello, binary,
+        # a line of text) are refused now, not after header_timeout.  Once
+        # the request line is complete and checked, _parse_head does the rest.
+        if first_line_end < 0 or first_line_end >= self._scanned:
+            reason = request_line_prefix_error(buf, pos, end, first_line_end, self._scanned)
+            if reason is not None:
+                raise self._fail(400, reason)
         # A bare LF would leave the request waiting for a CRLF CRLF that
         # never comes: refuse it as soon as it arrives.  Only new bytes are
         # scanned, so a head trickling in byte by byte costs linear time.
@@ -456,9 +496,11 @@ class RequestParser:
         raw_method, raw_target, raw_version = parts
         method = _KNOWN_METHODS.get(raw_method)
         if method is None:
-            if _TOKEN.fullmatch(raw_method) is None:
+            if len(raw_method) > MAX_METHOD or _TOKEN.fullmatch(raw_method) is None:
                 raise ProtocolError(400, "invalid method")
             method = raw_method.decode("ascii")
+            if method == "CONNECT" and raw_target[:1] == b"/":
+                raise ProtocolError(400, "CONNECT needs an authority-form target (host:port)")
         # A target is visible ASCII only (0x21-0x7E).  With no control
         # character in the head (checked above) and no space (the line was
         # split on them), that is: not empty, ASCII, and no HTAB.
@@ -475,6 +517,13 @@ class RequestParser:
                 raise ProtocolError(505, "HTTP version not supported")
             version = raw_version.decode("ascii")
             is_11 = version_match.group(2) != b"0"
+        # The usual origin-form ("/...") costs one test; any other form is
+        # checked against the method by target_error (RFC 9112 3.2), once
+        # the version is known to be HTTP/1.x ("PRI * HTTP/2.0" is 505).
+        if raw_target[0] != 0x2F:
+            reason = target_error(method, raw_target)
+            if reason is not None:
+                raise ProtocolError(400, reason)
         if line_ends > limits.max_headers:
             raise ProtocolError(431, "too many header lines")
         # Lines are split on CRLF only (bare CR and LF were refused above).
@@ -496,8 +545,9 @@ class RequestParser:
                 hosts += 1
                 host = value
                 if value not in _VALID_HOSTS:
-                    if _HOST.fullmatch(value) is None:
-                        raise ProtocolError(400, "invalid Host header")
+                    reason = host_error(value)
+                    if reason is not None:
+                        raise ProtocolError(400, reason)
                     if len(_VALID_HOSTS) >= _NAME_CACHE_MAX:
                         _VALID_HOSTS.clear()
                     _VALID_HOSTS.add(value)
@@ -611,13 +661,14 @@ class RequestParser:
                     raise ProtocolError(400, "chunk size line too long")
                 line = bytes(buf[pos:line_end])
                 self._pos = line_end + 2
-                size_part, _, extension = line.partition(b";")
-                size_part = size_part.rstrip(b" \t")
-                if _HEX.fullmatch(size_part) is None:
-                    raise ProtocolError(400, "invalid chunk size")
-                if b"\r" in line or b"\n" in line or _FORBIDDEN_CTL.search(extension):
-                    raise ProtocolError(400, "invalid chunk extension")
-                size = int(size_part, 16)
+                size_match = _HEX.fullmatch(line)
+                if size_match is None:  # extensions (or an error)
+                    reason = chunk_line_error(line)
+                    if reason is not None:
+                        raise ProtocolError(400, reason)
+                    size_match = _HEX.match(line)
+                    assert size_match is not None
+                size = int(size_match.group(), 16)
                 if size == 0:
                     self._state = _TRAILERS
                     self._trailer_lines = []

@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 import socket
+import ssl
 import struct
 import subprocess
 import tempfile
@@ -640,6 +641,72 @@ def test_smuggled_request_after_cl_te_is_not_served(app):
     answer = exchange_until_close(app.port, data)
     assert status_of(answer) == 400
     assert answer.count(b"HTTP/1.1 ") == 1
+
+
+# ---------------------------------------------------------------- request grammar
+
+# app: header_timeout is the default 20 s, so an answer within this bound
+# comes from the parser refusing the bytes, not from a timeout.
+PROMPT_BOUND = 1.0
+
+
+def tls_client_hello() -> bytes:
+    """The first flight of a real TLS client."""
+    context = ssl.create_default_context()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+def assert_refused_at_once(server, data: bytes) -> None:
+    """400, Connection: close, and the server closes, all within PROMPT_BOUND."""
+    start = time.monotonic()
+    answer = exchange_until_close(server.port, data, timeout=PROMPT_BOUND)
+    elapsed = time.monotonic() - start
+    assert status_of(answer) == 400, answer[:300]
+    assert answer.count(b"HTTP/1.1 ") == 1, answer
+    assert b"\r\nConnection: close\r\n" in answer.partition(b"\r\n\r\n")[0] + b"\r\n"
+    assert elapsed < PROMPT_BOUND, elapsed
+    assert_serving(server)
+
+
+@pytest.mark.parametrize("part", ["whole", "before-any-lf"])
+def test_tls_client_hello_on_the_plain_port_is_refused_at_once(app, part):
+    # Like nginx: refused on the first read, not after header_timeout.  A
+    # ClientHello holds random bytes: cut before its first LF byte, nothing
+    # in it looks like a line end (a bare LF alone used to be refused).
+    hello = tls_client_hello()
+    if part == "before-any-lf":
+        hello = hello.split(b"\n", 1)[0]
+    assert hello[:1] == b"\x16"  # a TLS handshake record
+    assert_refused_at_once(app, hello)
+
+
+def test_too_many_empty_lines_are_refused_at_once(app):
+    assert_refused_at_once(app, b"\r\n" * 5)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GET * HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET http://user@x/echo HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /echo HTTP/1.1\r\nHost: x:8o\r\n\r\n",
+    ],
+    ids=["asterisk-with-get", "userinfo", "host-port-not-digits"],
+)
+def test_bad_request_target_or_host_is_refused(app, data):
+    assert_refused_at_once(app, data)
+
+
+def test_whitespace_after_a_chunk_size_is_refused(app):
+    assert_refused_at_once(
+        app,
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5 \r\nhello\r\n0\r\n\r\n",
+    )
 
 
 @pytest.mark.parametrize(

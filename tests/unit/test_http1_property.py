@@ -28,7 +28,14 @@ STATUSES = {400, 413, 414, 431, 501, 505}
 TCHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 TARGET_CHARS = "".join(chr(c) for c in range(0x21, 0x7F))
 VALUE_CHARS = TARGET_CHARS + " \t" + "".join(chr(c) for c in range(0x80, 0x100))
-HOST_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+;=:[]%"
+# RFC 3986 reg-name characters (no comma: see http1_grammar), then a port.
+HOST_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+;="
+HOSTS = st.text(alphabet=HOST_CHARS, max_size=20) | st.builds(
+    "{}:{}".format,
+    st.text(alphabet=HOST_CHARS, min_size=1, max_size=20)
+    | st.sampled_from(["%41b", "[::1]", "[2001:db8::7]", "127.0.0.1"]),
+    st.sampled_from(["", "0", "80", "8080", "65535"]),
+)
 SMALL_LIMITS = Config(
     max_header_size=96, max_request_line=40, max_headers=4, max_body_size=32, max_chunk_line=12
 )
@@ -262,12 +269,14 @@ class Expected:
 
 @st.composite
 def valid_request(draw: st.DrawFn) -> tuple[bytes, Expected]:
-    method = draw(tokens)
+    method = draw(tokens.filter(lambda m: m != "CONNECT"))  # CONNECT: authority-form only
     target = draw(st.just("*") | st.text(alphabet=TARGET_CHARS, max_size=40).map(lambda t: "/" + t))
+    if target == "*":  # asterisk-form: OPTIONS only
+        method = "OPTIONS"
     version = draw(st.sampled_from(["HTTP/1.1", "HTTP/1.0"]))
     raw_headers = draw(st.lists(st.tuples(header_names, header_values), max_size=8))
     if version == "HTTP/1.1" or draw(st.booleans()):
-        host = draw(st.text(alphabet=HOST_CHARS, max_size=20))
+        host = draw(HOSTS)
         raw_headers.insert(draw(st.integers(0, len(raw_headers))), ("Host", host))
     kinds = (
         ["none", "length", "chunked", "chunked"] if version == "HTTP/1.1" else ["none", "length"]
