@@ -64,6 +64,18 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("upload", "POST /upload with a 1 MiB body", script="upload.lua"),
     Scenario("wsgi-hello", "GET / through each server's WSGI interface", wsgi=True),
     Scenario(
+        "wsgi-big",
+        "GET /big: a 1 MiB response through each server's WSGI interface",
+        path="/big",
+        wsgi=True,
+    ),
+    Scenario(
+        "wsgi-file",
+        "GET /file: a 1 MiB file through wsgi.file_wrapper (sendfile where the server has it)",
+        path="/file",
+        wsgi=True,
+    ),
+    Scenario(
         "asgi-hello",
         "GET / through each server's ASGI interface (13-byte body, bench/apps/asgi_app.py)",
         asgi_app=ASGI_APP,
@@ -74,6 +86,19 @@ SCENARIOS: tuple[Scenario, ...] = (
         path="/items/42?q=bench",
         asgi_app=FASTAPI_APP,
         modules=("fastapi",),
+    ),
+    Scenario(
+        "asgi-big",
+        "GET /big: a 1 MiB response through each server's ASGI interface",
+        path="/big",
+        asgi_app=ASGI_APP,
+    ),
+    Scenario(
+        "asgi-file",
+        "GET /file: a 1 MiB file, by http.response.pathsend where the server offers it "
+        "(else read in 64 KiB pieces)",
+        path="/file",
+        asgi_app=ASGI_APP,
     ),
     Scenario(
         "asgi-echo-10k",

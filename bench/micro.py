@@ -17,6 +17,13 @@ no system call. Cases:
 * ``connection+scoreboard``: the same with the observer a real worker has
   (``runner._SlotObserver`` on a slot of a real ``Scoreboard``, with a
   ``WorkerLifecycle`` counting requests), as under ``python -m prefork``;
+* ``+metrics``: ``connection+scoreboard`` with ``--metrics-path`` on
+  (``runner._MetricsObserver``: requests by method and status class,
+  duration histogram, body bytes, in flight; what metrics cost per request);
+* ``+request-timeout``, ``+all limits``: ``connection+scoreboard`` with
+  ``--request-timeout`` (the requests in flight are tracked), and with
+  ``--max-concurrency`` and ``--max-connections`` too (what they cost per
+  request; the accepting itself is not in this benchmark);
 * ``pipelined x16``: 16 wrk requests arriving in one read (the pipelining
   scenario), per request;
 * ``+access log``: ``connection+scoreboard`` with the CLI's default access log
@@ -52,7 +59,7 @@ from prefork.worker import accesslog  # noqa: E402
 from prefork.worker.http1 import PAUSED, RequestParser  # noqa: E402
 from prefork.worker.httpserver import HTTPServer  # noqa: E402
 from prefork.worker.ioloop import new_event_loop  # noqa: E402
-from prefork.worker.runner import _SlotObserver  # noqa: E402
+from prefork.worker.runner import _MetricsObserver, _SlotObserver  # noqa: E402
 
 WRK_REQUEST = b"GET / HTTP/1.1\r\nHost: localhost:8080\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"
 BROWSER_REQUEST = (
@@ -126,10 +133,15 @@ def parser_case(request: bytes) -> Callable[[int], None]:
 
 
 def connection_case(
-    request: bytes, observed: bool, depth: int = 1, access_log: str | None = None
+    request: bytes,
+    observed: bool,
+    depth: int = 1,
+    access_log: str | None = None,
+    metrics: bool = False,
+    **limits: float,
 ) -> Callable[[int], None]:
     loop = new_event_loop()  # uvloop's when installed, as in a worker
-    server = HTTPServer(hello)
+    server = HTTPServer(hello, **limits)
     server._loop = loop
     if observed:
         board = Scoreboard(1)
@@ -147,7 +159,8 @@ def connection_case(
             notify_fd=-1,
         )
         lifecycle = WorkerLifecycle(loop, ctx, lambda: None, lambda: None, None)
-        server.observer = _SlotObserver(slot, lifecycle)
+        observer = _MetricsObserver if metrics else _SlotObserver
+        server.set_observer(observer(slot, lifecycle))
     transport = FakeTransport()
     conn = server._make_connection()
     conn.connection_made(transport)  # type: ignore[arg-type]
@@ -217,6 +230,23 @@ def main() -> None:
         cases.append((f"parser                 {label}", parser_case(request)))
         cases.append((f"connection             {label}", connection_case(request, False)))
         cases.append((f"connection+scoreboard  {label}", connection_case(request, True)))
+    cases.append(
+        ("connection+scoreboard+metrics wrk (3)", connection_case(WRK_REQUEST, True, metrics=True))
+    )
+    cases.append(
+        (
+            "connection+scoreboard+request-timeout wrk (3)",
+            connection_case(WRK_REQUEST, True, request_timeout=30),
+        )
+    )
+    cases.append(
+        (
+            "connection+scoreboard+all limits wrk (3)",
+            connection_case(
+                WRK_REQUEST, True, request_timeout=30, max_concurrency=100, max_connections=100
+            ),
+        )
+    )
     cases.append(
         ("pipelined x16 +scoreboard wrk (3 headers)", connection_case(WRK_REQUEST, True, 16))
     )

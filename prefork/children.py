@@ -32,6 +32,16 @@ FLAP_WINDOW = 60.0
 ABORT_GRACE = 1.0
 
 
+#: Worker.retiring -> the exit reason counted in the metrics.
+_RETIRE_REASONS = {
+    "recycle": "recycle",
+    "reload": "reload",
+    "scale down": "scale_down",
+    "stop": "stop",
+    "self": "drained",
+}
+
+
 class Worker:
     """One forked worker as the master sees it."""
 
@@ -84,6 +94,14 @@ class Worker:
 
     def __str__(self) -> str:
         return f"worker {self.index} (pid {self.pid}, gen {self.generation})"
+
+    def exit_reason(self) -> str:
+        """Why it exited, for the metrics (one of ``scoreboard.EXIT_REASONS``)."""
+        if self.retiring:
+            return _RETIRE_REASONS.get(self.retiring, "stop")
+        if self.aborted_at is not None or self.killed:
+            return "timeout"  # killed as hung (no heartbeat, or not ready in time)
+        return "boot_failure" if self.ready_at is None else "crash"
 
     def check_deadlines(self, now: float, timeout: float, boot_timeout: float) -> None:
         """Kill this worker if it is hung, or past its graceful deadline.

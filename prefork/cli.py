@@ -135,7 +135,8 @@ def _argument_parser() -> argparse.ArgumentParser:
         "(PREFORK_MAX_BODY_SIZE=1M) or as name = value in a --config file, which may "
         "also define server hooks (post_fork, when_ready, pre_request, ...). Precedence: "
         "defaults < config file < environment < command line. "
-        "`prefork status --pidfile PATH` shows the workers of a running master.",
+        "`prefork status --pidfile PATH [--json]` shows the workers of a running master, "
+        "`prefork top --pidfile PATH` a live view of them.",
     )
     commands = parser.add_argument_group("commands (command line only, never settings)")
     commands.add_argument(
@@ -310,6 +311,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         from prefork.status import main as status_main
 
         sys.exit(status_main(args[1:]))
+    if args[:1] == ["top"]:
+        from prefork.top import main as top_main
+
+        sys.exit(top_main(args[1:]))
     parsed = vars(_argument_parser().parse_args(args))
     checking = parsed.pop("check_config")
     printing = parsed.pop("print_config")
@@ -322,6 +327,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if printing:
         print_config(config)
         sys.exit(0)
+    if config.preload and not checking and (config.metrics_path or config.metrics_bind):
+        from prefork import appmetrics
+
+        appmetrics.prepare()  # before the application imports prometheus_client
     app = _import_now(config, checking)
     if checking:
         for warning in loaded.warnings:

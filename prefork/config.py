@@ -58,11 +58,12 @@ GUNICORN_ALIASES = {
     "limit_request_line": "max_request_line",
     "limit_request_fields": "max_headers",
     "proxy_allow_ips": "forwarded_allow_ips",
+    "worker_connections": "max_connections",
 }
 
 #: gunicorn settings that have no meaning for prefork: ignored with a warning.
 GUNICORN_IGNORED = frozenset(
-    """worker_class worker_connections daemon raw_env chdir capture_output worker_tmp_dir
+    """worker_class daemon raw_env chdir capture_output worker_tmp_dir
     reload_extra_files spew check_config print_config statsd_host
     statsd_prefix dogstatsd_tags syslog syslog_addr syslog_prefix syslog_facility
     enable_stdio_inheritance logger_class logconfig logconfig_dict logconfig_json

@@ -32,9 +32,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from prefork import process, scoreboard
+from prefork import appmetrics, process, scoreboard
 from prefork.children import Backoff, MemoryWatch, Worker
 from prefork.hooks import WorkerView, call_hook, worker_view
+from prefork.metrics_server import MetricsServer
 from prefork.process import WORKER_BOOT_ERROR, check_no_event_loop, describe_status, sd_notify
 from prefork.scoreboard import Scoreboard, SlotSnapshot, SlotState, WorkerContext
 from prefork.settings import Config, make_config
@@ -139,6 +140,9 @@ class Master:
         self._orig_handlers: dict[int, Any] = {}
         self._selector: selectors.BaseSelector | None = None
         self._wake_r = self._wake_w = self._notify_r = self._notify_w = -1
+        #: --metrics-bind, and the application's prometheus_client directory
+        self._metrics_server: MetricsServer | None = None
+        self._app_metrics: appmetrics.MultiprocDir | None = None
 
     # ------------------------------------------------------------------ public
     def open_sockets(self) -> list[socket.socket]:
@@ -178,8 +182,13 @@ class Master:
 
     @property
     def num_workers(self) -> int:
-        """How many workers the master keeps (gunicorn's name, for server hooks)."""
-        return self._target
+        """How many workers the master keeps (gunicorn's name, for server hooks);
+        in ``on_starting``, before anything is forked, how many it will start."""
+        if self._target:
+            return self._target
+        from prefork import cpus
+
+        return self.config.workers or cpus.default_workers(os.environ)
 
     def _view(self, w: Worker) -> WorkerView:
         return WorkerView(w.index, w.generation, w.slot, self.config, w.pid, self.pid)
@@ -228,6 +237,9 @@ class Master:
             log.error("%s", e)
             return 1
         self._upgrade = Upgrade()
+        failed = self._setup_metrics()
+        if failed is not None:
+            return failed
         if self.config.pidfile:
             other = process.read_pidfile(self.config.pidfile)
             if other and other != self.pid and process.pid_is_alive(other):
@@ -239,7 +251,14 @@ class Master:
                 return 1
             process.write_pidfile(self.config.pidfile)
         capacity = max(128, 4 * self._target + 32)
+        old_board = self._previous_scoreboard()
         self.scoreboard = Scoreboard(capacity, self.scoreboard_path)
+        if old_board is not None:
+            self.scoreboard.inherit(old_board)
+            old_board.close()
+        self.scoreboard.master.set_info(self._target, self._generation)
+        if self._metrics_server is not None:
+            self._metrics_server.start(self.scoreboard, lambda: self.sockets or [])
         self._free_slots = list(range(capacity))
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._notify_r, self._notify_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -262,14 +281,57 @@ class Master:
         )
         return None
 
+    def _setup_metrics(self) -> int | None:
+        """--metrics-bind's listener (before any fork); the application's
+        prometheus_client directory (see ``prefork.appmetrics``)."""
+        config = self.config
+        if not (config.metrics_path or config.metrics_bind):
+            return None
+        self._app_metrics = appmetrics.prepare()
+        if config.metrics_bind:
+            server = MetricsServer(
+                config.metrics_bind,
+                {config.metrics_path or "/metrics", "/metrics"},
+                config.unix_socket_mode,
+            )
+            assert self._upgrade is not None
+            try:
+                server.bind(retry_if_busy=self._upgrade.old_master_pid is not None)
+            except (OSError, ValueError) as e:
+                log.error("--metrics-bind: %s", getattr(e, "strerror", None) or e)
+                return 2 if isinstance(e, ValueError) else 1
+            self._metrics_server = server
+        return None
+
+    def _close_metrics(self) -> None:
+        if self._metrics_server is not None:
+            self._metrics_server.close()
+        if self._app_metrics is not None:
+            self._app_metrics.remove()
+
+    def _previous_scoreboard(self) -> Scoreboard | None:
+        """After a USR2 upgrade: the old master's scoreboard, to carry its
+        counters over (only from a scoreboard of this layout version)."""
+        assert self._upgrade is not None
+        if self._upgrade.old_master_pid is None or not self.scoreboard_path:
+            return None
+        try:
+            return Scoreboard.attach(self.scoreboard_path)
+        except (OSError, ValueError) as e:
+            log.info("metrics: counters start from zero (previous scoreboard: %s)", e)
+            return None
+
     def _run(self) -> int:
         failed = self._setup()
         if failed is not None:
+            self._close_metrics()
             return failed
         try:
             while True:
                 now = time.monotonic()
                 self._watchdog.ping(now)
+                if self._metrics_server is not None:
+                    self._metrics_server.poll(now)
                 self._reap(now)
                 self._check_workers(now)
                 if self._stopping is not None:
@@ -305,6 +367,7 @@ class Master:
         for fd in (self._wake_r, self._wake_w, self._notify_r, self._notify_w):
             os.close(fd)
         self._close_listeners()
+        self._close_metrics()
         if self.config.pidfile:
             process.remove_pidfile(self.config.pidfile + ".oldbin")
             process.remove_pidfile(self.config.pidfile)
@@ -375,6 +438,8 @@ class Master:
 
     def _set_target(self, target: int) -> None:
         old, self._target = self._target, target
+        if self.scoreboard is not None:
+            self.scoreboard.master.set_info(target, self._generation)
         if old != target:
             call_hook(self.config, "nworkers_changed", self, target, old)
 
@@ -475,6 +540,11 @@ class Master:
             self._set_target(target)
         self._generation += 1
         self._reloading = True
+        if self.scoreboard is not None:
+            self.scoreboard.master.count_reload()
+            self.scoreboard.master.set_info(self._target, self._generation)
+        if self._app_metrics is None and (self.config.metrics_path or self.config.metrics_bind):
+            self._app_metrics = appmetrics.prepare()  # metrics turned on by this reload
 
     # ------------------------------------------------------------------ reaping
     def _reap(self, now: float) -> None:
@@ -493,7 +563,11 @@ class Master:
                 log.info("reaped unknown child %d (%s)", pid, describe_status(status))
                 continue
             call_hook(self.config, "child_exit", self, self._view(w))
-            w.slot.clear()
+            assert self.scoreboard is not None
+            self.scoreboard.master.count_exit(w.exit_reason())
+            self.scoreboard.retire(w.slot)  # its counts join the retired totals
+            if self._app_metrics is not None:
+                self._app_metrics.worker_exited(pid)
             self._free_slots.append(w.slot.number)
             self._worker_exited(w, status, now)
 
@@ -585,6 +659,8 @@ class Master:
             assert self._upgrade is not None
             # After a USR2 upgrade, MAINPID moves to this master before the
             # old one is told to stop, so systemd never sees the service stop.
+            if self._upgrade.old_master_pid is not None:
+                self.scoreboard.master.count_upgrade()
             self._upgrade.promote()
             sd_notify(f"READY=1\nSTATUS={self._target} workers")
             if not call_hook(self.config, "when_ready", self):
@@ -706,6 +782,7 @@ class Master:
             graceful_timeout=self.config.graceful_timeout,
             notify_fd=self._notify_w,
             config=self.config,
+            scoreboard=self.scoreboard,
         )
         call_hook(
             self.config, "pre_fork", self, WorkerView(index, self._generation, slot, self.config)
@@ -721,6 +798,7 @@ class Master:
             self._become_worker(ctx)
         slot.set_pid(pid)
         self._forks += 1
+        self.scoreboard.master.count_start(purpose)
         w = Worker(pid, index, slot, self._generation, now, purpose, replaces)
         self._workers[pid] = w
         log.info("booting %s (%s)", w, purpose)
@@ -732,6 +810,8 @@ class Master:
             master_fds = [self._wake_r, self._wake_w, self._notify_r]
             if self._selector is not None:
                 self._selector.close()
+            if self._metrics_server is not None:
+                self._metrics_server.close_in_child()
             process.after_fork_in_child(
                 self._orig_handlers, master_fds, f"{self.config.proc_name}: worker {ctx.index}"
             )

@@ -16,6 +16,12 @@ stuck: the master reads what the worker last wrote.
 
 Times are ``time.monotonic()`` values: CLOCK_MONOTONIC is system-wide on
 Linux, so the master can compare a worker's heartbeat with its own clock.
+
+With metrics on, a worker also counts its requests in its slot (by method
+and status class, durations, body bytes, in flight: ``Slot.request_begun``
+and ``request_done``); the master keeps its own counters between the header
+and the slots, and folds a reaped worker's counts into retired totals there
+(``prefork.counters``).  The header carries the layout VERSION.
 """
 
 from __future__ import annotations
@@ -27,13 +33,29 @@ import socket
 import struct
 import tempfile
 import time
+from bisect import bisect_left
 from dataclasses import dataclass, field
 
+from prefork.counters import (
+    AREA_AT,
+    DURATION_BUCKETS,
+    MASTER_AREA_SIZE,
+    METHOD_INDEX,
+    N_BUCKETS,
+    N_CELLS,
+    REJECTED_INDEX,
+    REJECTED_STATUSES,
+    TABLES,
+    MasterArea,
+    RequestCounts,
+)
 from prefork.settings import DEFAULTS, Config
 
 __all__ = [
     "SLOT_SIZE",
+    "VERSION",
     "Scoreboard",
+    "ScoreboardVersionError",
     "Slot",
     "SlotSnapshot",
     "SlotState",
@@ -54,23 +76,42 @@ class SlotState(enum.IntEnum):
     DRAINING = 3  # stopped accepting, finishing what it has
 
 
+#: Layout version, in the header.  1: the first layout (160-byte slots).  2:
+#: request metrics per slot and a master area (retired totals, worker starts
+#: and exits, reloads, upgrades) between the header and the slots.  A reader
+#: of another version refuses the file (``ScoreboardVersionError``); a master
+#: started by USR2 carries the old master's totals over only from its own version.
+VERSION = 2
+
 # Slot layout (native byte order, fixed offsets, every field naturally aligned):
 #   0 pid i | 4 generation I | 8 index i | 12 connections I
-#  16 state B | 17 flags B | 18..23 padding
-#  24 boot_time d | 32 heartbeat d | 40 requests Q
-#  48 request_started d | 56 summary_len H | 58 summary 100s | 158..159 padding
-SLOT_SIZE = 160
-_WHOLE = struct.Struct(f"=iIiIBBBxIddQdH{SUMMARY_SIZE}s2x")
-assert _WHOLE.size == SLOT_SIZE
+#  16 state B | 17 flags B | 18 restart B | 19 padding | 20 websockets I
+#  24 boot_time d | 32 heartbeat d
+#  40 body_in Q | 48 body_out Q | 56 duration_sum d | 64 requests Q
+#  72 in_flight I | 76 padding | 80 request_started d | 88 summary_len H
+#  90 summary 100s | 190..191 padding
+# 192 the tables, u64 each: requests by method x status class (48), duration
+#     buckets (12, not cumulative), rejected by status (8); 736 = SLOT_SIZE.
+# Worker-written fields have one writer (the worker); the master resets and
+# clears a slot only while no worker uses it.
+_WHOLE = struct.Struct(f"=iIiIBBBxIddQQdQI4xdH{SUMMARY_SIZE}s2x")
+_OFF_TABLES = _WHOLE.size
+SLOT_SIZE = _OFF_TABLES + TABLES.size
+assert (_OFF_TABLES, SLOT_SIZE) == (192, 736)
+_ZERO_SLOT = bytes(SLOT_SIZE)
 _I32 = struct.Struct("=i")
 _U32 = struct.Struct("=I")
 _U8 = struct.Struct("=B")
 _F64 = struct.Struct("=d")
 _U64 = struct.Struct("=Q")
 _CURRENT = struct.Struct(f"=dH{SUMMARY_SIZE}s")
-# requests, then request_started and summary_len (adjacent fields): a finished
-# request is counted and cleared in one write.
-_DONE = struct.Struct("=QdH")
+# requests, in_flight, then request_started and summary_len: a finished request
+# is counted and cleared in one write.
+_DONE = struct.Struct("=QI4xdH")
+# With metrics on: in_flight and the current request in one write as a request
+# starts; the totals, in_flight and the cleared current request as it ends.
+_BEGUN = struct.Struct(f"=I4xdH{SUMMARY_SIZE}s")
+_METERED = struct.Struct("=QQdQI4xdH")  # starts with TOTALS
 
 _OFF_PID = 0
 _OFF_CONNECTIONS = 12
@@ -79,9 +120,13 @@ _OFF_FLAGS = 17
 _OFF_RESTART = 18
 _OFF_WEBSOCKETS = 20
 _OFF_HEARTBEAT = 32
-_OFF_REQUESTS = 40
-_OFF_CURRENT = 48
-assert _OFF_CURRENT == _OFF_REQUESTS + _U64.size  # _DONE writes both
+_OFF_TOTALS = 40
+_OFF_REQUESTS = 64
+_OFF_IN_FLIGHT = 72
+_OFF_CURRENT = 80
+assert _OFF_CURRENT == _OFF_IN_FLIGHT + 8 and _OFF_IN_FLIGHT == _OFF_REQUESTS + 8
+_OFF_BUCKETS = _OFF_TABLES + 8 * N_CELLS
+_OFF_REJECTED = _OFF_BUCKETS + 8 * N_BUCKETS
 
 #: flags bit: the worker reached max_requests and asks the master to recycle it.
 FLAG_RECYCLE = 0x01
@@ -94,6 +139,15 @@ HEADER_SIZE = 64
 _MAGIC = b"PREFORK1"
 _OFF_EVER_READY = 24  # set by the master once any worker has been ready
 _OFF_BOOT_ERROR_SHOWN = 25  # set by the first worker that reports a boot error
+# Bytes 32..63 of the header and the master area after it (MASTER_AREA_SIZE):
+# the master's counters, see prefork.counters.MasterArea.  Slots follow.
+assert HEADER_SIZE == AREA_AT
+_OFF_SLOTS = HEADER_SIZE + MASTER_AREA_SIZE
+
+
+class ScoreboardVersionError(ValueError):
+    """The scoreboard file has another layout version than this prefork reads."""
+
 
 _monotonic = time.monotonic
 
@@ -116,6 +170,11 @@ class SlotSnapshot:
     websockets: int
     request_started: float
     current: str
+    #: requests being answered now (counted only with metrics on)
+    in_flight: int = 0
+    #: request and response body bytes, request durations and requests by
+    #: method and status class (metrics on; ``requests`` is always counted)
+    counts: RequestCounts | None = None
 
     def describe(self, now: float | None = None) -> str:
         """One line for logs: what this worker is doing, for a hang or a status report."""
@@ -133,16 +192,48 @@ class SlotSnapshot:
 class Slot:
     """One worker's slot. The worker-side methods are cheap: one ``pack_into`` each."""
 
-    __slots__ = ("_mm", "_off", "number", "_requests", "_off_current", "_off_requests")
+    __slots__ = (
+        "_mm",
+        "_off",
+        "number",
+        "_requests",
+        "_off_current",
+        "_off_requests",
+        "_off_in_flight",
+        "_off_totals",
+        "_off_cells",
+        "_off_buckets",
+        "_off_rejected",
+        "_in_flight",
+        "_body_in",
+        "_body_out",
+        "_duration",
+        "_cells",
+        "_buckets",
+        "_rejected",
+    )
 
-    def __init__(self, mm: mmap.mmap, number: int) -> None:
+    def __init__(self, mm: mmap.mmap, number: int, base: int = _OFF_SLOTS) -> None:
         self._mm = mm
         self.number = number
-        self._off = HEADER_SIZE + number * SLOT_SIZE
+        self._off = base + number * SLOT_SIZE
         # The offsets written on every request, computed once.
         self._off_current = self._off + _OFF_CURRENT
         self._off_requests = self._off + _OFF_REQUESTS
-        self._requests = 0
+        self._off_in_flight = self._off + _OFF_IN_FLIGHT
+        self._off_totals = self._off + _OFF_TOTALS
+        self._off_cells = self._off + _OFF_TABLES
+        self._off_buckets = self._off + _OFF_BUCKETS
+        self._off_rejected = self._off + _OFF_REJECTED
+        self._zero_counts()
+
+    def _zero_counts(self) -> None:
+        # The worker's own copies of what it writes (one writer: no read back).
+        self._requests = self._in_flight = self._body_in = self._body_out = 0
+        self._duration = 0.0
+        self._cells = [0] * N_CELLS
+        self._buckets = [0] * N_BUCKETS
+        self._rejected = [0] * len(REJECTED_STATUSES)
 
     # -- worker side ------------------------------------------------------
     def heartbeat(self) -> None:
@@ -177,7 +268,53 @@ class Slot:
     def request_finished(self) -> None:
         """Count one served request and clear the current one (one write)."""
         self._requests += 1
-        _DONE.pack_into(self._mm, self._off_requests, self._requests, 0.0, 0)
+        _DONE.pack_into(self._mm, self._off_requests, self._requests, 0, 0.0, 0)
+
+    # With metrics on, these two replace request_started/request_finished:
+    # a few pack_into calls per request, no read of shared memory.
+    def request_begun(self, summary: str) -> None:
+        """``request_started``, and one more request in flight (one write)."""
+        data = summary.encode("utf-8", "replace")[:SUMMARY_SIZE]
+        self._in_flight += 1
+        _BEGUN.pack_into(
+            self._mm, self._off_in_flight, self._in_flight, _monotonic(), len(data), data
+        )
+
+    def request_done(
+        self, method: str, status: int, received: int, sent: int, seconds: float
+    ) -> None:
+        """Count a finished request: by method and status class, its body bytes
+        in and out and its duration (three writes)."""
+        requests = self._requests = self._requests + 1
+        in_flight = self._in_flight - 1
+        if in_flight < 0:
+            in_flight = 0
+        self._in_flight = in_flight
+        body_in = self._body_in = self._body_in + received
+        body_out = self._body_out = self._body_out + sent
+        if seconds < 0.0:
+            seconds = 0.0  # (the wall clock stepped back)
+        duration = self._duration = self._duration + seconds
+        mm = self._mm
+        _METERED.pack_into(
+            mm, self._off_totals, body_in, body_out, duration, requests, in_flight, 0.0, 0
+        )
+        cell = METHOD_INDEX.get(method, 7) * 6 + (status // 100 if status < 600 else 0)
+        cells = self._cells
+        value = cells[cell] = cells[cell] + 1
+        _U64.pack_into(mm, self._off_cells + 8 * cell, value)
+        # (most requests take under 5 ms: no search for those)
+        bucket = 0 if seconds <= 0.005 else bisect_left(DURATION_BUCKETS, seconds)
+        buckets = self._buckets
+        value = buckets[bucket] = buckets[bucket] + 1
+        _U64.pack_into(mm, self._off_buckets + 8 * bucket, value)
+
+    def request_rejected(self, status: int) -> None:
+        """Count a request refused before the application saw it (400, 408, 413, ...)."""
+        i = REJECTED_INDEX.get(status, len(REJECTED_STATUSES) - 1)
+        rejected = self._rejected
+        rejected[i] += 1
+        _U64.pack_into(self._mm, self._off_rejected + 8 * i, rejected[i])
 
     def set_websockets(self, n: int) -> None:
         """Record the number of open WebSocket connections (part of ``connections``)."""
@@ -205,6 +342,7 @@ class Slot:
     def reset(self, pid: int, generation: int, index: int) -> None:
         """Prepare the slot for a new worker (the master calls this around fork)."""
         now = _monotonic()
+        self._mm[self._off : self._off + SLOT_SIZE] = _ZERO_SLOT
         _WHOLE.pack_into(
             self._mm,
             self._off,
@@ -219,21 +357,29 @@ class Slot:
             now,
             now,
             0,
+            0,
+            0.0,
+            0,
+            0,
             0.0,
             0,
             b"",
         )
-        self._requests = 0
+        self._zero_counts()
 
     def set_pid(self, pid: int) -> None:
         _I32.pack_into(self._mm, self._off + _OFF_PID, pid)
 
     def clear(self) -> None:
-        """Mark the slot empty (its worker was reaped)."""
-        self._mm[self._off : self._off + SLOT_SIZE] = bytes(SLOT_SIZE)
+        """Mark the slot empty (its worker was reaped); see ``Scoreboard.retire``."""
+        self._mm[self._off : self._off + SLOT_SIZE] = _ZERO_SLOT
 
-    def snapshot(self) -> SlotSnapshot:
-        """Read the whole slot at once."""
+    def counts(self) -> RequestCounts:
+        """The request counters as they are now in shared memory."""
+        return RequestCounts.read(self._mm, self._off_totals, self._off_cells)
+
+    def snapshot(self, with_counts: bool = False) -> SlotSnapshot:
+        """Read the whole slot at once (and its request counters, if asked)."""
         (
             pid,
             gen,
@@ -245,7 +391,11 @@ class Slot:
             sockets,
             boot,
             hb,
+            _body_in,
+            _body_out,
+            _duration,
             reqs,
+            in_flight,
             started,
             n,
             summary,
@@ -268,6 +418,8 @@ class Slot:
             websockets=sockets,
             request_started=started,
             current=summary[: min(n, SUMMARY_SIZE)].decode("utf-8", "replace"),
+            in_flight=in_flight,
+            counts=self.counts() if with_counts else None,
         )
 
     @property
@@ -312,7 +464,7 @@ class Scoreboard:
             raise ValueError("scoreboard capacity must be >= 1")
         self.capacity = capacity
         self.path = path
-        size = HEADER_SIZE + capacity * SLOT_SIZE
+        size = _OFF_SLOTS + capacity * SLOT_SIZE
         self._inode: int | None = None
         if path is None:
             self._mm = mmap.mmap(-1, size, flags=mmap.MAP_SHARED)
@@ -332,7 +484,11 @@ class Scoreboard:
                 raise
             finally:
                 os.close(fd)
-        _HEADER.pack_into(self._mm, 0, _MAGIC, 1, capacity, os.getpid())
+        _HEADER.pack_into(self._mm, 0, _MAGIC, VERSION, capacity, os.getpid())
+        self.version = VERSION
+        #: the master's counters (worker starts and exits, reloads, retired totals)
+        self.master = MasterArea(self._mm)
+        self.master.started_now()
         self.slots = [Slot(self._mm, i) for i in range(capacity)]
         # One byte in a pipe the workers inherit: the first to read it reports
         # a boot failure (a pipe read is atomic; a flag in shared memory is not).
@@ -342,13 +498,34 @@ class Scoreboard:
 
     @classmethod
     def attach(cls, path: str) -> Scoreboard:
-        """Open an existing file-backed scoreboard read-only (for status tools)."""
+        """Open an existing file-backed scoreboard read-only (for status tools).
+
+        Raises ValueError for a file that is not a scoreboard, and its subclass
+        ScoreboardVersionError for one of another layout version (a master of
+        an older or newer prefork is running: its slots cannot be read here).
+        """
         self = cls.__new__(cls)
         with open(path, "rb") as f:
             self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        magic, _version, capacity, _pid = _HEADER.unpack_from(self._mm, 0)
-        if magic != _MAGIC:
-            raise ValueError(f"{path} is not a prefork scoreboard")
+        try:
+            if len(self._mm) < HEADER_SIZE:
+                raise ValueError(f"{path} is not a prefork scoreboard")
+            magic, version, capacity, _pid = _HEADER.unpack_from(self._mm, 0)
+            if magic != _MAGIC:
+                raise ValueError(f"{path} is not a prefork scoreboard")
+            if version != VERSION:
+                raise ScoreboardVersionError(
+                    f"{path} has scoreboard layout version {version}, this prefork reads "
+                    f"version {VERSION}: the master runs {'an older' if version < VERSION else 'a newer'} "
+                    "prefork (upgrade it with USR2, or use its own prefork command)"
+                )
+            if len(self._mm) < _OFF_SLOTS + capacity * SLOT_SIZE:
+                raise ValueError(f"{path} is truncated")
+        except BaseException:
+            self._mm.close()
+            raise
+        self.version = version
+        self.master = MasterArea(self._mm)
         self.capacity = capacity
         self.path = path
         self._inode = None
@@ -387,9 +564,35 @@ class Scoreboard:
             self._mm[_OFF_BOOT_ERROR_SHOWN] = 1
         return claimed
 
-    def snapshot(self) -> list[SlotSnapshot]:
-        """Every non-empty slot."""
-        return [s for s in (slot.snapshot() for slot in self.slots) if s.state != SlotState.EMPTY]
+    def snapshot(self, with_counts: bool = False) -> list[SlotSnapshot]:
+        """Every non-empty slot (with its request counters, if asked)."""
+        return [
+            s
+            for s in (slot.snapshot(with_counts) for slot in self.slots if slot.state)
+            if s.state != SlotState.EMPTY
+        ]
+
+    # -- metrics: the master writes, anyone reads ------------------------------
+    def retire(self, slot: Slot) -> None:
+        """The master reaped the slot's worker: add its counters to the retired
+        totals, then clear the slot, so that totals never go down."""
+        self.master.fold(slot.counts(), slot.clear)
+
+    def read_consistent(self) -> tuple[list[SlotSnapshot], RequestCounts]:
+        """Every non-empty slot with its counters, and the retired totals, read
+        while the master was folding no dead worker into them."""
+        return self.master.consistent(lambda: self.snapshot(with_counts=True))
+
+    def inherit(self, old: Scoreboard) -> None:
+        """Carry an old master's counters over (a USR2 upgrade): its worker
+        starts, exits, reloads and upgrades, and its retired totals plus what
+        its live workers have counted so far, as this board's retired totals."""
+        slots, total = old.read_consistent()
+        for snap in slots:
+            if snap.counts is not None:
+                total.add(snap.counts)
+        self.master.set_retired(total)
+        self.master.copy_counters_from(old.master)
 
     def close(self, unlink: bool = False) -> None:
         if self._token_r >= 0:
@@ -433,6 +636,9 @@ class WorkerContext:
     #: (a HUP gives workers forked after it the reloaded Config).
     config: Config = DEFAULTS
     extra: dict[str, object] = field(default_factory=dict)
+    #: the whole scoreboard (every worker's slot, the master's counters): what
+    #: a worker reads to answer ``--metrics-path``
+    scoreboard: Scoreboard | None = None
 
 
 _task_id: int | None = None

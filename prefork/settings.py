@@ -398,7 +398,8 @@ class Config:
     backlog: int = _s(
         2048,
         _number(int, 1),
-        "listen backlog: connections the kernel queues for the workers",
+        "listen backlog: connections the kernel queues for the workers (where they wait "
+        "while every worker is at --max-connections / --max-concurrency)",
         "binding",
         metavar="N",
         restart=True,
@@ -565,6 +566,29 @@ class Config:
         0.0,
         _number(float, 0.0),
         "seconds a stopping worker keeps serving with readiness 503 before it closes its listeners",
+        "limits",
+        metavar="SECONDS",
+    )
+    max_connections: int = _s(
+        0,
+        _number(int, 0),
+        "open connections per worker (WebSockets included) past which it stops accepting: "
+        "new ones wait in the listen queue for any worker, never refused (0: no limit)",
+        "limits",
+        metavar="N",
+    )
+    max_concurrency: int = _s(
+        0,
+        _number(int, 0),
+        "requests in flight per worker past which it stops accepting new connections (0: no limit)",
+        "limits",
+        metavar="N",
+    )
+    request_timeout: float = _s(
+        0.0,
+        _number(float, 0.0),
+        "seconds from a request head to the end of its response: then 503 (or a close, "
+        "once the response has begun); ASGI tasks are cancelled (0: no limit)",
         "limits",
         metavar="SECONDS",
     )

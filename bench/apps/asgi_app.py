@@ -7,7 +7,11 @@ body; a WebSocket at ``/ws`` echoes every message (text as text, bytes as bytes)
 
 from __future__ import annotations
 
-from bench.apps import BIG, CONTENT_TYPE, HELLO, pid
+import os
+
+from bench.apps import BIG, CONTENT_TYPE, HELLO, big_file, pid
+
+FILE = big_file()
 
 
 async def _lifespan(receive, send) -> None:
@@ -62,6 +66,24 @@ async def _websocket(scope, receive, send) -> None:
             await send({"type": "websocket.send", "bytes": message.get("bytes") or b""})
 
 
+async def _file(scope, send) -> None:
+    """``/file``: the 1 MiB file, by ``http.response.pathsend`` where the server
+    offers it, else read in 64 KiB pieces (as Starlette's FileResponse does)."""
+    headers = [
+        (b"content-type", CONTENT_TYPE.encode()),
+        (b"x-pid", pid().encode()),
+        (b"content-length", b"%d" % os.path.getsize(FILE)),
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    if "http.response.pathsend" in scope.get("extensions", {}):
+        await send({"type": "http.response.pathsend", "path": FILE})
+        return
+    with open(FILE, "rb") as file:  # noqa: ASYNC230 - a small local file, as the peers read it
+        while chunk := file.read(65536):
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
 async def app(scope, receive, send) -> None:
     """``/big`` gets 1 MiB, ``POST /echo`` its body back, other ``POST`` bodies are read,
     everything answers 200; ``/ws`` is a WebSocket echo."""
@@ -71,6 +93,9 @@ async def app(scope, receive, send) -> None:
         return
     if kind == "websocket":
         await _websocket(scope, receive, send)
+        return
+    if scope["path"] == "/file":
+        await _file(scope, send)
         return
     if scope["method"] == "POST":
         if scope["path"] == "/echo":

@@ -10,12 +10,16 @@ worker's loop.
   ``more_body``); the connection stops reading from the socket while the
   application leaves more than a window of body unread, so an upload never
   has to fit in memory.  Once the body is read, ``receive()`` waits for the
-  client to go (``http.disconnect``), or for the response to be complete.
+  client to go or end its side (``http.disconnect``; a half-closed client
+  still gets the answer), or for the response to be complete.  A body the
+  client cuts short (or sends too slowly) ends in ``http.disconnect`` too.
 * ``send()`` takes ``http.response.start`` / ``http.response.body``
   (streamed with ``more_body``, waiting while the socket's buffer is full:
-  back-pressure) and ``http.response.pathsend``.  The framing (Content-Length
-  or chunked, nothing for HEAD/1xx/204/304, keep-alive) is the server's own,
-  the same as for every other interface.
+  back-pressure) and ``http.response.pathsend`` (a regular file on a plain
+  socket goes with zero copies, ``os.sendfile``: see the connection's
+  ``send_file``).  The framing (Content-Length or chunked, nothing for
+  HEAD/1xx/204/304, keep-alive) is the server's own, the same as for every
+  other interface.
 * An application that misbehaves (a second start, a body before the start,
   a body that is not bytes, an exception, returning without a response) is
   answered as uvicorn answers it: 500 when nothing was sent, a closed
@@ -35,6 +39,8 @@ from typing import Any
 
 from prefork.settings import DEFAULTS, Config
 from prefork.worker.bodystream import ClientDisconnected
+from prefork.worker.connection import SPLIT_BODY
+from prefork.worker.filesend import SendfileUnavailable, regular_file_fd
 from prefork.worker.request import HTTPRequest
 from prefork.worker.response import REASONS, bodyless
 
@@ -205,6 +211,9 @@ class _HTTPCycle:
     started = False
     complete = False
     disconnected = False
+    #: the client ended its side (EOF, perhaps a half-close): receive() says
+    #: http.disconnect once the body is read, but the answer can still be sent.
+    ended = False
     status = 0
     headers: Any = ()
     body_sent = False
@@ -219,7 +228,8 @@ class _HTTPCycle:
         self.loop = loop
         if conn is not None:
             self.transport: Any = conn.transport
-            conn.watch_client(self._on_close)
+            conn.set_close_callback(self._on_close)
+            conn.set_eof_callback(self._on_eof)
         else:
             self.transport = _NoTransport
         stream = request.body_stream
@@ -234,6 +244,10 @@ class _HTTPCycle:
 
     def _on_close(self) -> None:
         self.disconnected = True
+        self._wake()
+
+    def _on_eof(self) -> None:
+        self.ended = True
         self._wake()
 
     async def _wait(self) -> None:
@@ -273,7 +287,7 @@ class _HTTPCycle:
                 await self._wait()
         # The body is read: what comes next is the client going away (or the
         # response being complete, after which nothing more will come).
-        while not self.disconnected and not self.complete:
+        while not self.disconnected and not self.ended and not self.complete:
             await self._wait()
         return {"type": "http.disconnect"}
 
@@ -293,8 +307,7 @@ class _HTTPCycle:
                     raise TypeError(f"ASGI: 'body' must be bytes, got {type(body).__name__}")
                 body = bytes(body)
             more = message.get("more_body", False)
-            if self.disconnected:
-                self.complete = not more
+            if self.disconnected:  # (fail() then finishes the request)
                 raise ClientGone("the client disconnected")
             if not self.body_sent:
                 self._start(body, more)
@@ -345,8 +358,10 @@ class _HTTPCycle:
 
         With a Content-Length (the application's, or ours for a body in one
         piece) the head is written as raw bytes: the connection reads and
-        caches identical heads once, which is the fast path.  A streamed body
-        without a length goes through the framed path (chunked on HTTP/1.1).
+        caches identical heads once, which is the fast path.  A large body
+        (``SPLIT_BODY``) is written after its head, never copied behind it.
+        A streamed body without a length goes through the framed path
+        (chunked on HTTP/1.1).
         """
         request = self.request
         status = self.status
@@ -371,7 +386,11 @@ class _HTTPCycle:
             if data.count(b"\n") != lines or data.count(b"\r") != lines or b"\0" in data:
                 raise ValueError("ASGI: a response header name or value holds CR, LF or NUL")
             if body and not self.bodyless:
-                data += body
+                if len(body) < SPLIT_BODY:
+                    data += body
+                else:
+                    request.write(data)
+                    data = body
             self.body_sent = True
             request.write(data)
             return
@@ -403,16 +422,46 @@ class _HTTPCycle:
         if not isinstance(path, str) or not os.path.isabs(path):
             raise TypeError(f"ASGI: 'http.response.pathsend' needs an absolute path, got {path!r}")
         with open(path, "rb") as file:  # noqa: ASYNC230 - a local file, read in pieces
+            size = os.fstat(file.fileno()).st_size
             if not self._has_length:
-                size = os.fstat(file.fileno()).st_size
                 self.headers = [*self.headers, (b"content-length", b"%d" % size)]
                 self._has_length = True
-            while True:
-                chunk = file.read(FILE_CHUNK)
-                if not chunk:
-                    break
-                await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if not await self._send_file_zero_copy(file, size):
+                while True:  # read it in pieces
+                    chunk = file.read(FILE_CHUNK)
+                    if not chunk:
+                        break
+                    await self.send(
+                        {"type": "http.response.body", "body": chunk, "more_body": True}
+                    )
         await self.send({"type": "http.response.body", "body": b""})
+
+    async def _send_file_zero_copy(self, file: Any, size: int) -> bool:
+        """Send the file with ``os.sendfile`` (the connection's send_file).
+
+        False when it cannot (TLS, not a regular file, the head already out,
+        sendfile refusing the file): then it is read in pieces.
+        """
+        conn = self.conn
+        if conn is None or self.body_sent or not conn.can_send_file():
+            return False
+        if regular_file_fd(file) is None:
+            return False
+        self._start(b"", True)  # the head, with its length (none after HEAD: send_file knows)
+        done: asyncio.Future[BaseException | None] = self.loop.create_future()
+
+        def sent(count: int, error: BaseException | None) -> None:
+            if not done.done():
+                done.set_result(error)
+
+        conn.send_file(os.dup(file.fileno()), 0, size, sent)
+        error = await done
+        if isinstance(error, SendfileUnavailable):
+            return False
+        if error is not None:  # (the connection is closed)
+            self.disconnected = True
+            raise ClientGone("the client disconnected") from error
+        return True
 
     # -- the end ----------------------------------------------------------------------
     def fail(self) -> None:
@@ -421,15 +470,16 @@ class _HTTPCycle:
         if self.complete:
             return
         self.complete = True
-        if not self.started or not self.body_sent:
-            if not self.disconnected:
-                request.write_headers(
-                    500,
-                    [("Content-Type", "text/plain; charset=utf-8"), ("Connection", "close")],
-                )
-                request.write(b"Internal Server Error\n")
+        if (not self.started or not self.body_sent) and not self.disconnected and not self.ended:
+            request.write_headers(
+                500,
+                [("Content-Type", "text/plain; charset=utf-8"), ("Connection", "close")],
+            )
+            request.write(b"Internal Server Error\n")
         elif self.conn is not None:
-            self.conn.close()  # the response cannot be completed: the client sees it cut
+            # The response cannot be completed (or the client that ended its
+            # side is not waiting for one): the client sees a close.
+            self.conn.close()
         request.finish()
         self._wake()
 
@@ -480,11 +530,16 @@ class ASGIAdapter:
         task = loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        request.on_timeout = task.cancel  # --request-timeout (the connection answers)
 
     async def _serve_http(self, scope: Scope, cycle: _HTTPCycle) -> None:
         try:
             result = await self.app(scope, cycle.receive, cycle.send)
         except BaseException as exc:
+            if cycle.request.timed_out:
+                # --request-timeout cancelled it: the connection answered 503
+                # (or closed) and logged it; nothing is left to do.
+                return
             if cycle.disconnected and isinstance(exc, Exception):
                 # The client left and the application stopped on it (our
                 # ClientGone, or the framework's own ClientDisconnect): no error.
@@ -504,8 +559,8 @@ class ASGIAdapter:
             return
         if result is not None:
             error_log.error("ASGI application returned a value (%r) instead of None", result)
-        if not cycle.complete:
-            if not cycle.disconnected:
+        if not cycle.complete and not cycle.request.timed_out:
+            if not cycle.disconnected and not cycle.ended:  # (it stopped on http.disconnect)
                 error_log.error(
                     "ASGI application returned without completing its response: %s %s",
                     cycle.request.method,

@@ -17,28 +17,42 @@ answered in the same read are sent together, in one write (see
 :meth:`HTTPConnection._send`), instead of one system call each.
 
 Timeouts do not arm a timer per read: the connection only records a deadline
-and the server sweeps all connections about once a second.
+and the server sweeps all connections about once a second.  A head or body
+that keeps arriving at the minimum rate earns more time (Apache
+mod_reqtimeout's rule, :mod:`prefork.worker.deadlines`): reads do nothing
+about it; the next deadline is worked out, from the bytes received so far,
+when the current one passes.
+
+The end of the client's input (EOF: a close, or a half-close after sending)
+is final: a request received whole still gets its answer, but one that can
+never complete -- a head or a body cut short -- is answered 400 at once and
+the connection closed (an application reading a streamed body sees the
+client gone).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import os
 import ssl
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from prefork.settings import DEFAULTS, Config
-from prefork.worker import accesslog
+from prefork.worker import accesslog, filesend
 from prefork.worker.bodystream import BodyStream
+from prefork.worker.deadlines import body_deadline, head_deadline
 from prefork.worker.http1 import NEED_DATA, PAUSED, ProtocolError, RequestHead, RequestParser
 from prefork.worker.httputil import HTTPHeaders, HTTPInputError, parse_body_arguments
-from prefork.worker.proxy_protocol import ProxyProtocolError, parse_proxy_header
+from prefork.worker.proxy_protocol import ProxyInfo, ProxyProtocolError, parse_proxy_header
 from prefork.worker.request import HTTPRequest
 from prefork.worker.response import (
     LAST_CHUNK,
     REASONS,
     body_complete,
+    bodyless,
     build_response_head,
     encode_chunk,
     error_response,
@@ -58,10 +72,31 @@ _access_log_enabled = accesslog.access_log.isEnabledFor
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _BODY_METHODS = frozenset(("POST", "PUT", "PATCH"))
 
+#: A body at least this large goes to the transport as a buffer of its own,
+#: next to the head (never copied into one ``head + body``); a smaller one
+#: is joined to its head: one write, one system call (see _send_parts).
+#: Measured (uvloop, loopback): below ~32 KiB the join costs no more than
+#: writev; from 64 KiB up it costs more and more (+10 us at 128 KiB, tens
+#: of us at 1 MiB: a fresh buffer, its page faults and the copy).
+SPLIT_BODY = 64 * 1024
+# Transport type -> its writelines() joins the pieces into one copy first
+# (asyncio's base WriteTransport.writelines; uvloop's writes them with one
+# writev, and asyncio's own does from Python 3.12).
+_JOINS: dict[type, bool] = {}
+
+
+def _writelines_joins(transport: Any) -> bool:
+    cls = type(transport)
+    joins = _JOINS.get(cls)
+    if joins is None:
+        joins = _JOINS[cls] = getattr(cls, "writelines", None) is asyncio.WriteTransport.writelines
+    return joins
+
+
 # What the connection is waiting for, for the timeout sweep.
 _T_NONE = 0  # the application is answering: no deadline
-_T_HEAD = 1  # a request head (header_timeout)
-_T_BODY = 2  # more request body (body_timeout)
+_T_HEAD = 1  # a request head (header_timeout, header_min_rate, header_timeout_max)
+_T_BODY = 2  # more request body (body_timeout, body_min_rate)
 _T_IDLE = 3  # the next request on an idle keep-alive connection
 
 # Response states.
@@ -79,6 +114,15 @@ class HTTPConnection(asyncio.Protocol):
     once); the server creates connections with ``stream=None`` and the loop
     calls :meth:`connection_made`.
     """
+
+    #: a PROXY header already read off the raw connection, in front of TLS
+    #: (:mod:`prefork.worker.proxy_tls` sets it before connection_made).
+    proxy_info: ProxyInfo | None = None
+    #: the file being sent with zero copies (send_file), if any: meanwhile
+    #: nothing is written to the transport (writes are held in _batch).
+    _file_sender: filesend.FileSender | None = None
+    #: _batch holds only a raw head written alone (write), until the next write
+    _head_held = False
 
     def __init__(
         self,
@@ -119,6 +163,20 @@ class HTTPConnection(asyncio.Protocol):
         # Timeout bookkeeping, read by the server's sweep.
         self.deadline = 0.0
         self._waiting = _T_HEAD
+        #: loop time the head or body being waited for began: its first deadline
+        #: is this plus its timeout, and on_timeout works out the later ones.  A
+        #: body's is set as it begins; a head's is worked out from its first
+        #: deadline when that passes (no store per request: see on_timeout).
+        self._since = 0.0
+        #: the last deadline on_timeout gave a head (so the next look knows it
+        #: is not the head's first deadline).
+        self._extended = 0.0
+        #: body bytes on_timeout last saw (reads count nothing: the parser and
+        #: the body know what came), and the loop time it saw them grow.
+        self._seen = 0
+        self._progress = 0.0
+        #: the client ended its side (EOF): nothing more will arrive.
+        self._eof = False
         # The request being read or answered.
         self._head: RequestHead | None = None
         self._body: bytes | bytearray | None = None
@@ -172,10 +230,15 @@ class HTTPConnection(asyncio.Protocol):
                         error_log.info("PROXY protocol: refusing untrusted peer %s", self.remote_ip)
                         self._close()
                         return
-                    self._proxy_buffer = b""
+                    if self.proxy_info is None:
+                        self._proxy_buffer = b""
+                    else:
+                        self._use_proxy_info(self.proxy_info)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
+        if self._file_sender is not None:
+            self._file_sender.cancel()
         if self._body_stream is not None:
             self._body_stream.abort()
         self._write_callback = None
@@ -204,8 +267,6 @@ class HTTPConnection(asyncio.Protocol):
         if waiting == _T_IDLE:
             self._waiting = _T_HEAD
             self.deadline = self._loop.time() + self.config.header_timeout  # type: ignore[union-attr]
-        elif waiting == _T_BODY:
-            self.deadline = self._loop.time() + self.config.body_timeout  # type: ignore[union-attr]
         if self._request is not None and self._body_stream is None:
             # Answering: pipelined bytes wait, within a bound.
             if not self._reading_paused and parser.buffered > self.config.max_header_size:
@@ -227,22 +288,56 @@ class HTTPConnection(asyncio.Protocol):
             return None
         info, consumed = parsed
         self._proxy_buffer = None
+        self._use_proxy_info(info)
+        return buffered[consumed:]
+
+    def _use_proxy_info(self, info: ProxyInfo) -> None:
+        """The client is who the PROXY header names (LOCAL / UNKNOWN: the peer)."""
         if info.source_ip is not None:
             self.remote_ip = info.source_ip
             self.address = (info.source_ip, info.source_port)
-        return buffered[consumed:]
 
     def eof_received(self) -> bool | None:
-        # A client that half-closes after sending its request still gets
-        # its answer: keep the transport open while a request is pending.
-        if self._request is not None or self._head is not None:
-            self._keep_alive = False
+        """The client ended its side: it closed, or half-closed after sending.
+
+        A request received whole still gets its answer (so do pipelined
+        requests received whole before the EOF): the transport stays open
+        for it.  What can never complete -- a head or a body cut short -- is
+        refused at once (:meth:`_input_ended`); between requests the
+        connection just closes.
+        """
+        if self._closed:
+            return None
+        self._eof = True
+        if self._request is not None:
             callback = self._eof_callback
             if callback is not None:
                 self._eof_callback = None
                 callback()
-            return True
+            if self._body_stream is None and not self._closed:
+                # Whole: answer it, then close (after what is pipelined, if any).
+                if not self.parser.buffered:
+                    self._keep_alive = False
+                return True
+        self._input_ended()
         return None
+
+    def _input_ended(self) -> None:
+        """Nothing more will arrive, and the parser needs more: close, and
+        say 400 to a request begun (RFC 9112 8: an incomplete message).
+
+        nginx closes without a word (logging 400); a client that only
+        half-closed can still read, and learns why.  No byte of a request
+        yet: a plain close, as for an idle connection.
+        """
+        if self._closed:
+            return
+        if self._head is not None or self._body_stream is not None:
+            self._reject(400, "the client ended its side before the request body was complete")
+        elif self.parser.started:
+            self._reject(400, "the client ended its side in the middle of a request head")
+        else:
+            self._close()
 
     def watch_client(self, callback: Callable[[], Any] | None) -> None:
         """``callback`` once the client closes or ends its side (both callbacks in one)."""
@@ -278,6 +373,8 @@ class HTTPConnection(asyncio.Protocol):
                     self._reject(exc.status, exc.reason)
                     return
                 if event is NEED_DATA or event is PAUSED:
+                    if event is NEED_DATA and self._eof:
+                        self._input_ended()  # (pipelined after the EOF, incomplete)
                     return
                 cls = type(event)
                 if cls is RequestHead:
@@ -291,7 +388,7 @@ class HTTPConnection(asyncio.Protocol):
                             # it goes over whole, with no stream to read through.
                             self._dispatch(b"", None, streaming=True)
                         self._waiting = _T_BODY
-                        self.deadline = self._loop.time() + self.config.body_timeout  # type: ignore[union-attr]
+                        self._start_body_clock()
                         continue
                     self._dispatch(b"", None)
                 elif cls is bytes:
@@ -408,7 +505,22 @@ class HTTPConnection(asyncio.Protocol):
             self._reading_paused = False
             self.transport.resume_reading()
             if self._body_stream is not None:
-                self.deadline = self._loop.time() + self.config.body_timeout  # type: ignore[union-attr]
+                self._start_body_clock()
+
+    def _start_body_clock(self) -> None:
+        """A body is awaited from now: its first deadline."""
+        self._since = self._progress = now = self._loop.time()  # type: ignore[union-attr]
+        self._seen = 0
+        self.deadline = now + self.config.body_timeout
+
+    def _body_received(self) -> int:
+        """Bytes of the body being read: handed on (de-chunked) or still buffered."""
+        stream = self._body_stream
+        if stream is not None:
+            got = stream.received
+        else:
+            got = len(self._body) if self._body is not None else 0
+        return got + self.parser.buffered
 
     def _callback_failed(self, request: HTTPRequest) -> None:
         error_log.error(
@@ -428,16 +540,38 @@ class HTTPConnection(asyncio.Protocol):
         self._finish_request()
 
     def _reject(self, status: int, reason: str) -> None:
-        """Answer a malformed request and close the connection."""
+        """Refuse the request being read (malformed, cut short, too slow) and close.
+
+        Nothing of it reached the application yet: answer ``status``.  Its
+        body streams to the application (WSGI, ASGI): the reader sees the
+        client gone (ClientDisconnected, ``http.disconnect``), and ``status``
+        is the answer only if no byte of the application's response has
+        gone out (the request's access log line then says ``status``).
+        """
         if self._closed:
             return
         error_log.info(
             "%d %s from %s: %s", status, REASONS.get(status, "Error"), self.remote_ip, reason
         )
-        self._head = None
-        self._body = None
-        self._send(error_response(status))
-        accesslog.log_rejected(self.remote_ip, status)
+        stream = self._body_stream
+        if stream is None:
+            self._head = None
+            self._body = None
+            self._send(error_response(status))
+            accesslog.log_rejected(self.remote_ip, status)
+            if self.server is not None and self.server.observer is not None:
+                self.server.observer.request_rejected(status)
+        else:
+            self._body_stream = None
+            self._keep_alive = False
+            stream.abort()
+            if self._resp_state != _R_RAW_BODY and self._resp_state != _R_FRAMED_STREAM:
+                # Nothing is out yet (a raw or framed head may be held): say why.
+                self._raw_head = self._framed = self._held = self._held_callback = None
+                self._resp_state = _R_RAW_BODY
+                self._resp_status = status
+                self._resp_bytes = 0
+                self._send(error_response(status))
         self._close()
 
     # -- writing responses -----------------------------------------------------
@@ -454,6 +588,9 @@ class HTTPConnection(asyncio.Protocol):
         state = self._resp_state
         if state == _R_RAW_BODY:
             self._send(chunk)
+            if self._head_held:  # (the head held above: it goes now, with this)
+                self._head_held = False
+                self._flush_batch()
             self._resp_bytes += len(chunk)
             tail = self._raw_tail
             if tail is not None:
@@ -491,7 +628,17 @@ class HTTPConnection(asyncio.Protocol):
                 self._resp_state = _R_RAW_BODY
                 batch = self._batch  # (self._send, inlined: this is every raw response)
                 if batch is None:
-                    self.transport.write(data)
+                    alone = not body_bytes and self._resp_expected != 0
+                    if not alone or head.no_body[request.method == "HEAD"]:
+                        self.transport.write(data)
+                    else:
+                        # The head alone, a body to follow (a large one is written
+                        # apart, not copied behind it): held until the next write or
+                        # the end of this turn of the loop, so that both leave in one
+                        # writev, not the head in a small segment of its own.
+                        self._batch = [data]
+                        self._head_held = True
+                        self._loop.call_soon(self._flush_held)  # type: ignore[union-attr]
                 else:
                     batch.append(data)
         elif state == _R_FRAMED_HELD:
@@ -519,6 +666,8 @@ class HTTPConnection(asyncio.Protocol):
             if self._closed:
                 return
             raise RuntimeError("write_headers() called with no request in progress")
+        if self._closed:
+            return  # (as write(): the client is gone, or was refused, see _reject)
         if self._resp_state != _R_NONE:
             raise RuntimeError("write_headers() called after the response started")
         if headers is None:
@@ -575,8 +724,15 @@ class HTTPConnection(asyncio.Protocol):
         held, self._held = self._held, None
         callback, self._held_callback = self._held_callback, None
         if whole_body is not None:
-            self._resp_bytes = len(response.body)
-            self._send(response.head + response.body)
+            body = response.body
+            self._resp_bytes = len(body)
+            if len(body) < SPLIT_BODY:
+                self._send(response.head + body)
+            else:
+                self._send_parts([response.head, body])
+        elif held and len(held) >= SPLIT_BODY and not self._bodyless:
+            self._resp_bytes += len(held)
+            self._send_parts([response.head, *self._body_parts(held)])
         else:
             self._send(response.head)
             if held:
@@ -588,7 +744,36 @@ class HTTPConnection(asyncio.Protocol):
         if not chunk or self._bodyless:
             return  # (an empty chunk would end a chunked body)
         self._resp_bytes += len(chunk)
-        self._send(encode_chunk(bytes(chunk)) if self._chunking else chunk)
+        if len(chunk) >= SPLIT_BODY:
+            self._send_parts(self._body_parts(chunk))
+        else:
+            self._send(encode_chunk(bytes(chunk)) if self._chunking else chunk)
+
+    def _body_parts(self, chunk: bytes) -> list[bytes]:
+        """A large body piece as it goes out, framed around, not copied into a chunk."""
+        if type(chunk) is not bytes:
+            chunk = bytes(chunk)  # (the application may reuse a bytearray once write() returns)
+        if self._chunking:
+            return [b"%x\r\n" % len(chunk), chunk, b"\r\n"]
+        return [chunk]
+
+    def _send_parts(self, parts: list[bytes]) -> None:
+        """Write pieces of which one is large, copying none of them.
+
+        ``writelines`` hands them to the transport as they are (uvloop: one
+        ``writev``); where it would join them first (asyncio's
+        ``writelines`` before Python 3.12) each piece is written on its own.
+        Below :data:`SPLIT_BODY` a join costs less than the extra work per
+        piece: callers join small bodies to their head and use :meth:`_send`.
+        """
+        batch = self._batch
+        if batch is not None:
+            batch.extend(parts)
+        elif _writelines_joins(self.transport):
+            for part in parts:
+                self.transport.write(part)
+        else:
+            self.transport.writelines(parts)
 
     def _send(self, data: bytes) -> None:
         """Write ``data`` to the transport, or hold it for the batch.
@@ -607,10 +792,24 @@ class HTTPConnection(asyncio.Protocol):
             batch.append(data if type(data) is bytes else bytes(data))
 
     def _flush_batch(self) -> None:
+        if self._file_sender is not None:
+            return  # (what is held goes after the file: _file_done)
         batch = self._batch
         self._batch = None
         if batch:
+            if len(batch) > 1 and _writelines_joins(self.transport):
+                if any(len(part) >= SPLIT_BODY for part in batch):
+                    for part in batch:  # (a large piece in the batch: no join)
+                        self.transport.write(part)
+                    return
             self.transport.writelines(batch)
+
+    def _flush_held(self) -> None:
+        """The end of the loop turn in which write() held a head: it goes now."""
+        if self._head_held:
+            self._head_held = False
+            if self._batch is not None and not self.transport.is_closing():
+                self._flush_batch()
 
     def _on_sent(self, callback: Callable[[], Any]) -> None:
         """Run ``callback`` once the transport's buffer has drained."""
@@ -625,6 +824,103 @@ class HTTPConnection(asyncio.Protocol):
         # A zero high-water mark makes the transport report the moment its
         # buffer is empty again (resume_writing).
         transport.set_write_buffer_limits(0)
+
+    # -- file bodies, zero copy (prefork.worker.filesend) --------------------------
+
+    def can_send_file(self) -> bool:
+        """True when :meth:`send_file` can send here: a plain socket (not TLS)
+        and ``os.sendfile``.  Otherwise send a file by reading it."""
+        return (
+            filesend.SENDFILE
+            and not self.is_tls
+            and not self._closed
+            and filesend.transport_socket(self.transport) is not None
+        )
+
+    def send_file(
+        self,
+        fd: int,
+        offset: int,
+        count: int,
+        callback: Callable[[int, BaseException | None], Any],
+        progress: Callable[[int], Any] | None = None,
+    ) -> None:
+        """Send ``count`` bytes of the regular file ``fd`` from ``offset`` as
+        response body, with zero copies (``os.sendfile``).
+
+        The head comes first: ``write_headers`` with a Content-Length (it
+        then leaves with the file's first bytes) or raw bytes.  The
+        connection owns ``fd`` from now on and closes it.  Once done,
+        ``callback(sent, error)`` runs on the loop: ``error`` None (``sent <
+        count`` when the file ended early: the connection closes after the
+        response), :class:`~prefork.worker.filesend.SendfileUnavailable`
+        (no byte of the file sent: send it by reading it; so too on TLS or a
+        chunked response), else the socket failed and the connection is
+        closed.  ``progress(sent)`` runs as bytes go.  Writes made before
+        ``callback`` are held and follow the file.  No body for HEAD, 1xx,
+        204, 304.
+        """
+        loop = self._loop
+        request = self._request
+        assert loop is not None
+        state = self._resp_state
+        if request is None or self._closed:
+            os.close(fd)
+            loop.call_soon(callback, 0, ConnectionError("the connection is closed"))
+            return
+        if state != _R_FRAMED_HELD and state != _R_FRAMED_STREAM and state != _R_RAW_BODY:
+            os.close(fd)
+            raise RuntimeError("send_file() needs the response head first")
+        if self._head_held:
+            self._head_held = False  # (a raw head just written: it goes with the file)
+        elif self._batch is not None:
+            self._flush_batch()  # (responses to pipelined requests before it)
+        if self._batch is None:
+            self._batch = []  # held from here: the head goes with the file's first bytes
+        if state == _R_FRAMED_HELD:
+            self._start_framed(None)
+            no_body = self._bodyless
+        elif state == _R_FRAMED_STREAM:
+            no_body = self._bodyless
+        else:
+            no_body = bodyless(request.method, self._resp_status)
+        sock = filesend.transport_socket(self.transport) if self.can_send_file() else None
+        if no_body or count <= 0 or sock is None or self._chunking:
+            os.close(fd)
+            self._flush_batch()
+            error = None
+            if not no_body and count > 0:
+                error = filesend.SendfileUnavailable(0, "no sendfile on this connection")
+            loop.call_soon(callback, 0, error)
+            return
+        self._file_sender = filesend.FileSender(
+            loop, sock, fd, offset, count, progress, functools.partial(self._file_done, callback)
+        )
+        if self.transport.get_write_buffer_size():
+            self._on_sent(self._file_start)  # (what it flushes stays held: _flush_batch)
+        else:
+            self._file_start()
+
+    def _file_start(self) -> None:
+        sender = self._file_sender
+        if sender is not None and not sender.finished:
+            held = self._batch
+            self._batch = []
+            sender.start(b"".join(held) if held else b"")
+
+    def _file_done(
+        self, callback: Callable[[int, BaseException | None], Any], sent: int, error: Any
+    ) -> None:
+        self._file_sender = None
+        self._resp_bytes += sent
+        if self._raw_tail is not None:
+            self._raw_tail = b""  # (a raw chunked body: the file's bytes are not its end)
+        held, self._batch = self._batch, None
+        if error is not None and not isinstance(error, filesend.SendfileUnavailable):
+            self._close()
+        elif held and not self._closed:
+            self._send_parts(held)
+        callback(sent, error)
 
     def finish(self) -> None:
         """Complete the response; the connection then reads the next request."""
@@ -689,6 +985,9 @@ class HTTPConnection(asyncio.Protocol):
             self._waiting = _T_HEAD
             self.deadline = self._loop.time() + self.config.header_timeout  # type: ignore[union-attr]
         else:
+            if self._eof:  # nothing more will come
+                self._close()
+                return
             self._waiting = _T_IDLE
             self.deadline = self._loop.time() + self.config.keep_alive  # type: ignore[union-attr]
         if self._reading_paused:
@@ -735,6 +1034,47 @@ class HTTPConnection(asyncio.Protocol):
             self.transport.resume_reading()
         return self.transport, self.parser.take_buffered()
 
+    # -- request timeout (--request-timeout) --------------------------------------
+
+    def request_timed_out(self, request: HTTPRequest, age: float) -> None:
+        """Give up ``request``, in flight for ``age`` seconds (the server's sweep).
+
+        Nothing of the response sent yet: 503; otherwise the client sees a
+        close (a cut body).  The connection closes either way, so whatever
+        the application still writes or finishes goes nowhere, and never
+        into another request's response.  ``request.on_timeout`` runs first
+        (ASGI: the application's task is cancelled), then one line at
+        WARNING in ``prefork.error``.
+        """
+        if request is not self._request or request.timed_out:
+            return
+        request.timed_out = True
+        note = None
+        callback = request.on_timeout
+        if callback is not None:
+            try:
+                note = callback()
+            except Exception:
+                error_log.exception("Error in the request timeout callback")
+        error_log.warning(
+            "request timed out after %.1f s: %s %s from %s%s",
+            age,
+            request.method,
+            request.uri,
+            request.remote_ip,
+            f" ({note})" if isinstance(note, str) else "",
+        )
+        self._keep_alive = False
+        state = self._resp_state
+        if not self._closed and state != _R_RAW_BODY and state != _R_FRAMED_STREAM:
+            # Nothing is out yet (a raw or framed head may be held): 503.
+            self._raw_head = self._framed = self._held = self._held_callback = None
+            self._resp_state = _R_RAW_BODY
+            self._resp_status = 503
+            self._resp_bytes = 0
+            self._send(error_response(503, "Service Unavailable: the request timed out"))
+        self._finish_request()
+
     # -- connection management -------------------------------------------------
 
     def _pause_reading(self) -> None:
@@ -745,6 +1085,8 @@ class HTTPConnection(asyncio.Protocol):
         if not self._closed:
             self._closed = True
             self.deadline = 0.0
+            if self._file_sender is not None:
+                self._file_sender.cancel()  # (what it held is dropped: the body is cut)
             if self._batch is not None:
                 self._flush_batch()
             self.transport.close()
@@ -799,11 +1141,49 @@ class HTTPConnection(asyncio.Protocol):
             )
 
     def on_timeout(self) -> None:
-        """Called by the server's sweep when :attr:`deadline` has passed."""
+        """Called by the server's sweep when :attr:`deadline` has passed.
+
+        An idle connection, or one that sent no byte of a request, closes.
+        A head or body still arriving at the minimum rate gets a later
+        deadline (:mod:`prefork.worker.deadlines`); one too slow, 408.
+        """
         if self._closed:
             return
         waiting = self._waiting
         if waiting == _T_IDLE or (waiting == _T_HEAD and not self.parser.started):
             self._close()
-        elif waiting in (_T_HEAD, _T_BODY):
-            self._reject(408, "timed out waiting for the request")
+            return
+        config = self.config
+        now = self._loop.time()  # type: ignore[union-attr]
+        if waiting == _T_HEAD:
+            if self.deadline != self._extended:
+                # The first look at this head: its deadline is still the one set
+                # as it began (start + header_timeout; a fresh loop time, never
+                # equal to a deadline given before), so the request path needs
+                # no other store.  (Measured: one more attribute store there
+                # costs as much as the whole rule.)
+                self._since = self.deadline - config.header_timeout
+            # (an incomplete head is all in the parser's buffer)
+            deadline = head_deadline(
+                self._since,
+                self.parser.buffered,
+                config.header_timeout,
+                config.header_min_rate,
+                config.header_timeout_max,
+            )
+            if deadline > now:
+                self.deadline = self._extended = deadline
+            else:
+                self._reject(408, "timed out waiting for the request head")
+        elif waiting == _T_BODY:
+            received = self._body_received()
+            if received != self._seen:  # bytes came since the last look
+                self._seen = received
+                self._progress = now
+            deadline = body_deadline(
+                self._since, received, config.body_timeout, config.body_min_rate, self._progress
+            )
+            if deadline > now:
+                self.deadline = deadline
+            else:
+                self._reject(408, "timed out waiting for the request body")

@@ -26,22 +26,27 @@ them at once as ``config=``: the command line builds the same object.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import os
 import socket
 import ssl
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prefork.settings import Config, make_config
 from prefork.sockets import DEFAULT_BACKLOG, INHERIT_ENV, bind_sockets, sockets_from_environment
 from prefork.worker.connection import HTTPConnection
 from prefork.worker.httputil import HTTPFile, HTTPHeaders
 from prefork.worker.ioloop import IOLoop
+from prefork.worker.proxy_tls import ProxyTLSAcceptor
 from prefork.worker.request import HTTPRequest
 from prefork.worker.tls import options_from_config, server_context
 from prefork.worker.xheaders import parse_networks
+
+if TYPE_CHECKING:
+    from prefork.worker.overload import AcceptGate, RequestTracker
 
 __all__ = ["HTTPServer", "HTTPRequest", "HTTPConnection", "HTTPHeaders", "HTTPFile"]
 
@@ -81,6 +86,9 @@ class RequestObserver:
 
     def connections_changed(self, count: int, websockets: int) -> None:
         """``count`` open connections, ``websockets`` of them WebSockets."""
+
+    def request_rejected(self, status: int) -> None:
+        """A request was refused with ``status`` before the application saw it."""
 
 
 class HTTPServer:
@@ -131,6 +139,9 @@ class HTTPServer:
         self.no_keep_alive = config.keep_alive == 0
         self.xheaders = config.xheaders
         self.proxy_protocol = config.proxy_protocol
+        #: TLS behind a PROXY header: the listeners run without TLS and each
+        #: connection reads its header first, then starts TLS (proxy_tls).
+        self._proxy_before_tls = self.proxy_protocol and self.ssl_context is not None
         self.drain_delay = config.drain_delay
         self.ready = True
         #: request target -> built-in handler answered before the application.
@@ -145,7 +156,8 @@ class HTTPServer:
         self._sockets: list[socket.socket] = []
         self._servers: list[asyncio.AbstractServer] = []
         self._starting: set[asyncio.Future[Any]] = set()
-        self._adopting: set[asyncio.Future[Any]] = set()
+        #: connections accepted here being set up (connect_accepted_socket)
+        self._adopting: set[Coroutine[Any, Any, Any]] = set()
         self._listening_callbacks: list[Callable[[], Any]] = []
         #: HTTP connections and the long-lived sessions that took one over
         #: (WebSocket): everything a drain must close.
@@ -158,6 +170,32 @@ class HTTPServer:
         self._sweeper: asyncio.TimerHandle | None = None
         self._started = False
         self._stopped = False
+        #: --max-concurrency, --request-timeout: the requests in flight (then
+        #: the observer the connections call; set_observer wraps into it).
+        self._tracker: RequestTracker | None = None
+        #: --max-connections, --max-concurrency: the gate that accepts (else
+        #: the loop's server does).
+        self._gate: AcceptGate | None = None
+        if config.max_connections or config.max_concurrency or config.request_timeout:
+            from prefork.worker.overload import AcceptGate, RequestTracker
+
+            if config.max_concurrency or config.request_timeout:
+                self._tracker = RequestTracker()
+                self.observer = self._tracker
+            if config.max_connections or config.max_concurrency:
+                self._gate = AcceptGate(self, self._tracker)
+
+    def set_observer(self, observer: RequestObserver | None) -> None:
+        """Attach the process model's hooks (scoreboard, metrics, request hooks).
+
+        Use this rather than setting :attr:`observer`: with
+        ``max_concurrency`` or ``request_timeout`` the server's own request
+        tracking is the observer, and passes every call on to ``observer``.
+        """
+        if self._tracker is not None:
+            self._tracker.inner = observer
+        else:
+            self.observer = observer
 
     # -- the loop -----------------------------------------------------------------
 
@@ -246,10 +284,18 @@ class HTTPServer:
         """Serve connections accepted on one already-listening socket."""
         loop = self.asyncio_loop
         self._sockets.append(sock)
-        ssl_context = self.ssl_context
+        if self._sweeper is None:
+            self._schedule_sweep()
+        if self._gate is not None:
+            # (a limit is set: the gate accepts, only while there is room)
+            self._gate.add(sock)
+            if self._listening_callbacks and not self._starting:
+                loop.call_soon(self._now_listening)
+            return
+        ssl_context, factory = self._listener_tls()
         task = loop.create_task(
             loop.create_server(
-                self._make_connection,
+                factory,
                 sock=sock,
                 ssl=ssl_context,
                 backlog=self.config.backlog,
@@ -258,8 +304,6 @@ class HTTPServer:
         )
         self._starting.add(task)
         task.add_done_callback(self._server_started)
-        if self._sweeper is None:
-            self._schedule_sweep()
 
     def _server_started(self, task: asyncio.Future[Any]) -> None:
         self._starting.discard(task)
@@ -274,16 +318,29 @@ class HTTPServer:
         if self._stopped:
             server.close()
         elif not self._starting:
-            callbacks, self._listening_callbacks = self._listening_callbacks, []
-            for callback in callbacks:
-                callback()
+            self._now_listening()
+
+    def _now_listening(self) -> None:
+        callbacks, self._listening_callbacks = self._listening_callbacks, []
+        for callback in callbacks:
+            callback()
 
     def when_listening(self, callback: Callable[[], Any]) -> None:
         """Run ``callback`` once every added socket is being served."""
-        if self._servers and not self._starting:
+        serving = self._servers or (self._gate is not None and self._gate.sockets)
+        if serving and not self._starting:
             self.asyncio_loop.call_soon(callback)
         else:
             self._listening_callbacks.append(callback)
+
+    def _listener_tls(self) -> tuple[ssl.SSLContext | None, Callable[[], asyncio.Protocol]]:
+        """The TLS context a listener wraps its connections in, and their protocol."""
+        if self._proxy_before_tls:
+            return None, self._make_proxy_tls_acceptor
+        return self.ssl_context, self._make_connection
+
+    def _make_proxy_tls_acceptor(self) -> ProxyTLSAcceptor:
+        return ProxyTLSAcceptor(self, self._make_connection)
 
     def _make_connection(self) -> HTTPConnection:
         return HTTPConnection(
@@ -322,6 +379,8 @@ class HTTPServer:
         if self._stopped:
             return
         self._stopped = True
+        if self._gate is not None:
+            self._gate.close()
         for server in self._servers:
             server.close()
         for task in list(self._starting):
@@ -336,7 +395,9 @@ class HTTPServer:
         Called on a graceful stop before :meth:`stop`, so that connections
         the kernel had accepted for us are answered, not reset.
         """
-        loop = self.asyncio_loop
+        if self._gate is not None:
+            # (within the limits: what is left goes to workers with room)
+            return self._gate.accept_queued(_MAX_DRAIN_ACCEPTS)
         taken = 0
         for sock in self._sockets:
             for _ in range(_MAX_DRAIN_ACCEPTS):
@@ -346,12 +407,51 @@ class HTTPServer:
                     break
                 conn.setblocking(False)
                 taken += 1
-                task = loop.create_task(
-                    loop.connect_accepted_socket(self._make_connection, conn, ssl=self.ssl_context)
-                )
-                self._adopting.add(task)
-                task.add_done_callback(self._adopting.discard)
+                self._adopt(conn)
         return taken
+
+    def _adopt(self, conn: socket.socket) -> None:
+        """Serve ``conn``, a connection accepted here (not by the loop's server).
+
+        ``loop.connect_accepted_socket`` is a coroutine that waits once (for
+        ``connection_made``; with TLS, for the handshake): it is stepped here
+        through those waits rather than wrapped in a Task, which costs a
+        few µs more per connection (``bench/micro.py`` cannot show it:
+        measured with ``ab``, a connection per request).
+        """
+        loop = self.asyncio_loop
+        ssl_context, factory = self._listener_tls()
+        if ssl_context is None:
+            coro = loop.connect_accepted_socket(factory, conn)
+        else:
+            coro = loop.connect_accepted_socket(
+                factory, conn, ssl=ssl_context, ssl_handshake_timeout=self.config.header_timeout
+            )
+        self._adopting.add(coro)
+        self._step_adoption(coro, None)
+
+    def _step_adoption(self, coro: Coroutine[Any, Any, Any], _awaited: Any) -> None:
+        """Run ``coro`` to its next wait (a future: resumed once it is done) or its end."""
+        try:
+            awaited = coro.send(None)
+        except StopIteration:
+            self._adopted(coro)
+        except Exception as exc:
+            # (a TLS handshake that failed or timed out: that connection only)
+            error_log.debug("Setting up an accepted connection failed: %r", exc)
+            self._adopted(coro)
+        else:
+            if awaited is None:  # (a bare yield: a turn of the loop)
+                self.asyncio_loop.call_soon(self._step_adoption, coro, None)
+                return
+            awaited._asyncio_future_blocking = False  # (as a Task does)
+            awaited.add_done_callback(functools.partial(self._step_adoption, coro))
+
+    def _adopted(self, coro: Coroutine[Any, Any, Any]) -> None:
+        self._adopting.discard(coro)
+        gate = self._gate
+        if gate is not None and gate.paused:
+            gate.check()
 
     @property
     def accepting_queued(self) -> bool:
@@ -387,6 +487,8 @@ class HTTPServer:
         self._connections.add(conn)
         if getattr(conn, "is_websocket", False):
             self.websocket_count += 1
+        if self._gate is not None:
+            self._gate.connection_opened(conn)
         if self._stopped:
             conn.start_drain()
         observer = self.observer
@@ -400,6 +502,8 @@ class HTTPServer:
         observer = self.observer
         if observer is not None:
             observer.connections_changed(len(self._connections), self.websocket_count)
+        if self._gate is not None:
+            self._gate.connection_closed(conn)
 
     # -- timeouts -------------------------------------------------------------------
 
@@ -411,7 +515,10 @@ class HTTPServer:
             config.keep_alive or config.header_timeout,
             config.drain_grace,
         )
-        return max(0.05, min(1.0, shortest / 4))
+        interval = min(1.0, shortest / 4)
+        if config.request_timeout:
+            interval = min(interval, config.request_timeout / 10)
+        return max(0.05, interval)
 
     def _schedule_sweep(self) -> None:
         self._sweeper = self.asyncio_loop.call_later(self._sweep_interval(), self._sweep)
@@ -426,10 +533,24 @@ class HTTPServer:
                     conn.on_timeout()
                 except Exception:
                     error_log.exception("Error closing a timed-out connection")
+        if self._tracker is not None and self.config.request_timeout:
+            self._time_out_requests(self._tracker)
         if self._stopped and not self._connections:
             self._sweeper = None
             return
         self._schedule_sweep()
+
+    def _time_out_requests(self, tracker: RequestTracker) -> None:
+        """--request-timeout: give up the requests in flight for too long."""
+        for request, age in tracker.expired(self.config.request_timeout):
+            conn = request.connection
+            try:
+                if conn is not None:
+                    conn.request_timed_out(request, age)
+            except Exception:
+                error_log.exception("Error giving up a timed-out request")
+            # (its connection finished it; if it could not, it is forgotten)
+            tracker.in_flight.pop(request, None)
 
 
 _inherited_taken = False

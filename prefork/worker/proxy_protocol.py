@@ -13,13 +13,21 @@ from __future__ import annotations
 import ipaddress
 import struct
 
-__all__ = ["ProxyInfo", "ProxyProtocolError", "parse_proxy_header", "V2_SIGNATURE"]
+__all__ = [
+    "MAX_HEADER_LENGTH",
+    "ProxyInfo",
+    "ProxyProtocolError",
+    "parse_proxy_header",
+    "V2_SIGNATURE",
+]
 
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 _V1_PREFIX = b"PROXY "
 _V1_MAX = 107  # the longest valid v1 line, CRLF included
 _V2_HEADER = struct.Struct("!12sBBH")
 _V2_MAX_PAYLOAD = 4096
+#: the longest header accepted (v2 with its largest payload; v1 is at most 107 bytes)
+MAX_HEADER_LENGTH = 16 + _V2_MAX_PAYLOAD
 # v2 address family -> (address block layout, address class, name)
 _V2_ADDRESSES: dict[int, tuple[struct.Struct, type, str]] = {
     1: (struct.Struct("!4s4sHH"), ipaddress.IPv4Address, "IPv4"),

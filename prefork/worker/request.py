@@ -35,6 +35,13 @@ class HTTPRequest:
     #: for callbacks that stream request bodies (``streams_request_body``):
     #: a file to read the body from as it arrives; ``body`` is then empty.
     body_stream: BodyStream | None = None
+    #: ``--request-timeout``: called on the loop when the server gives up on
+    #: this request (ASGI cancels the application's task, WSGI abandons its
+    #: thread); what it returns, if a str, is added to the log line.
+    on_timeout: Callable[[], Any] | None = None
+    #: True once ``--request-timeout`` gave up on this request (answered 503
+    #: or closed): what the application still writes goes nowhere.
+    timed_out = False
 
     def __init__(
         self,

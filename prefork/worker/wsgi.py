@@ -16,7 +16,16 @@ PEP 3333's ``len() == 1`` case) gets a Content-Length; a Content-Length set
 by the application is honoured (excess bytes are cut, a short body closes
 the connection); anything else streams chunked (HTTP/1.1) or
 close-delimited (HTTP/1.0).  Every chunk is written out at once, as PEP 3333
-requires ("must not delay the transmission of any block").
+requires ("must not delay the transmission of any block").  The answer to
+HEAD is framed as GET's would be: a body that would stream gets no
+Content-Length (never one counted from a last piece alone).
+
+``wsgi.file_wrapper`` (:class:`FileWrapper`): a regular file returned through
+it goes out with zero copies (``os.sendfile``, the connection's
+:meth:`~prefork.worker.connection.HTTPConnection.send_file`), from its current
+position, with the application's Content-Length or the size of what is left;
+on TLS, or for a file-like with no file descriptor (BytesIO), it is read in
+``block_size`` pieces like any iterable.
 
 ``wsgi.input`` streams: the application is called as soon as the request
 head has arrived and reads the body while it comes in (blocking in its own
@@ -28,6 +37,7 @@ body timeout still apply.
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import logging
 import os
@@ -39,6 +49,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes, urlsplit
 
+from prefork.worker.filesend import SendfileUnavailable, regular_file_fd
 from prefork.worker.response import bodyless, build_response_head
 
 if TYPE_CHECKING:
@@ -47,6 +58,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_THREADS",
+    "FileWrapper",
     "WSGIAdapter",
     "build_environ",
 ]
@@ -66,6 +78,11 @@ SEND_TIMEOUT = 60.0
 _POLL = 0.5  # how often a waiting app thread checks that the loop still runs
 _ERROR_HEAD = (500, None, [("Content-Type", "text/plain; charset=utf-8")])
 _ERROR_BODY = b"500 Internal Server Error\n"
+
+# Where a request's WSGI call is, for --request-timeout (_Response.phase).
+_QUEUED = 0  # waiting for a pool thread
+_RUNNING = 1  # the application is being called (or its body iterated)
+_RETURNED = 2  # done with the application
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -93,6 +110,35 @@ class _ErrorStream:
         if self._partial:
             error_log.error("%s", self._partial)
             self._partial = ""
+
+
+class FileWrapper:
+    """``wsgi.file_wrapper`` (PEP 3333): ``environ["wsgi.file_wrapper"](file, block_size)``.
+
+    What the application returns as its body.  The server sends a regular
+    file with zero copies (see :class:`_Response`); anything else, or over
+    TLS, is read through this iterable, ``block_size`` bytes at a time, from
+    the file's current position.  ``close()`` closes the file (PEP 3333: the
+    server calls it when the response is done, as for every iterable).
+    """
+
+    def __init__(self, filelike: Any, block_size: int = 8192) -> None:
+        self.filelike = filelike
+        self.block_size = block_size
+
+    def __iter__(self) -> FileWrapper:
+        return self
+
+    def __next__(self) -> bytes:
+        data = self.filelike.read(self.block_size)
+        if data:
+            return data  # type: ignore[no-any-return]
+        raise StopIteration
+
+    def close(self) -> None:
+        close = getattr(self.filelike, "close", None)
+        if close is not None:
+            close()
 
 
 def _split_host(host: str, default_port: str) -> tuple[str, str]:
@@ -144,6 +190,7 @@ def build_environ(
         "wsgi.multiprocess": True,
         "wsgi.run_once": False,
         "wsgi.input_terminated": True,
+        "wsgi.file_wrapper": FileWrapper,
     }
     for name, value in request.headers.get_all():
         if "_" in name:
@@ -192,6 +239,11 @@ def _parse_status(status: str) -> tuple[int, str | None]:
 class _Response:
     """One request's WSGI call: runs in a pool thread, answers via the loop."""
 
+    #: with --request-timeout: _QUEUED, _RUNNING, _RETURNED (under ``cond``)
+    phase = _QUEUED
+    #: --request-timeout gave the response up while the application ran
+    abandoned = False
+
     def __init__(self, adapter: WSGIAdapter, request: HTTPRequest, loop: Any) -> None:
         self.app = adapter.app
         self.window = adapter.window
@@ -208,6 +260,10 @@ class _Response:
         self.remaining: int | None = None  # of the declared Content-Length
         self.bodyless = False
         self.finished = False  # loop side: finish() was called
+        #: a file descriptor handed to the loop for send_file, until it takes it
+        #: (whichever side takes it under ``cond`` closes or sends it)
+        self.pending_fd: int | None = None
+        self.file_fallback = False  # sendfile refused the file: read it instead
 
     # -- the application's side (pool thread) -------------------------------
 
@@ -249,6 +305,12 @@ class _Response:
         if self.status is None:
             raise AssertionError("the application sent body bytes before start_response()")
         if self.bodyless:
+            if not self.headers_sent:
+                # Nothing is sent, but the head is framed as for GET, which
+                # would stream from here: no Content-Length from a last piece.
+                self.headers_sent = True
+                code, reason = self.status
+                self._post(self._loop_start, code, reason, self.headers, b"", self.posted)
             return
         if self.remaining is not None:
             data = data[: self.remaining]
@@ -265,12 +327,14 @@ class _Response:
             self._post(self._loop_start, code, reason, self.headers, data, self.posted)
         self._wait_for_window()
 
-    def _wait_for_window(self) -> None:
+    def _wait_for_window(self, window: int | None = None) -> None:
         """Back-pressure: wait until at most ``window`` bytes are unsent."""
+        if window is None:
+            window = self.window
         with self.cond:
             acked = self.acked
             deadline = time.monotonic() + self.send_timeout
-            while not self.gone and self.posted - self.acked > self.window:
+            while not self.gone and self.posted - self.acked > window:
                 if not self.loop.is_running():  # the worker is going away
                     self.gone = True
                     return
@@ -292,14 +356,21 @@ class _Response:
                 return
             try:
                 result = self.app(environ, self.start_response)
-                if isinstance(result, (list, tuple)) and len(result) <= 1 and not self.headers_sent:
+                one_piece = isinstance(result, (list, tuple)) and len(result) <= 1
+                if type(result) is FileWrapper and self._send_file(result):
+                    pass  # sent (for HEAD, the head alone is due: _complete)
+                elif one_piece and not self.headers_sent:
                     whole = result[0] if result else b""
                 else:
                     for chunk in result:
                         self._send(chunk)
-                        if self.gone or (self.bodyless and self.status is not None):
+                        if self.gone or (self.bodyless and self.headers_sent):
                             break  # no body will be sent: stop producing it
             finally:
+                with self.cond:  # (the loop never took it: it gave up, or the client went)
+                    fd, self.pending_fd = self.pending_fd, None
+                if fd is not None:
+                    os.close(fd)
                 close = getattr(result, "close", None)
                 if close is not None:
                     close()
@@ -312,6 +383,45 @@ class _Response:
                 self._post(self._loop_finish, _ERROR_HEAD, _ERROR_BODY)
         finally:
             environ["wsgi.errors"].flush()
+
+    def _send_file(self, wrapper: FileWrapper) -> bool:
+        """Send a ``wsgi.file_wrapper`` body with zero copies; False: iterate it.
+
+        A regular file gets the application's Content-Length, or the size of
+        what is left of it from its current position (so HEAD gets the
+        length GET sends); then, on a plain socket, ``os.sendfile`` sends it
+        (this thread waits, with the send timeout, while the loop does).
+        """
+        if self.status is None or self.headers_sent or self.gone:
+            return False
+        filelike = wrapper.filelike
+        fd = regular_file_fd(filelike)
+        if fd is None:
+            return False
+        try:
+            offset = filelike.tell()
+            size = max(os.fstat(fd).st_size - offset, 0)
+        except (OSError, ValueError, AttributeError):
+            return False
+        if self.remaining is None:
+            self.headers = [*self.headers, ("Content-Length", str(size))]
+            self.remaining = size
+        count = min(self.remaining, size)
+        if self.bodyless or count == 0:
+            return True  # the head alone (_complete)
+        conn = self.request.connection
+        if conn is None or not conn.can_send_file():
+            return False  # (read in pieces, the length now known)
+        self.pending_fd = os.dup(fd)  # (ours: the application may close its file any time)
+        self.headers_sent = True
+        mark = self.posted = self.posted + count
+        code, reason = self.status
+        self._post(self._loop_send_file, code, reason, self.headers, offset, count, mark)
+        self._wait_for_window(0)
+        if self.file_fallback:  # nothing of the file went: read it after all
+            return False
+        self.remaining -= count
+        return True
 
     def _complete(self, whole: Any) -> None:
         if self.gone:
@@ -375,6 +485,46 @@ class _Response:
         # A second write makes the connection send the held head and first
         # chunk now, streaming, instead of waiting to see if more follows.
         request.write(b"", lambda: self._ack(mark))
+
+    def _loop_send_file(
+        self,
+        code: int,
+        reason: str | None,
+        headers: list[tuple[str, str]],
+        offset: int,
+        count: int,
+        mark: int,
+    ) -> None:
+        with self.cond:
+            fd, self.pending_fd = self.pending_fd, None
+        if fd is None:
+            return  # the application's thread gave up already
+        request = self.request
+        conn = request.connection
+        if conn is None:
+            os.close(fd)
+            return
+        base = mark - count
+        try:
+            request.write_headers(code, headers, reason)
+        except BaseException:
+            os.close(fd)
+            raise
+        conn.send_file(
+            fd,
+            offset,
+            count,
+            lambda sent, error: self._file_sent(error, mark),
+            lambda sent: self._ack(base + sent),
+        )
+
+    def _file_sent(self, error: BaseException | None, mark: int) -> None:
+        if isinstance(error, SendfileUnavailable):
+            self.file_fallback = True
+        elif error is not None:
+            self.client_gone()
+            return
+        self._ack(mark)  # (a file that ended early: the connection closes after it)
 
     def _loop_write(self, data: bytes, mark: int) -> None:
         self.request.write(data, lambda: self._ack(mark))
@@ -444,6 +594,9 @@ class WSGIAdapter:
         self.send_timeout = send_timeout
         self._executor: ThreadPoolExecutor | None = None
         self._executor_pid = 0
+        #: pool threads still running a request --request-timeout gave up
+        #: (counted on the loop)
+        self.abandoned = 0
 
     @property
     def executor(self) -> ThreadPoolExecutor:
@@ -467,7 +620,72 @@ class WSGIAdapter:
             if conn.closed():
                 response.gone = True
             conn.set_close_callback(response.client_gone)
+            if conn.config.request_timeout:
+                request.on_timeout = functools.partial(self._timed_out, response)
+                self.executor.submit(self._run_tracked, response, environ)
+                return
         self.executor.submit(response.run, environ)
+
+    # -- --request-timeout: a thread cannot be cancelled ---------------------------------
+
+    def _run_tracked(self, response: _Response, environ: dict[str, Any]) -> None:
+        """``response.run`` in a pool thread, its phase known to the loop."""
+        with response.cond:
+            response.phase = _RUNNING
+        try:
+            response.run(environ)
+        finally:
+            with response.cond:
+                response.phase = _RETURNED
+                abandoned = response.abandoned
+            if abandoned:
+                try:
+                    response.loop.call_soon_threadsafe(self._abandoned_returned, response)
+                except RuntimeError:
+                    pass  # the loop is closed: the worker is exiting
+
+    def _timed_out(self, response: _Response) -> str | None:
+        """The connection gave the request up (503 or a close), on the loop.
+
+        A call still queued never runs.  A running one cannot be stopped: its
+        thread runs on to the application's end, its output going nowhere,
+        and is counted in :attr:`abandoned` meanwhile.  Returns the note for
+        the connection's log line.
+        """
+        with response.cond:
+            response.gone = True  # (its writes are dropped, a wait for the client ends)
+            response.cond.notify_all()
+            phase = response.phase
+            if phase == _RUNNING:
+                response.abandoned = True
+        if phase == _QUEUED:
+            return "its WSGI call had not started; it will not run"
+        if phase == _RETURNED:
+            return None
+        self.abandoned += 1
+        if self.abandoned >= self.threads:
+            return (
+                f"its WSGI thread runs on; all {self.threads} thread(s) of this worker run "
+                "abandoned requests: new requests wait in the queue, and get 503 at "
+                "--request-timeout, until one returns"
+            )
+        return (
+            f"its WSGI thread runs on until the application returns; {self.abandoned} of "
+            f"{self.threads} thread(s) run abandoned requests"
+        )
+
+    def _abandoned_returned(self, response: _Response) -> None:
+        """A thread whose request timed out is free again (on the loop)."""
+        self.abandoned -= 1
+        request = response.request
+        error_log.info(
+            "WSGI application returned %.1f s after its request began (it had timed out): "
+            "%s %s; %d thread(s) still run abandoned requests",
+            time.time() - request._start_time,
+            request.method,
+            request.uri,
+            self.abandoned,
+        )
 
     def shutdown(self, wait: bool = True) -> None:
         """Stop the pool (pending requests are still run when ``wait``)."""

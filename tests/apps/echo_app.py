@@ -246,6 +246,7 @@ def main() -> None:
     parser.add_argument("--cert-reqs", choices=("none", "optional", "required"), default="none")
     parser.add_argument("--ssl-context", action="store_true", help="pass an SSLContext")
     parser.add_argument("--access-log", help="write the access log to this file")
+    parser.add_argument("--proxy-protocol", action="store_true", help="expect a PROXY header")
     args = parser.parse_args()
 
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
@@ -263,6 +264,7 @@ def main() -> None:
         no_keep_alive=args.no_keep_alive,
         xheaders=args.xheaders,
         ssl_options=_ssl_options(args),
+        proxy_protocol=args.proxy_protocol,
         **dict(args.limit),
     )
     if args.unix:

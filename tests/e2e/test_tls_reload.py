@@ -10,8 +10,15 @@ What it proves (issue 4, item 5):
   one from a CA the server does not trust, gets no answer (curl and Python);
   a client with a good certificate is served and the application sees it.
   --cert-reqs optional serves both.
-* A PROXY header in front of the TLS handshake (curl --haproxy-protocol
-  https://...) is read before the handshake (xfail: a bug).
+* A PROXY header in front of the TLS handshake is read before the handshake,
+  and the client it names is who the application, the access log, ASGI's
+  scope["client"] and WSGI's REMOTE_ADDR see: curl --haproxy-protocol
+  https://...; HAProxy in TCP mode passing TLS through with send-proxy-v2
+  and with send-proxy (v1), curl behind it on another loopback address; a
+  v2 header made by hand, then TLS on the same socket.  Plain HTTP sent to
+  the TLS port after the header is answered 400 ("The plain HTTP request
+  was sent to HTTPS port"), as nginx does, through HAProxy and directly;
+  without PROXY protocol it is closed at once (never a hang).
 * Certificates swapped on disk (a new certificate from a second CA) + HUP
   of the master, under a concurrent load of new and keep-alive TLS
   connections: 0 failed requests, and every handshake after the roll sees
@@ -23,11 +30,14 @@ Certificates come from trustme at test time; no key is committed.
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import ssl
+import struct
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -37,6 +47,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
 
 import proxy_harness as h  # noqa: E402
 from proxy_load import failures, run_load  # noqa: E402
+
+from prefork.worker.proxy_protocol import V2_SIGNATURE  # noqa: E402
 
 REQUEST = b"GET /tls HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
 
@@ -313,12 +325,86 @@ def test_broken_certificate_on_disk_keeps_serving_the_old_one(
         assert _https_get(port, _context(pki.ca2_pem))[2] == _der(pki.server2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: with --proxy-protocol and --certfile the PROXY header is fed to the TLS "
-    "layer (the listener is wrapped in TLS before the header is read), so the handshake "
-    "fails: a TCP-mode proxy (HAProxy send-proxy-v2, an NLB) cannot pass TLS through",
-)
+def test_plain_http_to_the_tls_port_is_closed_at_once(
+    tmp_path: Path, procs: list, pki: Pki
+) -> None:
+    """No PROXY protocol: OpenSSL sees "GET " where a TLS record should be, the
+    handshake fails at once and the connection closes (no hang until the
+    header timeout).  Behind --proxy-protocol it is answered 400 (below)."""
+    server = _start(tmp_path, procs, *pki.server_args(), workers=1)
+    start = time.monotonic()
+    result = h.run(["curl", "-sS", "--max-time", "10", f"http://127.0.0.1:{server.port}/plain"])
+    elapsed = time.monotonic() - start
+    assert result.returncode in (52, 56) and result.stdout == "", result  # empty reply / reset
+    assert elapsed < 5, elapsed
+    assert _https_get(server.port, _context(pki.ca1_pem))[0] == 200
+
+
+# -- PROXY protocol in front of TLS --------------------------------------------------------
+
+
+CLIENT = "127.0.0.2"  # the client "machine" on loopback; HAProxy connects from 127.0.0.1
+PLAIN_TO_TLS = "The plain HTTP request was sent to HTTPS port"
+_STATUS_LAST = ["-w", "\n%{http_code}"]
+
+# HAProxy at layer 4 passing TLS through, the client's address in a PROXY header.
+HAPROXY_TLS_PASSTHROUGH = """
+global
+    log stdout format raw local0 info
+
+defaults
+    mode tcp
+    log global
+    option tcplog
+    timeout connect 3s
+    timeout client 30s
+    timeout server 30s
+
+listen li_tls_passthrough
+    bind 127.0.0.1:{listen}
+    server prefork 127.0.0.1:{upstream} {send_proxy}
+"""
+
+
+def _loopback_client_ok() -> bool:
+    try:
+        with socket.socket() as sock:
+            sock.bind((CLIENT, 0))
+    except OSError:
+        return False
+    return True
+
+
+def _proxy_v2(source: str, source_port: int) -> bytes:
+    """A PROXY v2 header (PROXY command, TCP over IPv4) naming ``source``."""
+    addresses = socket.inet_aton(source) + socket.inet_aton("127.0.0.1")
+    payload = addresses + struct.pack("!HH", source_port, 443)
+    return V2_SIGNATURE + struct.pack("!BBH", 0x21, 0x11, len(payload)) + payload
+
+
+def _tls_after_header(port: int, cafile: Path, header: bytes, path: str) -> tuple[int, bytes]:
+    """``header`` in the clear, then a TLS handshake and one request on the same socket."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        raw.sendall(header)
+        with _context(cafile).wrap_socket(raw, server_hostname="localhost") as tls:
+            request = f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+            tls.sendall(request.encode())
+            data = b""
+            while chunk := tls.recv(65536):
+                data += chunk
+    return h.http_body(data)
+
+
+def _access_lines(path: Path, marker: str) -> list[str]:
+    """The access log lines (written in batches: waited for) that contain ``marker``."""
+
+    def lines() -> list[str]:
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return [line for line in text.splitlines() if marker in line]
+
+    return h.wait_for(lines, 10, f"an access log line with {marker}")
+
+
 def test_proxy_protocol_header_before_the_tls_handshake(
     tmp_path: Path, procs: list, pki: Pki
 ) -> None:
@@ -342,3 +428,98 @@ def test_proxy_protocol_header_before_the_tls_handshake(
         f"https://localhost:{port}/pp-tls",
     )
     assert seen["remote_ip"] == "127.0.0.1" and seen["protocol"] == "https", seen
+    # The address came from the header: curl put 127.0.0.1 there, and a
+    # hand-made header names another one, on the same TLS listener.
+    header = _proxy_v2("203.0.113.7", 40000)
+    status, body = _tls_after_header(port, pki.ca1_pem, header, "/pp-tls-by-hand")
+    assert status == 200 and json.loads(body)["remote_ip"] == "203.0.113.7", body
+    # Plain HTTP to the TLS port (after the header): nginx's answer, not a hang.
+    result = h.run(
+        ["curl", "-sS", "--max-time", "10", "--haproxy-protocol", *_STATUS_LAST]
+        + [f"http://127.0.0.1:{port}/plain"]
+    )
+    assert result.returncode == 0 and result.stdout.endswith("\n400"), result
+    assert PLAIN_TO_TLS in result.stdout, result
+
+
+@pytest.mark.skipif(not _loopback_client_ok(), reason=f"cannot bind {CLIENT}")
+@pytest.mark.parametrize("send_proxy", ["send-proxy-v2", "send-proxy"])
+def test_haproxy_passes_tls_through_with_a_proxy_header(
+    tmp_path: Path, procs: list, pki: Pki, send_proxy: str
+) -> None:
+    """HAProxy in TCP mode (TLS passed through, not terminated) with send-proxy(-v2)."""
+    access_log = tmp_path / "access.log"
+    server = _start(
+        tmp_path,
+        procs,
+        *pki.server_args(),
+        "--proxy-protocol",
+        "--forwarded-allow-ips",
+        "127.0.0.1",
+        "--access-log",
+        access_log,
+        workers=1,
+    )
+    listen = h.free_port()
+    config = HAPROXY_TLS_PASSTHROUGH.format(
+        listen=listen, upstream=server.port, send_proxy=send_proxy
+    )
+    procs.append(h.HAProxy(tmp_path / "haproxy", config=config))
+    curl = ["--cacert", pki.ca1_pem, "--resolve", f"localhost:{listen}:127.0.0.1"]
+    curl += ["--interface", CLIENT]
+    path = f"/through-haproxy-{send_proxy}"
+    # Two requests on one TLS connection (curl reuses it), each from the client.
+    url = f"https://localhost:{listen}{path}"
+    result = h.run(
+        ["curl", "-sS", "--max-time", "10", "-w", "\n%{num_connects}\n", *curl, url, url]
+    )
+    assert result.returncode == 0, result
+    lines = result.stdout.splitlines()
+    assert lines[1::2] == ["1", "0"], result.stdout  # (the second reused the connection)
+    for seen in map(json.loads, lines[::2]):
+        # prefork's peer is HAProxy (127.0.0.1); the header says 127.0.0.2.
+        assert seen["remote_ip"] == CLIENT and seen["protocol"] == "https", seen
+    lines = _access_lines(access_log, path)
+    assert all(line.startswith(f"{CLIENT} - - [") for line in lines), lines
+    # Plain HTTP through HAProxy to the TLS port: a clear 400, not a hang.
+    result = h.run(
+        ["curl", "-sS", "--max-time", "10", *_STATUS_LAST, "--interface", CLIENT]
+        + [f"http://127.0.0.1:{listen}/plain"]
+    )
+    assert result.returncode == 0 and result.stdout.endswith("\n400"), result
+    assert PLAIN_TO_TLS in result.stdout, result
+    assert _access_lines(access_log, '"-" 400')[0].startswith(f"{CLIENT} "), access_log
+
+
+@pytest.mark.parametrize(
+    ("interface", "app", "path"),
+    [("asgi", "asgi_app:app", "/scope"), ("wsgi", "wsgi_app:app", "/environ")],
+)
+def test_proxy_header_by_hand_then_tls_reaches_asgi_and_wsgi(
+    tmp_path: Path, procs: list, pki: Pki, interface: str, app: str, path: str
+) -> None:
+    """A fabricated v2 header, then TLS on the same socket: scope["client"] / REMOTE_ADDR."""
+    access_log = tmp_path / "access.log"
+    server = h.Prefork(
+        ["--bind", "127.0.0.1:0", *pki.server_args(), "--proxy-protocol"]
+        + ["--forwarded-allow-ips", "127.0.0.1", "--interface", interface]
+        + ["--access-log", access_log],
+        tmp_path,
+        app=app,
+        workers=1,
+    )
+    procs.append(server)
+    status, body = _tls_after_header(
+        server.port, pki.ca1_pem, _proxy_v2("203.0.113.7", 40000), path
+    )
+    assert status == 200, body
+    seen = json.loads(body)
+    if interface == "asgi":
+        assert seen["client"] == ["203.0.113.7", 40000], seen
+        assert seen["scheme"] == "https", seen
+    else:
+        assert seen["REMOTE_ADDR"] == "203.0.113.7", seen
+        assert seen["REMOTE_PORT"] == "40000", seen
+        assert seen["wsgi.url_scheme"] == "https", seen
+    lines = _access_lines(access_log, f"GET {path} ")
+    assert lines[0].startswith("203.0.113.7 - - ["), lines

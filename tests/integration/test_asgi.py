@@ -352,7 +352,7 @@ def test_factories() -> None:
     bad = _check("tests.apps.asgi_app:not_a_factory()")
     assert bad.returncode == 2
     assert bad.stderr.strip() == (
-        "prefork: error: app 'tests.apps.asgi_app:not_a_factory': "
+        "prefork: error: app 'tests.apps.asgi_app:not_a_factory()': "
         "the factory returned 42, not an application"
     )
 

@@ -29,9 +29,15 @@ README_LIMITS = (
     "max_body_size",
     "max_chunk_line",
     "header_timeout",
+    "header_min_rate",
+    "header_timeout_max",
     "body_timeout",
+    "body_min_rate",
     "keep_alive",
     "drain_grace",
+    "max_connections",
+    "max_concurrency",
+    "request_timeout",
 )
 
 
@@ -143,6 +149,8 @@ BAD_VALUES = [
     ("max_header_size", "0", "--max-header-size: must be at least 1 byte"),
     ("max_headers", "0", "--max-headers: must be >= 1"),
     ("header_timeout", "-1", "--header-timeout: must be > 0"),
+    ("body_min_rate", "fast", "--body-min-rate: expected a size"),
+    ("header_timeout_max", "-1", "--header-timeout-max: must be >= 0"),
     ("keep_alive", "x", "--keep-alive: expected a number"),
     ("xheaders", "maybe", "--xheaders: expected true or false"),
     ("log_level", "loud", "--log-level: expected one of"),

@@ -356,29 +356,39 @@ def haproxy_config(
 
 
 class HAProxy(Proc):
-    """HAProxy in the foreground (``-db``), with a stats socket in its folder."""
+    """HAProxy in the foreground (``-db``), with a stats socket in its folder.
+
+    It runs deploy/haproxy/haproxy.cfg with the binds and servers given, or
+    ``config``: a configuration of the test's own (the stats socket is added
+    to its ``global`` section).
+    """
 
     def __init__(
         self,
         workdir: Path,
         *,
-        http_binds: Iterable[str],
-        proxy_v2_binds: Iterable[str],
-        servers: dict[tuple[str, str], str],
+        http_binds: Iterable[str] = (),
+        proxy_v2_binds: Iterable[str] = (),
+        servers: dict[tuple[str, str], str] | None = None,
+        config: str | None = None,
         netns: str | None = None,
         name: str = "haproxy",
     ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.stats_socket = workdir / "haproxy-admin.sock"
         cfg = workdir / "haproxy.cfg"
-        cfg.write_text(
-            haproxy_config(
+        if config is None:
+            assert servers is not None, "servers are needed for the deploy file"
+            config = haproxy_config(
                 http_binds=http_binds,
                 proxy_v2_binds=proxy_v2_binds,
                 servers=servers,
                 stats_socket=self.stats_socket,
             )
-        )
+        else:
+            stats = f"\nglobal\n    stats socket {self.stats_socket} mode 600 level admin\n"
+            config = replace_once(config, "\nglobal\n", stats)
+        cfg.write_text(config)
         check = subprocess.run(
             ["haproxy", "-dW", "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30
         )
