@@ -210,6 +210,9 @@ class ProxyTLSAcceptor(asyncio.Protocol):
         assert sock is not None
         error_log.info("400 Bad Request from %s: plain HTTP sent to the HTTPS port", self.remote_ip)
         accesslog.log_rejected(self.remote_ip, 400)
+        observer = self.server.observer
+        if observer is not None:
+            observer.request_rejected(400)  # counted with the other refusals (metrics)
         try:
             # (a few dozen bytes into an empty send buffer: never a partial write)
             sock.send(PLAIN_HTTP_ANSWER)

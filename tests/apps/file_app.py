@@ -22,7 +22,10 @@ WSGI routes (``--interface wsgi``):
 ASGI (``--interface asgi``): ``/pathsend?path=P``, ``/big?size=N[&more=1]``,
 ``/stats``.  Django (``--interface django``): ``/file?path=P`` is a Django
 ``FileResponse``, ``/stats``.  Callback (``--interface callback``):
-``/big?size=N`` through ``write_headers`` + ``write`` + ``finish``.
+``/big?size=N`` through ``write_headers`` + ``write`` + ``finish``;
+``/raw-big?size=N`` a raw head, then the body in a second ``write``;
+``/raw-later`` a raw chunked head alone, its body 0.3 s later (server-sent
+events style: the head must not wait for it).
 """
 
 from __future__ import annotations
@@ -225,6 +228,21 @@ def django_app():
 
 def callback_app(request) -> None:
     args = _args(request.query)
+    if request.path == "/raw-big":
+        size = int(args.get("size", str(1 << 20)))
+        request.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+        request.write(pattern(size))
+        request.finish()
+        return
+    if request.path == "/raw-later":
+        request.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+
+        def later() -> None:
+            request.write(b"5\r\nlater\r\n0\r\n\r\n")
+            request.finish()
+
+        IOLoop.instance().asyncio_loop.call_later(0.3, later)
+        return
     if request.path == "/stats":
         request.write_headers(200, [("Content-Type", "application/json")])
         request.write(_stats_body())

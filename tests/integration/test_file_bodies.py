@@ -402,6 +402,25 @@ def test_asgi_large_bodies_arrive_whole(asgi: Server, query: str) -> None:
     assert head_headers.get("Content-Length") in (None, headers["Content-Length"])
 
 
+def test_raw_head_alone_goes_with_its_body_or_at_once(spawn) -> None:
+    """A raw head written alone is held for the body's write, never for longer."""
+    server = _start(spawn, "--interface", "callback")
+    status, headers, body = server.request("GET", "/raw-big?size=1048576")
+    assert status == 200 and body == pattern(1 << 20)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT) as sock:
+        sock.sendall(b"GET /raw-later HTTP/1.1\r\nHost: x\r\n\r\n")
+        started = time.monotonic()
+        head = sock.recv(65536)
+        assert head.endswith(b"chunked\r\n\r\n")  # the head alone, not waiting for the body
+        assert time.monotonic() - started < 0.25
+        rest = b""
+        while not rest.endswith(b"0\r\n\r\n"):
+            chunk = sock.recv(65536)
+            assert chunk
+            rest += chunk
+        assert rest == b"5\r\nlater\r\n0\r\n\r\n"
+
+
 def test_callback_large_body_over_http_1_0_and_1_1(spawn) -> None:
     server = _start(spawn, "--interface", "callback")
     for version in ("HTTP/1.0", "HTTP/1.1"):
