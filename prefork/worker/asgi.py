@@ -58,6 +58,8 @@ ASGIApp = Callable[
 _ASGI = {"version": "3.0", "spec_version": "2.4"}
 #: what every HTTP scope offers (shared: a server constant, not per request)
 _HTTP_EXTENSIONS: dict[str, Any] = {"http.response.pathsend": {}}
+#: ... and for an HTTP/1.1 request that said ``TE: trailers`` (RFC 9110 10.1.4)
+_HTTP_EXTENSIONS_TRAILERS: dict[str, Any] = {**_HTTP_EXTENSIONS, "http.response.trailers": {}}
 #: Unsent bytes in the socket's buffer above which ``send()`` waits.
 HIGH_WATER = 64 * 1024
 #: Bytes of a file read at a time for ``http.response.pathsend``.
@@ -147,6 +149,17 @@ def _with_root(root_path: str, path: str) -> str:
     return root_path + path
 
 
+def _accepts_trailers(request: HTTPRequest) -> bool:
+    """The client said ``TE: trailers`` on HTTP/1.1: a chunked response can end with them."""
+    if request.version != "HTTP/1.1":
+        return False
+    return any(
+        part.split(";", 1)[0].strip().lower() == "trailers"
+        for value in request.headers.get_list("TE")
+        for part in value.split(",")
+    )
+
+
 def is_websocket_upgrade(request: HTTPRequest) -> bool:
     """A GET asking to become a WebSocket (``Upgrade: websocket``)."""
     upgrade = request.headers.get("Upgrade")
@@ -194,7 +207,9 @@ def build_scope(
         "headers": headers,
         "client": client,
         "server": server,
-        "extensions": _HTTP_EXTENSIONS,
+        "extensions": _HTTP_EXTENSIONS_TRAILERS
+        if "TE" in fields and _accepts_trailers(request)
+        else _HTTP_EXTENSIONS,
     }
     if state is not None:
         scope["state"] = state.copy()
@@ -221,6 +236,11 @@ class _HTTPCycle:
     _body_done = False
     _waiter: asyncio.Future[None] | None = None
     _has_length = False
+    #: the application announced trailers (``trailers: True`` in the start)
+    _trailers = False
+    #: the body is complete and the trailers are awaited
+    _awaiting_trailers = False
+    _trailer_fields: list[tuple[str, str]] | None = None
 
     def __init__(self, request: HTTPRequest, loop: asyncio.AbstractEventLoop) -> None:
         self.request = request
@@ -316,6 +336,8 @@ class _HTTPCycle:
             if more:
                 if self.transport.get_write_buffer_size() > HIGH_WATER:
                     await self._drain()
+            elif self._trailers:
+                self._awaiting_trailers = True  # the end goes with the trailers
             else:
                 self.complete = True
                 self.request.finish()
@@ -343,6 +365,11 @@ class _HTTPCycle:
             self.status = status
             self.headers = headers
             self._has_length = has_length
+            if message.get("trailers", False):
+                self._trailers = True
+            return
+        if kind == "http.response.trailers":
+            self._add_trailers(message)
             return
         if kind == "http.response.pathsend":
             if not self.started:
@@ -366,7 +393,7 @@ class _HTTPCycle:
         request = self.request
         status = self.status
         self.bodyless = bodyless(request.method, status)
-        if self._has_length or not more:
+        if (self._has_length or not more) and not self._trailers:
             head = _STATUS_LINES.get(status) or _status_line(status)
             parts = [head]
             append = parts.append
@@ -395,12 +422,42 @@ class _HTTPCycle:
             request.write(data)
             return
         pairs = [(bytes(n).decode("latin-1"), bytes(v).decode("latin-1")) for n, v in self.headers]
+        if self._trailers:
+            # Trailers follow a chunked body only: the length, if any, goes.
+            pairs = [(n, v) for n, v in pairs if n.lower() != "content-length"]
         request.write_headers(status, pairs)  # (a CR or LF raises ValueError here)
         self.body_sent = True
         if body:
             request.write(body)
         if self.conn is not None:
             self.conn.flush_headers()  # streaming: the head and this piece go now
+
+    def _add_trailers(self, message: Message) -> None:
+        """``http.response.trailers``: collect them; the last message ends the response."""
+        if not self._awaiting_trailers or self.complete:
+            raise RuntimeError(
+                "ASGI: 'http.response.trailers' before the end of a body announced with "
+                "'trailers': True"
+            )
+        fields = self._trailer_fields
+        if fields is None:
+            fields = self._trailer_fields = []
+        for pair in message.get("headers", ()):
+            name, value = pair
+            if not isinstance(name, bytes | bytearray) or not isinstance(value, bytes | bytearray):
+                raise TypeError(f"ASGI: trailers must be bytes pairs, got {pair!r}")
+            fields.append((bytes(name).decode("latin-1"), bytes(value).decode("latin-1")))
+        if message.get("more_trailers", False):
+            return
+        if self.disconnected:
+            raise ClientGone("the client disconnected")
+        self._awaiting_trailers = False
+        # A forbidden or malformed trailer raises ValueError here, before
+        # anything is sent: the application's error then cuts the response.
+        self.request.finish(fields)
+        self.complete = True
+        if self._waiter is not None:
+            self._wake()
 
     async def _drain(self) -> None:
         """Wait while the socket's buffer is over the high-water mark (back-pressure)."""
@@ -559,6 +616,16 @@ class ASGIAdapter:
             return
         if result is not None:
             error_log.error("ASGI application returned a value (%r) instead of None", result)
+        if cycle._awaiting_trailers and not cycle.disconnected:
+            error_log.error(
+                "ASGI application announced trailers but sent none: %s %s",
+                cycle.request.method,
+                cycle.request.uri,
+            )
+            cycle._awaiting_trailers = False
+            cycle.complete = True
+            cycle.request.finish()  # the body ends without them, whole
+            return
         if not cycle.complete and not cycle.request.timed_out:
             if not cycle.disconnected and not cycle.ended:  # (it stopped on http.disconnect)
                 error_log.error(

@@ -108,10 +108,13 @@ class HTTPRequest:
             raise RuntimeError("this request has no connection to write to")
         self.connection.write_headers(status, headers, reason)
 
-    def finish(self) -> None:
-        """Complete the response."""
+    def finish(self, trailers: list[tuple[str, str]] | None = None) -> None:
+        """Complete the response (``trailers``: fields after a chunked body)."""
         if self.connection is not None:
-            self.connection.finish()
+            if trailers:
+                self.connection.finish(trailers)
+            else:
+                self.connection.finish()
         self._finish_time = time.time()
 
     def full_url(self) -> str:

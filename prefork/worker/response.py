@@ -450,6 +450,51 @@ def build_response_head(status: int, reason: str | None, headers: list[tuple[str
     return "".join(parts).encode("latin-1")
 
 
+#: fields a trailer section must not carry (RFC 9110 6.5.1: framing, routing,
+#: connection control, and the fields that announce trailers themselves).
+FORBIDDEN_TRAILERS = frozenset(
+    {
+        "content-length",
+        "transfer-encoding",
+        "content-encoding",
+        "content-type",
+        "content-range",
+        "host",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "cache-control",
+        "expect",
+        "authorization",
+        "set-cookie",
+    }
+)
+
+
+def encode_last_chunk(trailers: list[tuple[str, str]]) -> bytes:
+    """The end of a chunked body with a trailer section (RFC 9112 7.1.2).
+
+    A name that is not a token, a control character in a value, or a field
+    that must not be a trailer (FORBIDDEN_TRAILERS) raises ValueError.
+    """
+    if not trailers:
+        return LAST_CHUNK
+    parts = ["0\r\n"]
+    for name, value in trailers:
+        if _TOKEN.fullmatch(name.encode("latin-1", "replace")) is None:
+            raise ValueError(f"invalid trailer name {name!r}")
+        if name.lower() in FORBIDDEN_TRAILERS:
+            raise ValueError(f"{name!r} must not be sent as a trailer (RFC 9110 6.5.1)")
+        if _HEADER_VALUE_OK.fullmatch(value) is None:
+            raise ValueError(f"invalid character in the value of trailer {name!r}")
+        parts.append(f"{name}: {value}\r\n")
+    parts.append("\r\n")
+    return "".join(parts).encode("latin-1")
+
+
 def encode_chunk(data: bytes) -> bytes:
     """One chunk of a chunked body.
 

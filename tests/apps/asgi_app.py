@@ -180,6 +180,34 @@ async def app(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
             {"type": "http.response.start", "status": 200, "headers": [(b"x", b"a\r\nb: c")]}
         )
         await send({"type": "http.response.body", "body": b""})
+    elif path == "/trailers":
+        # Trailers if the scope offers them: a digest known only at the end.
+        offered = "http.response.trailers" in scope.get("extensions", {})
+        headers = [(b"content-type", b"text/plain"), (b"trailer", b"x-digest")]
+        if query.get("length"):
+            headers.append((b"content-length", b"10"))  # must give way to chunked
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": headers, "trailers": offered}
+        )
+        await send({"type": "http.response.body", "body": b"01234", "more_body": True})
+        await send({"type": "http.response.body", "body": b"56789", "more_body": False})
+        if offered and query.get("mode") != "none":
+            name = b"content-length" if query.get("mode") == "forbidden" else b"x-digest"
+            await send(
+                {
+                    "type": "http.response.trailers",
+                    "headers": [(name, b"abc")],
+                    "more_trailers": True,
+                }
+            )
+            await send(
+                {
+                    "type": "http.response.trailers",
+                    "headers": [(b"x-n", b"2")],
+                    "more_trailers": False,
+                }
+            )
+        mark("trailers-offered" if offered else "trailers-not-offered")
     elif path == "/misuse/unknown-message":
         await send({"type": "http.response.bogus"})
     else:

@@ -185,6 +185,44 @@ def test_a_streamed_response_on_http_1_0_is_close_delimited(server) -> None:
     assert body == b"chunk 0\nchunk 1\n"
 
 
+def test_trailers_follow_a_chunked_body_when_the_client_asks(server, mark_file) -> None:
+    response = raw(
+        server.port,
+        b"GET /trailers?length=1 HTTP/1.1\r\nHost: x\r\nTE: trailers\r\nConnection: close\r\n\r\n",
+    )
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert b"Transfer-Encoding: chunked" in head
+    assert b"content-length" not in head.lower()  # the app's length gave way to chunked
+    assert body == b"5\r\n01234\r\n5\r\n56789\r\n0\r\nx-digest: abc\r\nx-n: 2\r\n\r\n"
+    assert "trailers-offered" in marks(mark_file)
+
+
+def test_trailers_are_not_offered_without_te_or_on_http_1_0(server, mark_file) -> None:
+    plain = raw(server.port, b"GET /trailers HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert plain.endswith(b"5\r\n56789\r\n0\r\n\r\n")  # chunked, and no trailer section
+    old = raw(server.port, b"GET /trailers HTTP/1.0\r\nTE: trailers\r\n\r\n")
+    assert old.endswith(b"0123456789") and b"x-digest: abc" not in old
+    wait_for(lambda: marks(mark_file).count("trailers-not-offered") >= 2, 5, "both requests")
+
+
+def test_trailers_announced_but_not_sent_end_the_body_whole(server) -> None:
+    response = raw(
+        server.port,
+        b"GET /trailers?mode=none HTTP/1.1\r\nHost: x\r\nTE: trailers\r\nConnection: close\r\n\r\n",
+    )
+    assert response.endswith(b"5\r\n56789\r\n0\r\n\r\n")
+
+
+def test_a_forbidden_trailer_cuts_the_response(server) -> None:
+    response = raw(
+        server.port,
+        b"GET /trailers?mode=forbidden HTTP/1.1\r\nHost: x\r\nTE: trailers\r\n\r\n",
+    )
+    assert response.startswith(b"HTTP/1.1 200 ")
+    assert not response.endswith(b"\r\n\r\n")  # no last chunk: the client sees it cut
+    assert b"content-length: abc" not in response
+
+
 def test_a_big_response_with_back_pressure(server, mark_file) -> None:
     """The app's send() waits while the client does not read."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
