@@ -259,10 +259,14 @@ class _Service:
         IOLoop.current().start()
         shutdown = getattr(callback, "shutdown", None)
         if shutdown is not None:
-            try:
-                loop.run_until_complete(asyncio.wait_for(shutdown(), config.graceful_timeout))
-            except asyncio.TimeoutError:
-                log.warning("ASGI lifespan shutdown did not finish within --graceful-timeout")
+            # ASGI: the lifespan shutdown (a coroutine); WSGI: the thread pool's
+            # shutdown, which returns once its threads are done.
+            done = shutdown()
+            if done is not None:
+                try:
+                    loop.run_until_complete(asyncio.wait_for(done, config.graceful_timeout))
+                except asyncio.TimeoutError:
+                    log.warning("ASGI lifespan shutdown did not finish within --graceful-timeout")
 
 
 def _credentials(config: Config) -> tuple[int | None, int | None]:

@@ -14,7 +14,10 @@ Requests on one connection are answered strictly in order: while a response
 is in progress, pipelined bytes wait in the parser (reading pauses once more
 than a header block's worth is waiting).  Responses to pipelined requests
 answered in the same read are sent together, in one write (see
-:meth:`HTTPConnection._send`), instead of one system call each.
+:meth:`HTTPConnection._send`), instead of one system call each.  A large body
+goes beside its head, not copied behind it, in one ``writev``
+(:meth:`HTTPConnection._send_parts`, :data:`SPLIT_BODY`); a file goes with
+zero copies (:meth:`HTTPConnection.send_file`, :mod:`prefork.worker.filesend`).
 
 Timeouts do not arm a timer per read: the connection only records a deadline
 and the server sweeps all connections about once a second.  A head or body
@@ -55,6 +58,7 @@ from prefork.worker.response import (
     bodyless,
     build_response_head,
     encode_chunk,
+    encode_last_chunk,
     error_response,
     frame_raw,
     frame_response,
@@ -922,8 +926,15 @@ class HTTPConnection(asyncio.Protocol):
             self._send_parts(held)
         callback(sent, error)
 
-    def finish(self) -> None:
-        """Complete the response; the connection then reads the next request."""
+    def finish(self, trailers: list[tuple[str, str]] | None = None) -> None:
+        """Complete the response; the connection then reads the next request.
+
+        ``trailers``: fields sent after a chunked body (a streamed response on
+        HTTP/1.1, see ``flush_headers``); dropped where the body is not chunked
+        (HTTP/1.0, a Content-Length, HEAD), as RFC 9110 6.5 lets a sender do.
+        An invalid or forbidden trailer raises ValueError before anything is sent.
+        """
+        last_chunk = LAST_CHUNK if not trailers else encode_last_chunk(trailers)
         if self._request is None:
             if self._closed:
                 return
@@ -939,7 +950,7 @@ class HTTPConnection(asyncio.Protocol):
             self._start_framed(self._held or b"")
         elif state == _R_FRAMED_STREAM:
             if self._chunking:
-                self._send(LAST_CHUNK)
+                self._send(last_chunk)
             elif not body_complete(self._resp_expected, self._resp_bytes, None):
                 self._keep_alive = False
         elif state == _R_RAW_HEAD:

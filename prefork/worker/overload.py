@@ -24,6 +24,9 @@ which the server's sweep (about once a second, or a tenth of the timeout)
 checks by looking at the oldest requests only.  No timer per request: a
 request costs one dict insertion and one removal, and only when one of
 these settings is on.
+
+:class:`~prefork.worker.httpserver.HTTPServer` imports this module only
+when one of the three settings is on.
 """
 
 from __future__ import annotations
@@ -148,8 +151,8 @@ class AcceptGate:
         self._resume_connections = resume_mark(self.max_connections)
         self._resume_concurrency = resume_mark(self.max_concurrency)
         self.tracker = tracker
-        if tracker is not None:
-            tracker.gate = self
+        if tracker is not None and self.max_concurrency:
+            tracker.gate = self  # (its requests' ends may let the gate accept again)
         #: accepted connections that have not begun a request (max_concurrency only)
         self.fresh: set[Any] = set()
         self.sockets: list[socket.socket] = []
@@ -169,11 +172,11 @@ class AcceptGate:
 
     # -- load ------------------------------------------------------------------------
 
-    def room(self, most: int = ACCEPT_BATCH) -> int:
-        """How many more connections the worker may take now (``most`` at most)."""
+    def room(self) -> int:
+        """How many more connections the worker may take now (ACCEPT_BATCH at most)."""
         server = self.server
         setting_up = len(server._adopting)
-        room = most
+        room = ACCEPT_BATCH
         if self.max_connections:
             room = min(room, self.max_connections - len(server._connections) - setting_up)
         if self.max_concurrency:
@@ -222,14 +225,6 @@ class AcceptGate:
         if self.paused and not self.closed and self._retry is None and self._below_resume_marks():
             self._resume()
 
-    def accept_queued(self, limit: int) -> int:
-        """Take up to ``limit`` connections queued now, within the limits
-        (a graceful stop: the rest is left to workers with room)."""
-        taken = 0
-        for sock in self.sockets:
-            taken += self._accept(sock, max(self.room(limit - taken), 0))
-        return taken
-
     def close(self) -> None:
         """Stop accepting for good and close the listening sockets."""
         if self.closed:
@@ -246,14 +241,14 @@ class AcceptGate:
     # -- accepting -------------------------------------------------------------------
 
     def _readable(self, sock: socket.socket) -> None:
-        # One connection per wake-up: a socket with more queued stays
-        # readable, and the loop calls again after a turn of serving.  (A
-        # loop until the queue is empty ends in a failing accept each time:
-        # an exception costs more in Python than the loop's turn.)
+        # As many as there is room for, up to ACCEPT_BATCH: a socket with
+        # more queued stays readable and the loop calls again after a turn.
+        # (One per wake-up costs more: a loop turn per connection is dearer
+        # than the failing accept that ends a batch.)
         room = self.room()
         if room > 0:
-            room -= self._accept(sock, 1)
-        if room <= 0 and not self.closed:
+            room -= self._accept(sock, room)
+        if room <= 0 and not self.closed and self.room() <= 0:
             self._pause()
 
     def _accept(self, sock: socket.socket, count: int) -> int:
