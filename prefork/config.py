@@ -132,7 +132,8 @@ def validate(config: Config) -> None:
         raise ConfigError("ca_certs", f"is required with --cert-reqs {config.cert_reqs}")
     if config.reload and config.preload:
         raise ConfigError(
-            "reload", "cannot be used with --preload (the master's imported code cannot be reloaded)"
+            "reload",
+            "cannot be used with --preload (the master's imported code cannot be reloaded)",
         )
 
 
