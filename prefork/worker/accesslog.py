@@ -6,10 +6,13 @@ leave the worker:
 
 * **batched** (the command line's ``--access-log -`` or ``FILE``): the line is
   formatted with ``%`` and appended to a list, no ``logging.LogRecord``; the
-  list is written once per event-loop iteration that produced lines (a
-  ``call_soon`` at the first line), in ``os.write`` calls of whole lines of at
-  most ``PIPE_BUF`` bytes, so the lines of several workers sharing one pipe or
-  one ``O_APPEND`` file never interleave.  The sink is a ``logging`` handler on
+  list is written when BATCH_LINES lines wait (at the end of that event-loop
+  iteration) and at the latest FLUSH_INTERVAL seconds after its first line,
+  nginx's ``buffer=32k flush=1s`` model: under load a write system call per
+  few hundred requests, not one per loop iteration (which, with a fast
+  server, is one per request or two).  Writes are ``os.write`` calls of whole
+  lines of at most ``PIPE_BUF`` bytes, so the lines of several workers
+  sharing one pipe or one ``O_APPEND`` file never interleave.  The sink is a ``logging`` handler on
   the ``prefork.access`` logger, so what already flushes and reopens handlers
   (``logging.shutdown()`` at every worker exit, the USR1 reopen) takes its
   pending lines too: none is lost on a graceful stop, a roll, a recycle or a
@@ -51,6 +54,10 @@ access_log = logging.getLogger("prefork.access")
 #: Bytes written by one ``os.write``: a pipe's atomic write size, so lines of
 #: workers sharing a pipe (or an O_APPEND file) never interleave.
 WRITE_SIZE = 4096
+#: Lines queued before they are written at the end of the loop iteration...
+BATCH_LINES = 256
+#: ... and the longest a line waits when fewer come (nginx: ``buffer=32k flush=1s``).
+FLUSH_INTERVAL = 0.5
 
 _json = False
 _stamp_second = -1
@@ -121,21 +128,23 @@ def log_request(request: HTTPRequest, status: int, size: int) -> None:
         uri = request.uri
         referer = get(headers, "Referer", "-")
         agent = get(headers, "User-Agent", "-")
-        line = '%s - - [%s] "%s %s %s" %d %s "%s" "%s"' % (
-            request.remote_ip,
-            _stamp if int(now) == _stamp_second else _timestamp(now),
-            request.method,
-            _quote(uri) if '"' in uri or "\\" in uri else uri,
-            request.version,
-            status,
-            size if size else "-",
-            _quote(referer) if '"' in referer or "\\" in referer else referer,
-            _quote(agent) if '"' in agent or "\\" in agent else agent,
+        if '"' in uri or "\\" in uri:
+            uri = _quote(uri)
+        if '"' in referer or "\\" in referer:
+            referer = _quote(referer)
+        if '"' in agent or "\\" in agent:
+            agent = _quote(agent)
+        stamp = _stamp if int(now) == _stamp_second else _timestamp(now)
+        # (an f-string: measured 0.25 us against 0.39 us for the same % format)
+        line = (
+            f'{request.remote_ip} - - [{stamp}] "{request.method} {uri} {request.version}" '
+            f'{status} {size if size else "-"} "{referer}" "{agent}"'
         )
     sink = _sink
     if sink is not None:
-        sink._lines.append(line)
-        if not sink._scheduled:
+        lines = sink._lines
+        lines.append(line)
+        if len(lines) == 1 or len(lines) == BATCH_LINES:
             sink.schedule()
     else:
         access_log.info(line)
@@ -195,27 +204,36 @@ class _Batching:
     """The batching half of the two sink handlers (mixed into a ``StreamHandler``)."""
 
     _lines: list[str]
-    _scheduled: bool
+    _timer: asyncio.TimerHandle | None
+    _soon: bool
 
     def _init_batch(self) -> None:
         self._lines = []
-        self._scheduled = False
+        self._timer = None
+        self._soon = False
 
     def add(self, line: str) -> None:
-        """Queue one line; the first of an event-loop iteration schedules the write."""
-        self._lines.append(line)
-        if not self._scheduled:
+        """Queue one line (see :meth:`schedule`)."""
+        lines = self._lines
+        lines.append(line)
+        if len(lines) == 1 or len(lines) == BATCH_LINES:
             self.schedule()
 
     def schedule(self) -> None:
-        """Write the queued lines at the end of this loop iteration (now, off a loop)."""
+        """Called at the first queued line and at the BATCH_LINES-th: the first arms
+        the FLUSH_INTERVAL timer, a full batch is written at the end of this
+        event-loop iteration.  Off a loop (a thread, a test) lines are written now."""
         try:
             loop = asyncio.get_running_loop()
-        except RuntimeError:  # not on a loop (a thread, a test): write now
+        except RuntimeError:
             self.flush()
             return
-        self._scheduled = True
-        loop.call_soon(self.flush)
+        if len(self._lines) >= BATCH_LINES:
+            if not self._soon:
+                self._soon = True
+                loop.call_soon(self.flush)
+        elif self._timer is None:
+            self._timer = loop.call_later(FLUSH_INTERVAL, self.flush)
 
     def emit(self, record: logging.LogRecord) -> None:
         """A record logged on ``prefork.access`` by someone else: one more line."""
@@ -226,7 +244,11 @@ class _Batching:
 
     def flush(self) -> None:
         """Write the queued lines (also what ``logging.shutdown()`` and a reopen call)."""
-        self._scheduled = False
+        self._soon = False
+        timer = self._timer
+        if timer is not None:
+            self._timer = None
+            timer.cancel()
         lines = self._lines
         if not lines:
             return
