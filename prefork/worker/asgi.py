@@ -84,6 +84,40 @@ def _status_line(status: int) -> bytes:
 _STATUS_LINES: dict[int, bytes] = {}
 
 
+#: status + headers -> the checked head without its blank line; an application
+#: answers most requests with a few recurring header lists (bounded: an
+#: application that varies its headers per request just misses).
+_HEADS: dict[tuple[Any, ...], bytes] = {}
+
+
+def _raw_head(status: int, headers: Any) -> bytes:
+    """The status line and header lines of an ASGI response, checked once per
+    distinct (status, headers): a CR, LF or NUL inside a name or value would
+    split the response (ValueError)."""
+    try:
+        key: tuple[Any, ...] | None = (status, *headers)
+        head = _HEADS.get(key)  # type: ignore[arg-type]
+    except TypeError:  # a pair given as a list: unhashable, built every time
+        key = head = None
+    if head is not None:
+        return head
+    parts = [_STATUS_LINES.get(status) or _status_line(status)]
+    append = parts.append
+    for name, value in headers:
+        append(bytes(name))
+        append(b": ")
+        append(bytes(value))
+        append(b"\r\n")
+    lines = len(headers) + 1  # the status line and the headers
+    head = b"".join(parts)
+    # One scan each, in C.
+    if head.count(b"\n") != lines or head.count(b"\r") != lines or b"\0" in head:
+        raise ValueError("ASGI: a response header name or value holds CR, LF or NUL")
+    if key is not None and len(_HEADS) < 256:
+        _HEADS[key] = head
+    return head
+
+
 class ClientGone(OSError):
     """``send()`` after the client disconnected (ASGI spec 2.4: an OSError)."""
 
@@ -241,6 +275,8 @@ class _HTTPCycle:
     #: the body is complete and the trailers are awaited
     _awaiting_trailers = False
     _trailer_fields: list[tuple[str, str]] | None = None
+    #: the task running the application (kept in ASGIAdapter._tasks until it ends)
+    task: asyncio.Task[None] | None = None
 
     def __init__(self, request: HTTPRequest, loop: asyncio.AbstractEventLoop) -> None:
         self.request = request
@@ -394,24 +430,11 @@ class _HTTPCycle:
         status = self.status
         self.bodyless = bodyless(request.method, status)
         if (self._has_length or not more) and not self._trailers:
-            head = _STATUS_LINES.get(status) or _status_line(status)
-            parts = [head]
-            append = parts.append
-            for name, value in self.headers:
-                append(bytes(name))
-                append(b": ")
-                append(bytes(value))
-                append(b"\r\n")
-            lines = len(self.headers) + 2  # the status line, the headers, the blank line
+            data = _raw_head(status, self.headers)
             if not self._has_length and not self.bodyless:
-                append(b"content-length: %d\r\n" % len(body))
-                lines += 1
-            append(b"\r\n")
-            data = b"".join(parts)
-            # One scan each, in C: a CR, LF or NUL inside a name or value
-            # would split the response.
-            if data.count(b"\n") != lines or data.count(b"\r") != lines or b"\0" in data:
-                raise ValueError("ASGI: a response header name or value holds CR, LF or NUL")
+                data += b"content-length: %d\r\n\r\n" % len(body)
+            else:
+                data += b"\r\n"
             if body and not self.bodyless:
                 if len(body) < SPLIT_BODY:
                     data += body
@@ -559,6 +582,8 @@ class ASGIAdapter:
         self.state: dict[str, Any] = {} if state is None else state
         self.lifespan = Lifespan(app, self.config.lifespan, self.state)
         self._tasks: set[asyncio.Task[None]] = set()
+        #: --request-timeout is on: each request's task can be cancelled by it
+        self._timed = bool(self.config.request_timeout)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._websocket: Any = None
 
@@ -583,57 +608,68 @@ class ASGIAdapter:
         else:
             scope = build_scope(request, "http", self.config.root_path, self.state)
             cycle = _HTTPCycle(request, loop)
-            coro = self._serve_http(scope, cycle)
+            task = cycle.task = loop.create_task(self._serve_http(scope, cycle))
+            self._tasks.add(task)  # (_serve_http discards it when it ends)
+            if self._timed:
+                request.on_timeout = task.cancel  # --request-timeout (the connection answers)
+            return
         task = loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        request.on_timeout = task.cancel  # --request-timeout (the connection answers)
+        if self._timed:
+            request.on_timeout = task.cancel
 
     async def _serve_http(self, scope: Scope, cycle: _HTTPCycle) -> None:
         try:
-            result = await self.app(scope, cycle.receive, cycle.send)
-        except BaseException as exc:
-            if cycle.request.timed_out:
-                # --request-timeout cancelled it: the connection answered 503
-                # (or closed) and logged it; nothing is left to do.
-                return
-            if cycle.disconnected and isinstance(exc, Exception):
-                # The client left and the application stopped on it (our
-                # ClientGone, or the framework's own ClientDisconnect): no error.
-                cycle.fail()
-                return
-            request = cycle.request
-            error_log.error(
-                "Exception in ASGI application: %s %s from %s",
-                request.method,
-                request.uri,
-                request.remote_ip,
-                exc_info=not isinstance(exc, asyncio.CancelledError),
-            )
-            cycle.fail()
-            if not isinstance(exc, Exception):
-                raise
-            return
-        if result is not None:
-            error_log.error("ASGI application returned a value (%r) instead of None", result)
-        if cycle._awaiting_trailers and not cycle.disconnected:
-            error_log.error(
-                "ASGI application announced trailers but sent none: %s %s",
-                cycle.request.method,
-                cycle.request.uri,
-            )
-            cycle._awaiting_trailers = False
-            cycle.complete = True
-            cycle.request.finish()  # the body ends without them, whole
-            return
-        if not cycle.complete and not cycle.request.timed_out:
-            if not cycle.disconnected and not cycle.ended:  # (it stopped on http.disconnect)
+            try:
+                result = await self.app(scope, cycle.receive, cycle.send)
+            except BaseException as exc:
+                if cycle.request.timed_out:
+                    # --request-timeout cancelled it: the connection answered 503
+                    # (or closed) and logged it; nothing is left to do.
+                    return
+                if cycle.disconnected and isinstance(exc, Exception):
+                    # The client left and the application stopped on it (our
+                    # ClientGone, or the framework's own ClientDisconnect): no error.
+                    cycle.fail()
+                    return
+                request = cycle.request
                 error_log.error(
-                    "ASGI application returned without completing its response: %s %s",
+                    "Exception in ASGI application: %s %s from %s",
+                    request.method,
+                    request.uri,
+                    request.remote_ip,
+                    exc_info=not isinstance(exc, asyncio.CancelledError),
+                )
+                cycle.fail()
+                if not isinstance(exc, Exception):
+                    raise
+                return
+            if result is not None:
+                error_log.error("ASGI application returned a value (%r) instead of None", result)
+            if cycle._awaiting_trailers and not cycle.disconnected:
+                error_log.error(
+                    "ASGI application announced trailers but sent none: %s %s",
                     cycle.request.method,
                     cycle.request.uri,
                 )
-            cycle.fail()
+                cycle._awaiting_trailers = False
+                cycle.complete = True
+                cycle.request.finish()  # the body ends without them, whole
+                return
+            if not cycle.complete and not cycle.request.timed_out:
+                if not cycle.disconnected and not cycle.ended:  # (it stopped on http.disconnect)
+                    error_log.error(
+                        "ASGI application returned without completing its response: %s %s",
+                        cycle.request.method,
+                        cycle.request.uri,
+                    )
+                cycle.fail()
+        finally:
+            # The strong reference ends with the task (asyncio keeps only weak
+            # ones); discarded here rather than by a done-callback, which would
+            # cost a loop trip per request.
+            self._tasks.discard(cycle.task)  # type: ignore[arg-type]
 
     async def _serve_websocket(self, request: HTTPRequest) -> None:
         if self._websocket is None:
