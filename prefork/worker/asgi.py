@@ -194,9 +194,22 @@ def _accepts_trailers(request: HTTPRequest) -> bool:
     )
 
 
+def _has_field(fields: Any, normalized: str) -> bool:
+    """``normalized in fields`` without the name normalization of
+    ``HTTPHeaders.__contains__``: parsed headers are stored normalized."""
+    if fields._dirty:
+        return normalized in fields
+    return _dict_contains(fields, normalized)
+
+
+_dict_contains = dict.__contains__
+_dict_get = dict.get
+
+
 def is_websocket_upgrade(request: HTTPRequest) -> bool:
     """A GET asking to become a WebSocket (``Upgrade: websocket``)."""
-    upgrade = request.headers.get("Upgrade")
+    fields = request.headers
+    upgrade = fields.get("Upgrade") if fields._dirty else _dict_get(fields, "Upgrade")
     if upgrade is None or request.method != "GET":
         return False
     return upgrade.strip().lower() == "websocket"
@@ -242,7 +255,7 @@ def build_scope(
         "client": client,
         "server": server,
         "extensions": _HTTP_EXTENSIONS_TRAILERS
-        if "TE" in fields and _accepts_trailers(request)
+        if _has_field(fields, "Te") and _accepts_trailers(request)
         else _HTTP_EXTENSIONS,
     }
     if state is not None:
