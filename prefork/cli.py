@@ -37,6 +37,7 @@ class AppImportError(Exception):
 
 
 _PREFORK_DIR = os.path.dirname(os.path.abspath(__file__))
+_IMPORTLIB_DIR = os.path.dirname(importlib.__file__)
 
 
 def _user_frames(exc: BaseException) -> str:
@@ -48,9 +49,6 @@ def _user_frames(exc: BaseException) -> str:
         if not frame.filename.startswith(("<frozen ", _PREFORK_DIR, _IMPORTLIB_DIR))
     ]
     return "".join(traceback.format_list(frames)).rstrip("\n")
-
-
-_IMPORTLIB_DIR = os.path.dirname(importlib.__file__)
 
 
 def _raised_in_app(spec: str, what: str, exc: BaseException) -> AppImportError:

@@ -85,10 +85,9 @@ def _timestamp(now: float) -> str:
 
 
 def _quote(value: str) -> str:
-    """Escape what would end or confuse a quoted field (the parser let no control through)."""
-    if '"' in value or "\\" in value:
-        return value.replace("\\", "\\\\").replace('"', '\\"')
-    return value
+    """Escape what would end or confuse a quoted field (the parser let no control
+    through); called only when the value holds a quote or a backslash."""
+    return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
 _dict_get = dict.get

@@ -440,14 +440,27 @@ def build_response_head(status: int, reason: str | None, headers: list[tuple[str
     parts = [f"HTTP/1.1 {status} {reason}\r\n"]
     if _HEADER_VALUE_OK.fullmatch(reason) is None:
         raise ValueError("invalid character in reason phrase")
-    for name, value in headers:
-        if _TOKEN.fullmatch(name.encode("latin-1", "replace")) is None:
-            raise ValueError(f"invalid header name {name!r}")
-        if _HEADER_VALUE_OK.fullmatch(value) is None:
-            raise ValueError(f"invalid character in the value of header {name!r}")
-        parts.append(f"{name}: {value}\r\n")
+    _append_fields(parts, headers, "header")
     parts.append("\r\n")
     return "".join(parts).encode("latin-1")
+
+
+def _append_fields(
+    parts: list[str],
+    fields: list[tuple[str, str]],
+    kind: str,
+    forbidden: frozenset[str] = frozenset(),
+) -> None:
+    """Append ``name: value`` lines to ``parts``, refusing a name that is not a
+    token, a name in ``forbidden`` and a control character in a value."""
+    for name, value in fields:
+        if _TOKEN.fullmatch(name.encode("latin-1", "replace")) is None:
+            raise ValueError(f"invalid {kind} name {name!r}")
+        if forbidden and name.lower() in forbidden:
+            raise ValueError(f"{name!r} must not be sent as a {kind} (RFC 9110 6.5.1)")
+        if _HEADER_VALUE_OK.fullmatch(value) is None:
+            raise ValueError(f"invalid character in the value of {kind} {name!r}")
+        parts.append(f"{name}: {value}\r\n")
 
 
 #: fields a trailer section must not carry (RFC 9110 6.5.1: framing, routing,
@@ -483,14 +496,7 @@ def encode_last_chunk(trailers: list[tuple[str, str]]) -> bytes:
     if not trailers:
         return LAST_CHUNK
     parts = ["0\r\n"]
-    for name, value in trailers:
-        if _TOKEN.fullmatch(name.encode("latin-1", "replace")) is None:
-            raise ValueError(f"invalid trailer name {name!r}")
-        if name.lower() in FORBIDDEN_TRAILERS:
-            raise ValueError(f"{name!r} must not be sent as a trailer (RFC 9110 6.5.1)")
-        if _HEADER_VALUE_OK.fullmatch(value) is None:
-            raise ValueError(f"invalid character in the value of trailer {name!r}")
-        parts.append(f"{name}: {value}\r\n")
+    _append_fields(parts, trailers, "trailer", FORBIDDEN_TRAILERS)
     parts.append("\r\n")
     return "".join(parts).encode("latin-1")
 

@@ -104,6 +104,12 @@ def cli(tmp_path: Path):
         return server
 
     yield start
+    stop_all(started)
+
+
+def stop_all(started: list[Cli]) -> None:
+    """A fixture's teardown: stop by pid whatever a test left running, then make
+    sure no process of any master's group is left."""
     for server in started:
         if server.proc.poll() is None:
             server.stop()

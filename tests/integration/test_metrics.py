@@ -24,7 +24,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ROOT, wait_for
-from tests.integration.test_cli_config import Cli, _env
+from tests.integration.test_cli_config import Cli, _env, stop_all
 
 APP = "tests.integration.apps.metrics_app:app"
 
@@ -43,10 +43,7 @@ def server(tmp_path: Path):
         return cli
 
     yield start
-    for cli in started:
-        if cli.proc.poll() is None:
-            cli.stop()
-        cli.kill_group()
+    stop_all(started)
 
 
 def request(

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import wait_for, wait_for_lines
-from tests.integration.test_cli_config import Cli
+from tests.integration.test_cli_config import Cli, stop_all
 from tests.integration.wsclient import RawWebSocket
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux process model")
@@ -43,10 +43,7 @@ def serve(tmp_path: Path) -> Iterator:
         return server
 
     yield start
-    for server in started:
-        if server.proc.poll() is None:
-            server.stop()
-        server.kill_group()
+    stop_all(started)
 
 
 def get(port: int, path: str, timeout: float = 10.0) -> tuple[int, bytes, dict[str, str]]:

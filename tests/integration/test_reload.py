@@ -19,7 +19,7 @@ import pytest
 
 from prefork.reloader import _Filter, default_dirs
 from tests.conftest import wait_for
-from tests.integration.test_cli_config import Cli, run_cli
+from tests.integration.test_cli_config import Cli, run_cli, stop_all
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux process model")
 
@@ -108,10 +108,7 @@ def reload_cli():
         return server
 
     yield make
-    for server in started:
-        if server.proc.poll() is None:
-            server.stop()
-        server.kill_group()
+    stop_all(started)
 
 
 @pytest.mark.parametrize("engine", ["watchfiles", "poll"])
