@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -64,6 +65,27 @@ _HTTP_EXTENSIONS_TRAILERS: dict[str, Any] = {**_HTTP_EXTENSIONS, "http.response.
 HIGH_WATER = 64 * 1024
 #: Bytes of a file read at a time for ``http.response.pathsend``.
 FILE_CHUNK = 256 * 1024
+
+
+if sys.version_info >= (3, 12):
+
+    def _start_task(loop: asyncio.AbstractEventLoop, coro: Any) -> asyncio.Task[None]:
+        """A task for one request, started eagerly (Python 3.12+).
+
+        An eager task runs its first step at once, inside the connection's
+        read callback, as the Task it is (``current_task()``, its own context
+        copy, cancellation: all as usual).  An application that answers
+        without waiting for anything (most answers to GET) is done before this
+        returns, with no trip through the loop's ready queue; one that waits
+        goes on as any task does.  Before 3.12 a task starts on the loop's
+        next turn.
+        """
+        return asyncio.Task(coro, loop=loop, eager_start=True)
+
+else:
+
+    def _start_task(loop: asyncio.AbstractEventLoop, coro: Any) -> asyncio.Task[None]:
+        return loop.create_task(coro)
 
 
 class _NoTransport:
@@ -219,7 +241,15 @@ def build_scope(
     request: HTTPRequest, kind: str, root_path: str, state: dict[str, Any] | None
 ) -> dict[str, Any]:
     """The ASGI scope of ``request`` (``kind``: "http" or "websocket")."""
-    raw_path, query = _split_target(request.uri)
+    if request.uri[:1] == "/":  # origin-form: the request split it already
+        path = request.path
+        raw_path = path.encode("latin-1")
+        query = request.query.encode("latin-1") if request.query else b""
+        if "%" in path:
+            path = _decode_path(raw_path)
+    else:
+        raw_path, query = _split_target(request.uri)
+        path = _decode_path(raw_path)
     conn = request.connection
     server = getattr(conn, "asgi_server", _UNKNOWN)
     if server is _UNKNOWN:
@@ -239,7 +269,6 @@ def build_scope(
     scheme = request.protocol or "http"
     if kind == "websocket":
         scheme = "wss" if scheme == "https" else "ws"
-    path = _decode_path(raw_path)
     scope: dict[str, Any] = {
         "type": kind,
         "asgi": _ASGI,
@@ -254,9 +283,9 @@ def build_scope(
         "headers": headers,
         "client": client,
         "server": server,
-        "extensions": _HTTP_EXTENSIONS_TRAILERS
-        if _has_field(fields, "Te") and _accepts_trailers(request)
-        else _HTTP_EXTENSIONS,
+        "extensions": _HTTP_EXTENSIONS
+        if not _has_field(fields, "Te") or not _accepts_trailers(request)
+        else _HTTP_EXTENSIONS_TRAILERS,
     }
     if state is not None:
         scope["state"] = state.copy()
@@ -621,10 +650,12 @@ class ASGIAdapter:
         else:
             scope = build_scope(request, "http", self.config.root_path, self.state)
             cycle = _HTTPCycle(request, loop)
-            task = cycle.task = loop.create_task(self._serve_http(scope, cycle))
-            self._tasks.add(task)  # (_serve_http discards it when it ends)
-            if self._timed:
-                request.on_timeout = task.cancel  # --request-timeout (the connection answers)
+            task = _start_task(loop, self._serve_http(scope, cycle))
+            if not task.done():  # (an eager task may have answered already)
+                cycle.task = task
+                self._tasks.add(task)  # (_serve_http discards it when it ends)
+                if self._timed:
+                    request.on_timeout = task.cancel  # --request-timeout (the connection answers)
             return
         task = loop.create_task(coro)
         self._tasks.add(task)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from prefork.worker.httputil import HTTPFile, HTTPHeaders, parse_qs_bytes
@@ -81,9 +82,14 @@ class HTTPRequest:
         path, _, query = uri.partition("?")
         self.path = path
         self.query = query
-        self.arguments: dict[str, list[bytes]] = parse_qs_bytes(query) if query else {}
         #: trailer fields of a chunked request body, (name, value) pairs.
         self.trailers: list[tuple[str, str]] = []
+
+    @cached_property
+    def arguments(self) -> dict[str, list[bytes]]:
+        """The query string's arguments (and a form body's, added by the
+        connection), parsed on first use: WSGI and ASGI never ask."""
+        return parse_qs_bytes(self.query) if self.query else {}
 
     def supports_http_1_1(self) -> bool:
         """True for an HTTP/1.1 request (exactly, as in the seed)."""

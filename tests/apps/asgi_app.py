@@ -13,13 +13,18 @@ until stopped.  Paths:
 * ``/file``           ``http.response.pathsend`` of this file;
 * ``/misuse/...``     the ways an application can get ASGI wrong;
 * ``/state``          the lifespan state as the request sees it;
-* ``/status/N``       an empty response with status N.
+* ``/status/N``       an empty response with status N;
+* ``/task?wait=1``    what the application sees of its task and its context: the
+  task it runs in (the same before and after an await), and the request
+  context variable as it found it (a value set by an earlier request must not
+  show), then set.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextvars
 import json
 import logging
 import os
@@ -34,6 +39,8 @@ from prefork.worker.httpserver import HTTPServer  # noqa: E402
 from prefork.worker.ioloop import IOLoop  # noqa: E402
 
 MARK = os.environ.get("ASGI_TEST_MARK")
+#: set by every /task request: a later request must find it unset
+REQUEST_VAR: contextvars.ContextVar[str] = contextvars.ContextVar("request_var", default="unset")
 
 
 def mark(text: str) -> None:
@@ -154,6 +161,19 @@ async def app(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
         headers = [(b"content-type", b"text/x-python")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.pathsend", "path": os.path.abspath(__file__)})
+    elif path == "/task":
+        task = asyncio.current_task()
+        found = REQUEST_VAR.get()
+        REQUEST_VAR.set(scope["query_string"].decode() or "set")
+        if query.get("wait"):
+            await asyncio.sleep(0.01)  # (a real suspension: the task goes on later)
+        seen = {
+            "task": type(task).__name__ if task is not None else None,
+            "same_task_after_await": asyncio.current_task() is task,
+            "found": found,
+            "now": REQUEST_VAR.get(),
+        }
+        await respond(send, 200, json.dumps(seen).encode())
     elif path == "/state":
         await respond(send, 200, json.dumps(scope["state"]).encode())
     elif path.startswith("/status/"):

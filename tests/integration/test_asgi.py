@@ -274,6 +274,26 @@ def test_keep_alive_across_requests(server) -> None:
         conn.close()
 
 
+def test_each_request_runs_as_its_own_task_with_its_own_context(server) -> None:
+    """The application runs in a Task (anyio and sniffio need ``current_task()``),
+    the same one across its awaits, in a context of its own: a context variable
+    one request set is not seen by the next, on the same keep-alive connection.
+    (On Python 3.12+ the task starts eagerly; these hold either way.)"""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        for query in ("", "wait=1", "", "wait=1&x=2", ""):
+            conn.request("GET", f"/task?{query}")
+            response = conn.getresponse()
+            assert response.status == 200
+            seen = json.loads(response.read())
+            assert seen["task"] is not None and "Task" in seen["task"], seen
+            assert seen["same_task_after_await"] is True
+            assert seen["found"] == "unset", seen  # nothing leaked from the request before
+            assert seen["now"] == (query or "set")
+    finally:
+        conn.close()
+
+
 # -- the client goes ---------------------------------------------------------------------------
 
 
