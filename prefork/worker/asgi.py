@@ -473,7 +473,12 @@ class _HTTPCycle:
         self.bodyless = bodyless(request.method, status)
         if (self._has_length or not more) and not self._trailers:
             data = _raw_head(status, self.headers)
-            if not self._has_length and not self.bodyless:
+            if not self._has_length and (
+                not self.bodyless
+                # HEAD answered with GET's whole body: its length is GET's
+                # (an empty one may be a HEAD-aware application's: none then)
+                or (body and request.method == "HEAD" and not bodyless("GET", status))
+            ):
                 data += b"content-length: %d\r\n\r\n" % len(body)
             else:
                 data += b"\r\n"

@@ -254,6 +254,21 @@ def test_head_gets_no_body_and_204_304_neither(server) -> None:
         assert b"Content-Length" not in response and b"chunked" not in response
 
 
+def test_head_answered_with_gets_body_says_gets_length(server) -> None:
+    """An application that sends GET's body to HEAD, with no content-length of
+    its own: HEAD says the length GET says (RFC 9110 9.3.2), and sends no body."""
+    _, get_headers, get_body = request(server.port, "GET", "/state")
+    status, head_headers, head_body = request(server.port, "HEAD", "/state")
+    assert status == 200 and head_body == b"" and get_body
+    assert head_headers["content-length"] == get_headers["content-length"] == str(len(get_body))
+    # An empty body to HEAD (a HEAD-aware application): no length is made up.
+    response = raw(
+        server.port, b"HEAD /status/200 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    assert response.startswith(b"HTTP/1.1 200 ") and response.endswith(b"\r\n\r\n")
+    assert b"content-length" not in response.lower()
+
+
 def test_pathsend_sends_the_file(server) -> None:
     status, headers, body = request(server.port, "GET", "/file")
     assert status == 200
