@@ -74,6 +74,10 @@ WINDOW = 256 * 1024
 #: Seconds a response may make no progress (client not reading) before the
 #: connection is closed, so a stuck client cannot hold a pool thread forever.
 SEND_TIMEOUT = 60.0
+#: Bytes read at a time from a regular file that cannot go by sendfile (TLS):
+#: the application's block_size is a hint (Django gives 4 KiB), and each block
+#: is a hand-over to the loop, so a regular file is read in pieces this big.
+FILE_READ_BLOCK = 64 * 1024
 
 _POLL = 0.5  # how often a waiting app thread checks that the loop still runs
 _ERROR_HEAD = (500, None, [("Content-Type", "text/plain; charset=utf-8")])
@@ -139,6 +143,12 @@ class FileWrapper:
         close = getattr(self.filelike, "close", None)
         if close is not None:
             close()
+
+
+def _read_in_large_blocks(wrapper: FileWrapper) -> None:
+    """A regular file read through its wrapper: in FILE_READ_BLOCK pieces at least."""
+    if wrapper.block_size < FILE_READ_BLOCK:
+        wrapper.block_size = FILE_READ_BLOCK
 
 
 def _split_host(host: str, default_port: str) -> tuple[str, str]:
@@ -411,6 +421,7 @@ class _Response:
             return True  # the head alone (_complete)
         conn = self.request.connection
         if conn is None or not conn.can_send_file():
+            _read_in_large_blocks(wrapper)
             return False  # (read in pieces, the length now known)
         self.pending_fd = os.dup(fd)  # (ours: the application may close its file any time)
         self.headers_sent = True
@@ -419,6 +430,7 @@ class _Response:
         self._post(self._loop_send_file, code, reason, self.headers, offset, count, mark)
         self._wait_for_window(0)
         if self.file_fallback:  # nothing of the file went: read it after all
+            _read_in_large_blocks(wrapper)
             return False
         self.remaining -= count
         return True

@@ -17,7 +17,7 @@ WSGI routes (``--interface wsgi``):
 * ``/write-list``, ``/write-only``, ``/generator``, ``/list-several``,
   ``/list-one``, ``/declared``, ``/empty`` -- the ways a body can be given;
 * ``/big?size=N[&pieces=K]`` -- N bytes as a list of one (or a generator of K pieces);
-* ``/stats`` -- ``{"sendfile_calls", "sendfile_bytes", "closed", "pid"}``.
+* ``/stats`` -- ``{"sendfile_calls", "sendfile_bytes", "closed", "file_reads", "pid"}``.
 
 ASGI (``--interface asgi``): ``/pathsend?path=P``, ``/big?size=N[&more=1]``,
 ``/stats``.  Django (``--interface django``): ``/file?path=P`` is a Django
@@ -44,7 +44,13 @@ from prefork import IOLoop, httpserver
 from prefork.sockets import bind_sockets
 
 _lock = threading.Lock()
-STATS = {"sendfile_calls": 0, "sendfile_bytes": 0, "closed": 0, "pid": os.getpid()}
+STATS = {
+    "sendfile_calls": 0,
+    "sendfile_bytes": 0,
+    "closed": 0,
+    "file_reads": 0,  # reads from an application's file (read in pieces: no sendfile)
+    "pid": os.getpid(),
+}
 _real_sendfile = os.sendfile
 
 
@@ -75,7 +81,12 @@ def _args(query: str) -> dict[str, str]:
 
 
 class _CountedFile(io.FileIO):
-    """A file whose close() is counted (the server must call it, PEP 3333)."""
+    """A file whose close() is counted (the server must call it, PEP 3333), and its reads."""
+
+    def readinto(self, buffer) -> int | None:  # type: ignore[no-untyped-def, override]
+        with _lock:
+            STATS["file_reads"] += 1
+        return super().readinto(buffer)
 
     def close(self) -> None:
         if not self.closed:

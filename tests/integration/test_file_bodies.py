@@ -332,6 +332,17 @@ def test_file_wrapper_over_tls_reads_the_file(spawn, certs, data_file: Path) -> 
     assert body == b"" and headers["Content-Length"] == str(SIZE)
 
 
+def test_file_wrapper_over_tls_reads_in_large_blocks(spawn, certs, data_file: Path) -> None:
+    """Django's 4 KiB block_size is a hint: over TLS a regular file is read in
+    64 KiB pieces (each read is a hand-over to the loop), not 750 small ones."""
+    server = _tls(spawn, certs, "wsgi")
+    before = server.stats()
+    status, _, body = server.request("GET", f"/wrapper?path={data_file}&block=4096")
+    assert status == 200 and body == data_file.read_bytes()
+    reads = server.stats()["file_reads"] - before["file_reads"]
+    assert 0 < reads <= SIZE // 65536 + 4, reads
+
+
 def test_django_file_response_goes_through_the_file_wrapper(spawn, data_file: Path) -> None:
     server = _start(spawn, "--interface", "django")
     before = server.stats()
