@@ -120,7 +120,7 @@ class HTTPConnection(asyncio.Protocol):
     """
 
     #: a PROXY header already read off the raw connection, in front of TLS
-    #: (:mod:`prefork.worker.proxy_tls` sets it before connection_made).
+    #: (:mod:`prefork.worker.tls_accept` sets it before connection_made).
     proxy_info: ProxyInfo | None = None
     #: the file being sent with zero copies (send_file), if any: meanwhile
     #: nothing is written to the transport (writes are held in _batch).

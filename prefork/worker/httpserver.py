@@ -40,9 +40,9 @@ from prefork.sockets import DEFAULT_BACKLOG, INHERIT_ENV, bind_sockets, sockets_
 from prefork.worker.connection import HTTPConnection
 from prefork.worker.httputil import HTTPFile, HTTPHeaders
 from prefork.worker.ioloop import IOLoop
-from prefork.worker.proxy_tls import ProxyTLSAcceptor
 from prefork.worker.request import HTTPRequest
 from prefork.worker.tls import options_from_config, server_context
+from prefork.worker.tls_accept import TLSAcceptor
 from prefork.worker.xheaders import parse_networks
 
 if TYPE_CHECKING:
@@ -139,9 +139,6 @@ class HTTPServer:
         self.no_keep_alive = config.keep_alive == 0
         self.xheaders = config.xheaders
         self.proxy_protocol = config.proxy_protocol
-        #: TLS behind a PROXY header: the listeners run without TLS and each
-        #: connection reads its header first, then starts TLS (proxy_tls).
-        self._proxy_before_tls = self.proxy_protocol and self.ssl_context is not None
         self.drain_delay = config.drain_delay
         self.ready = True
         #: request target -> built-in handler answered before the application.
@@ -294,15 +291,8 @@ class HTTPServer:
             if self._listening_callbacks and not self._starting:
                 loop.call_soon(self._now_listening)
             return
-        ssl_context, factory = self._listener_tls()
         task = loop.create_task(
-            loop.create_server(
-                factory,
-                sock=sock,
-                ssl=ssl_context,
-                backlog=self.config.backlog,
-                ssl_handshake_timeout=self.config.header_timeout if ssl_context else None,
-            )
+            loop.create_server(self._protocol_factory(), sock=sock, backlog=self.config.backlog)
         )
         self._starting.add(task)
         task.add_done_callback(self._server_started)
@@ -335,14 +325,19 @@ class HTTPServer:
         else:
             self._listening_callbacks.append(callback)
 
-    def _listener_tls(self) -> tuple[ssl.SSLContext | None, Callable[[], asyncio.Protocol]]:
-        """The TLS context a listener wraps its connections in, and their protocol."""
-        if self._proxy_before_tls:
-            return None, self._make_proxy_tls_acceptor
-        return self.ssl_context, self._make_connection
+    def _protocol_factory(self) -> Callable[[], asyncio.Protocol]:
+        """What serves an accepted connection.
 
-    def _make_proxy_tls_acceptor(self) -> ProxyTLSAcceptor:
-        return ProxyTLSAcceptor(self, self._make_connection)
+        Listeners always accept in the clear: with TLS a :class:`TLSAcceptor`
+        looks at the first bytes (a PROXY header, plain HTTP sent to the HTTPS
+        port) and then starts TLS on the connection itself.
+        """
+        if self.ssl_context is not None:
+            return self._make_tls_acceptor
+        return self._make_connection
+
+    def _make_tls_acceptor(self) -> TLSAcceptor:
+        return TLSAcceptor(self, self._make_connection, self.proxy_protocol)
 
     def _make_connection(self) -> HTTPConnection:
         return HTTPConnection(
@@ -415,19 +410,13 @@ class HTTPServer:
         """Serve ``conn``, a connection accepted here (not by the loop's server).
 
         ``loop.connect_accepted_socket`` is a coroutine that waits once (for
-        ``connection_made``; with TLS, for the handshake): it is stepped here
+        ``connection_made``): it is stepped here
         through those waits rather than wrapped in a Task, which costs 2-4 µs
         more per connection (measured with uvloop; with a limit set, every
         connection comes this way).
         """
         loop = self.asyncio_loop
-        ssl_context, factory = self._listener_tls()
-        if ssl_context is None:
-            coro = loop.connect_accepted_socket(factory, conn)
-        else:
-            coro = loop.connect_accepted_socket(
-                factory, conn, ssl=ssl_context, ssl_handshake_timeout=self.config.header_timeout
-            )
+        coro = loop.connect_accepted_socket(self._protocol_factory(), conn)
         self._adopting.add(coro)
         self._step_adoption(coro, None)
 

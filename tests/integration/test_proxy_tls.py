@@ -1,4 +1,4 @@
-"""PROXY protocol in front of TLS (prefork.worker.proxy_tls), on uvloop and on asyncio.
+"""PROXY protocol in front of TLS (prefork.worker.tls_accept), on uvloop and on asyncio.
 
 ``tests/apps/echo_app.py --proxy-protocol --certfile ... --keyfile ...`` in a
 subprocess, driven over loopback by hand-made PROXY headers followed by a
@@ -34,7 +34,7 @@ import pytest
 import trustme
 
 from prefork.worker.proxy_protocol import V2_SIGNATURE
-from prefork.worker.proxy_tls import PLAIN_HTTP_ANSWER
+from prefork.worker.tls_accept import PLAIN_HTTP_ANSWER
 from tests.conftest import wait_for
 
 APP = Path(__file__).resolve().parent.parent / "apps" / "echo_app.py"

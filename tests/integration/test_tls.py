@@ -219,7 +219,6 @@ def test_mutual_tls_server_still_serves_after_a_refused_client(tls_mutual, certs
 @pytest.mark.parametrize(
     "data",
     [
-        pytest.param(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", id="plain-http"),
         pytest.param(b"\x16\x03\x01\x00\x05hello" + b"\x00" * 50, id="garbage-record"),
         pytest.param(bytes(range(256)) * 4, id="garbage-bytes"),
     ],
@@ -246,6 +245,22 @@ def test_failed_handshake_closes_only_that_connection(tls_dict, certs, data):
         conn.close()
     assert tls_dict.proc.poll() is None
     assert https_echo(tls_dict.port, certs)["protocol"] == "https"
+
+
+def test_plain_http_to_the_tls_port_is_answered_400_and_closed(spawn, certs) -> None:
+    """nginx's answer, at once, whether the request came whole or a byte at a
+    time; the connection then closes; TLS clients are not affected."""
+    from prefork.worker.tls_accept import PLAIN_HTTP_ANSWER
+
+    server = spawn(APP, *certs.server_args())
+    for pieces in ([b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"], [b"P", b"OST /x HTTP/1.1\r\n"]):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT) as plain:
+            start = time.monotonic()
+            for piece in pieces:
+                plain.sendall(piece)
+            assert read_until_closed(plain) == PLAIN_HTTP_ANSWER
+            assert time.monotonic() - start < 2
+    assert https_echo(server.port, certs)["protocol"] == "https"
 
 
 def test_stalled_handshake_does_not_block_other_clients(spawn, certs):

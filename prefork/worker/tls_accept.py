@@ -1,38 +1,39 @@
-"""PROXY protocol in front of TLS: the header is read from the raw connection,
+"""TLS listeners: the first bytes of a connection are looked at in the clear,
 then the TLS handshake runs on that same connection.
 
-A TCP load balancer passing TLS through (HAProxy ``mode tcp`` with
-``send-proxy-v2``, cloud network load balancers) writes the PROXY header
-before the client's ClientHello, in the clear.  With ``--proxy-protocol``
-and a certificate the listener therefore runs without TLS, and every
-accepted connection starts with a :class:`ProxyTLSAcceptor`:
+Two things can come before the ClientHello that the loop's own TLS server
+cannot deal with: a PROXY protocol header (a TCP load balancer passing TLS
+through: HAProxy ``mode tcp`` with ``send-proxy-v2``, cloud network load
+balancers write it in the clear), and a plain HTTP request sent to the
+HTTPS port by mistake, which a TLS server can only close, where nginx
+answers ``400 The plain HTTP request was sent to HTTPS port``.  So a TLS
+listener runs without TLS, and every accepted connection starts with a
+:class:`TLSAcceptor`:
 
 1. The acceptor takes the connection's socket (a duplicate of its
    descriptor; the loop's transport, which has read nothing, is closed)
-   and reads from it directly: it peeks (``MSG_PEEK``) and takes exactly
-   the header's bytes off the socket, so whatever follows the header --
-   the ClientHello, even when it came in the same segment -- stays in the
-   kernel for the TLS layer.  Nothing has to be handed over and nothing
-   can be lost.  The header is bounded (v1: 107 bytes, v2: 16 + its
-   length, at most 4096) and must arrive, with the first byte after it,
-   within ``header_timeout``.
-2. The first byte after the header says what comes: 0x16 is a TLS
+   and reads from it directly: it peeks (``MSG_PEEK``), and with
+   ``--proxy-protocol`` takes exactly the header's bytes off the socket, so
+   whatever follows -- the ClientHello, even when it came in the same
+   segment -- stays in the kernel for the TLS layer.  Nothing has to be
+   handed over and nothing can be lost.  The header is bounded (v1: 107
+   bytes, v2: 16 + its length, at most 4096); it and the first byte after
+   it must arrive within ``header_timeout``.
+2. The first byte (after the header, if any) says what comes: 0x16 is a TLS
    handshake record; an ASCII letter is a plain HTTP request sent to the
    HTTPS port, answered ``400`` (as nginx does) and closed; anything else
    is closed.  A malformed or missing header, or an untrusted peer, is
    closed with no answer, as on a plain listener.
 3. ``loop.connect_accepted_socket(..., ssl=context)`` (asyncio's and
-   uvloop's) runs the handshake on the socket exactly as for a TLS
-   listener, bounded by ``header_timeout``; the HTTP connection starts
-   once it is done, with the address the header named, as on a plain
-   connection after its header.  (``loop.start_tls`` on the first
-   transport would do too, but uvloop starts reading a transport right
-   after ``connection_made`` even when it was paused there, and the
-   protocol passed to ``start_tls`` may get data before the caller gets
-   the TLS transport.)
+   uvloop's) runs the handshake on the socket exactly as the loop's TLS
+   server would, bounded by ``header_timeout``; the HTTP connection starts
+   once it is done (with the address the header named, if any).
+   (``loop.start_tls`` on the first transport would do too, but uvloop
+   starts reading a transport right after ``connection_made`` even when it
+   was paused there, and the protocol passed to ``start_tls`` may get data
+   before the caller gets the TLS transport.)
 
-Listeners without PROXY protocol never come here: the loop's own TLS server
-path serves them, as before.
+This costs a peek and a hand-over per connection, nothing per request.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ if TYPE_CHECKING:
     from prefork.worker.connection import HTTPConnection
     from prefork.worker.httpserver import HTTPServer
 
-__all__ = ["ProxyTLSAcceptor", "PLAIN_HTTP_ANSWER"]
+__all__ = ["TLSAcceptor", "PLAIN_HTTP_ANSWER"]
 
 error_log = logging.getLogger("prefork.error")
 
@@ -80,20 +81,27 @@ _DONE = 4  # handed over to the HTTP connection, or closed
 _handshakes: set[asyncio.Task[None]] = set()
 
 
-class ProxyTLSAcceptor(asyncio.Protocol):
-    """One accepted connection until its PROXY header is read and TLS starts.
+class TLSAcceptor(asyncio.Protocol):
+    """One accepted connection on a TLS listener until TLS starts (after its
+    PROXY header when ``proxy`` is set).
 
     It is one of the server's connections meanwhile (the sweep closes it at
     its ``deadline``; a drain closes it after a short grace if nothing has
     arrived yet).
     """
 
-    def __init__(self, server: HTTPServer, make_connection: Callable[[], HTTPConnection]) -> None:
+    def __init__(
+        self,
+        server: HTTPServer,
+        make_connection: Callable[[], HTTPConnection],
+        proxy: bool = True,
+    ) -> None:
         self.server = server
         self._make_connection = make_connection
+        self._proxy = proxy
         self.remote_ip: str | None = None
         self.deadline = 0.0
-        self._state = _HEADER
+        self._state = _HEADER if proxy else _FIRST_BYTE
         self._sock: socket.socket | None = None
         #: header bytes taken off the socket while the header was incomplete
         self._header = b""
@@ -111,7 +119,7 @@ class ProxyTLSAcceptor(asyncio.Protocol):
             raw = transport.get_extra_info("socket")
             sock = socket.fromfd(raw.fileno(), raw.family, raw.type)
         except (OSError, AttributeError) as exc:
-            error_log.warning("PROXY protocol: cannot read from %s: %s", self.remote_ip, exc)
+            error_log.warning("TLS listener: cannot read from %s: %s", self.remote_ip, exc)
             transport.close()
             return
         # The connection lives on through the duplicate descriptor.  The
@@ -124,7 +132,7 @@ class ProxyTLSAcceptor(asyncio.Protocol):
         self.deadline = server.asyncio_loop.time() + server.config.header_timeout
         self._registered = True
         server._connection_opened(self)
-        if not server.peer_trusted(self.remote_ip, not isinstance(peer, tuple)):
+        if self._proxy and not server.peer_trusted(self.remote_ip, not isinstance(peer, tuple)):
             error_log.info("PROXY protocol: refusing untrusted peer %s", self.remote_ip)
             self.close()
             return
@@ -183,9 +191,7 @@ class ProxyTLSAcceptor(asyncio.Protocol):
         elif 0x41 <= first <= 0x5A or 0x61 <= first <= 0x7A:  # "GET ...", "POST ..."
             self._refuse_plain_http()
         else:
-            error_log.info(
-                "PROXY protocol from %s: no TLS handshake follows; closing", self.remote_ip
-            )
+            error_log.info("TLS listener: no TLS handshake from %s; closing", self.remote_ip)
             self.close()
 
     def _take(self, count: int) -> bool:
@@ -293,12 +299,13 @@ class ProxyTLSAcceptor(asyncio.Protocol):
 
     def on_timeout(self) -> None:
         if self._state == _HEADER or self._state == _FIRST_BYTE:
-            error_log.info("PROXY protocol from %s: timed out; closing", self.remote_ip)
+            error_log.info("TLS listener: nothing from %s in time; closing", self.remote_ip)
         self.close()
 
     def start_drain(self) -> None:
         # Nothing arrived yet: like an idle keep-alive connection, a short grace.
-        if self._state == _HEADER and not self._header:
+        state = self._state
+        if (state == _HEADER and not self._header) or (state == _FIRST_BYTE and not self._proxy):
             config = self.server.config
             grace = self.server.asyncio_loop.time() + config.drain_grace
             self.deadline = min(self.deadline, grace) if self.deadline else grace
