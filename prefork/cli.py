@@ -186,14 +186,28 @@ def _fail(message: str, status: int = 2) -> NoReturn:
     sys.exit(status)
 
 
+#: prefork's own loggers: they keep the error log if the application takes the root logger over
+_OWN_LOGGERS = ("prefork.error", "prefork.master", "prefork.sockets", "prefork.worker")
+#: the error log's handler and level, as _configure_logging set them up (for keep_own_logging)
+_error_handler: logging.Handler | None = None
+_error_level = logging.INFO
+
+
 def _configure_logging(config: Config) -> None:
-    level = getattr(logging, config.log_level.upper())
+    global _error_handler, _error_level
+    level = _error_level = getattr(logging, config.log_level.upper())
     formatter = logging.Formatter(
         "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
     )
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
+    for name in _OWN_LOGGERS:  # (a reload: back to the root's handler)
+        own = logging.getLogger(name)
+        if _error_handler is not None and _error_handler in own.handlers:
+            own.removeHandler(_error_handler)
+        own.propagate = True
+        own.setLevel(logging.NOTSET)
     error_handler: logging.Handler
     if config.error_log in (None, "-"):
         error_handler = logging.StreamHandler(sys.stderr)
@@ -202,10 +216,40 @@ def _configure_logging(config: Config) -> None:
     error_handler.setFormatter(formatter)
     root.addHandler(error_handler)
     root.setLevel(level)
+    _error_handler = error_handler
 
     from prefork.worker import accesslog
 
     accesslog.configure(config.access_log, config.access_log_format)
+
+
+def keep_own_logging() -> None:
+    """prefork's own messages stay in the error log whatever the application
+    did to the logging configuration on import or at startup.
+
+    Some frameworks replace the root logger's handlers (Litestar does by
+    default; so does ``logging.basicConfig(force=True)`` or a ``dictConfig``,
+    which also disables the loggers it does not name): the worker's messages
+    ("graceful stop", errors) would then go where the application's go, or
+    nowhere.  The application's own logging is left as it made it.
+    """
+    handler = _error_handler
+    if handler is None:
+        return
+    root = logging.getLogger()
+    owns = [logging.getLogger(name) for name in _OWN_LOGGERS]
+    if handler in root.handlers and not any(own.disabled for own in owns):
+        return
+    for own in owns:
+        own.disabled = False
+        if handler not in own.handlers:
+            own.addHandler(handler)
+        own.propagate = False
+        own.setLevel(_error_level)
+    logging.getLogger("prefork.worker").info(
+        "the application changed the logging configuration: prefork's own messages "
+        "keep going to the error log"
+    )
 
 
 class _Service:
@@ -236,6 +280,7 @@ class _Service:
                 app = load_app(config.app or "", config.factory)
             except AppImportError as exc:
                 raise BootFailure(str(exc)) from None
+            keep_own_logging()
         try:
             callback = request_callback_for(app, config.interface, config.threads, config)
         except InterfaceMismatch as exc:
@@ -252,6 +297,7 @@ class _Service:
                 loop.run_until_complete(startup())
             except LifespanFailure as exc:
                 raise BootFailure(f"application startup failed: {exc}") from exc.__cause__
+            keep_own_logging()
         server.add_sockets(ctx.sockets)
         attach(server, ctx)
         IOLoop.current().start()

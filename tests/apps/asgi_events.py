@@ -79,9 +79,13 @@ class FirstRequest:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and not self.seen:
             self.seen = True
-            state = "state=yes" if "resource" in scope.get("state", {}) else "state=no"
+            state = "state=yes" if self.has_state(scope) else "state=no"
             event("first-request", scope["path"], state)
         await self.app(scope, receive, send)
+
+    def has_state(self, scope: Any) -> bool:
+        """The lifespan's resource reached this request (the ASGI lifespan state)."""
+        return "resource" in scope.get("state", {})
 
 
 class ChatRoom:

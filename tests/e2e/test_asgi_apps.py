@@ -1,11 +1,11 @@
-"""Real ASGI applications (Starlette, FastAPI, Django) under the real ``prefork`` command.
+"""Real ASGI applications (Starlette, FastAPI, Litestar, Django) under the real ``prefork`` command.
 
 Every server is ``python -m prefork --interface asgi -w 2 -b 127.0.0.1:0
 --pidfile ... --error-log ... MODULE:APP`` in a session of its own; it is
 driven over loopback by real clients (httpx, the ``websockets`` library),
 stopped by the master's pid and waited for, and its whole process group must
 be gone afterwards.  The applications live in ``tests/apps/``
-(``starlette_app.py``, ``fastapi_app.py``, ``django_project/``,
+(``starlette_app.py``, ``fastapi_app.py``, ``litestar_app.py``, ``django_project/``,
 ``lifespan_fail_app.py``); what they do inside a worker (lifespan startup
 and shutdown, a background task, a WebSocket accepted or disconnected) they
 write to an events file (``tests/apps/asgi_events.py``), and the tests wait
@@ -47,6 +47,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Li
 FRAMEWORKS = {
     "starlette": "tests.apps.starlette_app:app",
     "fastapi": "tests.apps.fastapi_app:app",
+    "litestar": "tests.apps.litestar_app:app",
 }
 DJANGO_APP = "tests.apps.django_project.asgi:application"
 DJANGO_SETTINGS = "tests.apps.django_project.settings"
@@ -121,6 +122,11 @@ def test_path_and_query_parameters(served) -> None:
         bad = http.get("/items/seven")
         if framework == "starlette":  # the int convertor does not match: no route
             assert (bad.status_code, bad.text) == (404, "Not Found")
+        elif framework == "litestar":  # the int path type does not match: no route ...
+            assert bad.status_code == 404
+            bad = http.get("/items/7", params={"limit": "many"})  # ... a bad query: 400
+            assert bad.status_code == 400
+            assert [p["key"] for p in bad.json()["extra"]] == ["limit"]
         else:  # FastAPI validates the typed parameter
             assert bad.status_code == 422
             [problem] = bad.json()["detail"]
@@ -247,7 +253,7 @@ def test_head_and_a_chunked_request_body_keep_the_connection_usable(served) -> N
             assert head.status_code == 200
             assert head.content == b""
             assert head.headers["content-type"] == "text/plain; charset=utf-8"
-        else:  # FastAPI's @app.get routes are GET only
+        else:  # FastAPI's @app.get and Litestar's @get routes are GET only
             assert head.status_code == 405
         document = {"parts": list(range(1000))}
         encoded = json.dumps(document).encode()

@@ -511,3 +511,29 @@ def test_a_crashed_workers_replacement_takes_its_number_after_ttin_ttou(cli) -> 
     assert len(re.findall(r"ready: accepting", log)) == 1
     assert len(re.findall(r"\(restart\)", log)) == 1
     assert server.stop() == 0
+
+
+# -- the application's own logging configuration ------------------------------------------------
+
+
+def test_an_application_taking_logging_over_leaves_preforks_messages_in_the_error_log(
+    tmp_path: Path,
+) -> None:
+    """The app replaces the root logger's handlers and disables the loggers it does
+    not name (dictConfig), on import in the worker: the worker's own messages
+    (its graceful stop, at INFO while the app set WARNING) still reach --error-log,
+    and the application's lines go where it sent them."""
+    server = Cli(tmp_path, "-w", "1", app="tests.integration.apps.hijack_logging_app:app")
+    try:
+        port = server.port()
+        [worker] = server.wait_workers(1)
+        assert get(port) == (200, b"ok")
+        assert server.stop() == 0
+    finally:
+        stop_all([server])
+    log = server.log()
+    assert f"worker 0 (pid {worker}): graceful stop" in log, log
+    assert "prefork's own messages keep going to the error log" in log
+    out = (tmp_path / "out.log").read_text()
+    assert "APP hijack_app the application logs its own way" in out, out
+    assert "graceful stop" not in out  # (prefork's lines did not follow the app's)
