@@ -61,6 +61,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "examples/fastapi_app.py",
         "python -m prefork -w 2 --interface asgi examples.fastapi_app:app",
     ),
+    "litestar": (
+        "examples/litestar_app.py",
+        "python -m prefork -w 2 --interface asgi examples.litestar_app:app",
+    ),
     "starlette-chat": (
         "examples/starlette_chat.py",
         "python -m prefork -w 1 --interface asgi examples.starlette_chat:app",
@@ -308,6 +312,26 @@ def test_fastapi_path_parameter_and_lifespan(run) -> None:
     status, _, error = get(port, "/items/41")
     assert status == 404 and json.loads(error) == {"detail": "no item 41"}
     assert get(port, "/items/forty-two")[0] == 422  # the path parameter is an int
+    assert server.stop() == 0
+    stopped = {int(m) for m in re.findall(r"lifespan shutdown in worker (\d+)", server.log())}
+    assert stopped == started and len(started) == 2
+
+
+def test_litestar_path_parameter_and_lifespan(run) -> None:
+    _need("litestar")
+    server = run("litestar")
+    port = server.master_port()
+    server.wait_log(r"all 2 worker\(s\) ready", "both workers ready")
+    started = {
+        int(m.group(1))
+        for m in server.wait_log(r"lifespan startup in worker (\d+)", "two startups", 2)
+    }
+    body = get_json(port, "/items/42")
+    assert body == {"item_id": 42, "name": "the answer", "worker": body["worker"]}, body
+    assert body["worker"] in started  # the state the worker's lifespan set
+    status, _, error = get(port, "/items/41")
+    assert status == 404 and json.loads(error)["detail"] == "no item 41"
+    assert get(port, "/items/forty-two")[0] == 404  # the int path type does not match
     assert server.stop() == 0
     stopped = {int(m) for m in re.findall(r"lifespan shutdown in worker (\d+)", server.log())}
     assert stopped == started and len(started) == 2
