@@ -188,64 +188,84 @@ def _fail(message: str, status: int = 2) -> NoReturn:
 
 #: prefork's own loggers: they keep the error log if the application takes the root logger over
 _OWN_LOGGERS = ("prefork.error", "prefork.master", "prefork.sockets", "prefork.worker")
-#: the error log's handler and level, as _configure_logging set them up (for keep_own_logging)
+#: the logging settings _configure_logging applied, and the error log's handler it made
+_logging_config: Config | None = None
 _error_handler: logging.Handler | None = None
-_error_level = logging.INFO
+#: the handler keep_own_logging gave prefork's own loggers, if it did
+_own_handler: logging.Handler | None = None
+
+
+def _make_error_handler(config: Config) -> logging.Handler:
+    handler: logging.Handler
+    if config.error_log in (None, "-"):
+        handler = logging.StreamHandler(sys.stderr)
+    else:
+        handler = logging.FileHandler(config.error_log)
+    handler.setFormatter(
+        logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
+    )
+    return handler
 
 
 def _configure_logging(config: Config) -> None:
-    global _error_handler, _error_level
-    level = _error_level = getattr(logging, config.log_level.upper())
-    formatter = logging.Formatter(
-        "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
-    )
+    global _error_handler, _logging_config
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    for name in _OWN_LOGGERS:  # (a reload: back to the root's handler)
-        own = logging.getLogger(name)
-        if _error_handler is not None and _error_handler in own.handlers:
-            own.removeHandler(_error_handler)
-        own.propagate = True
-        own.setLevel(logging.NOTSET)
-    error_handler: logging.Handler
-    if config.error_log in (None, "-"):
-        error_handler = logging.StreamHandler(sys.stderr)
-    else:
-        error_handler = logging.FileHandler(config.error_log)
-    error_handler.setFormatter(formatter)
-    root.addHandler(error_handler)
-    root.setLevel(level)
-    _error_handler = error_handler
+    _release_own_loggers()
+    _error_handler = _make_error_handler(config)
+    root.addHandler(_error_handler)
+    root.setLevel(getattr(logging, config.log_level.upper()))
+    _logging_config = config
 
     from prefork.worker import accesslog
 
     accesslog.configure(config.access_log, config.access_log_format)
 
 
+def _release_own_loggers() -> None:
+    """prefork's loggers back to propagating to the root (undoes keep_own_logging)."""
+    global _own_handler
+    for name in _OWN_LOGGERS:
+        own = logging.getLogger(name)
+        if _own_handler is not None:
+            own.removeHandler(_own_handler)
+        own.propagate = True
+        own.setLevel(logging.NOTSET)
+    _own_handler = None
+
+
 def keep_own_logging() -> None:
-    """prefork's own messages stay in the error log whatever the application
-    did to the logging configuration on import or at startup.
+    """prefork's own messages and access lines stay where the settings send
+    them, whatever the application did to the logging configuration on import
+    or at startup.
 
     Some frameworks replace the root logger's handlers (Litestar does by
-    default; so does ``logging.basicConfig(force=True)`` or a ``dictConfig``,
-    which also disables the loggers it does not name): the worker's messages
-    ("graceful stop", errors) would then go where the application's go, or
-    nowhere.  The application's own logging is left as it made it.
+    default; so does ``logging.basicConfig(force=True)``), and a
+    ``dictConfig`` also closes every handler and disables the loggers it does
+    not name: the worker's messages ("graceful stop", errors) would then go
+    where the application's go, or nowhere, and the access log would stop.
+    prefork's loggers then get handlers of their own (fresh ones: the old
+    ones may be closed); the application's own logging is left as it made it.
     """
-    handler = _error_handler
-    if handler is None:
+    global _own_handler
+    config = _logging_config
+    if config is None:
         return
     root = logging.getLogger()
     owns = [logging.getLogger(name) for name in _OWN_LOGGERS]
-    if handler in root.handlers and not any(own.disabled for own in owns):
+    if _error_handler in root.handlers and not any(own.disabled for own in owns):
         return
+    _release_own_loggers()
+    handler = _own_handler = _make_error_handler(config)
     for own in owns:
         own.disabled = False
-        if handler not in own.handlers:
-            own.addHandler(handler)
+        own.addHandler(handler)
         own.propagate = False
-        own.setLevel(_error_level)
+        own.setLevel(getattr(logging, config.log_level.upper()))
+    from prefork.worker import accesslog
+
+    accesslog.configure(config.access_log, config.access_log_format)  # (a fresh sink)
     logging.getLogger("prefork.worker").info(
         "the application changed the logging configuration: prefork's own messages "
         "keep going to the error log"

@@ -522,8 +522,14 @@ def test_an_application_taking_logging_over_leaves_preforks_messages_in_the_erro
     """The app replaces the root logger's handlers and disables the loggers it does
     not name (dictConfig), on import in the worker: the worker's own messages
     (its graceful stop, at INFO while the app set WARNING) still reach --error-log,
-    and the application's lines go where it sent them."""
-    server = Cli(tmp_path, "-w", "1", app="tests.integration.apps.hijack_logging_app:app")
+    the access log still gets its lines, and the application's lines go where it
+    sent them."""
+    access = tmp_path / "access.log"
+    server = Cli(
+        tmp_path,
+        *("-w", "1", "--access-log", str(access)),
+        app="tests.integration.apps.hijack_logging_app:app",
+    )
     try:
         port = server.port()
         [worker] = server.wait_workers(1)
@@ -537,3 +543,5 @@ def test_an_application_taking_logging_over_leaves_preforks_messages_in_the_erro
     out = (tmp_path / "out.log").read_text()
     assert "APP hijack_app the application logs its own way" in out, out
     assert "graceful stop" not in out  # (prefork's lines did not follow the app's)
+    # The access log (its own sink, on a logger the app's dictConfig disabled) still has its line.
+    assert '"GET / HTTP/1.1" 200 2' in access.read_text()
