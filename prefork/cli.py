@@ -232,6 +232,8 @@ def _release_own_loggers() -> None:
             own.removeHandler(_own_handler)
         own.propagate = True
         own.setLevel(logging.NOTSET)
+    if _own_handler is not None:
+        _own_handler.close()
     _own_handler = None
 
 
@@ -256,6 +258,7 @@ def keep_own_logging() -> None:
     owns = [logging.getLogger(name) for name in _OWN_LOGGERS]
     if _error_handler in root.handlers and not any(own.disabled for own in owns):
         return
+    announce = _own_handler is None  # (once: after the import, again after the startup)
     _release_own_loggers()
     handler = _own_handler = _make_error_handler(config)
     for own in owns:
@@ -266,10 +269,11 @@ def keep_own_logging() -> None:
     from prefork.worker import accesslog
 
     accesslog.configure(config.access_log, config.access_log_format)  # (a fresh sink)
-    logging.getLogger("prefork.worker").info(
-        "the application changed the logging configuration: prefork's own messages "
-        "keep going to the error log"
-    )
+    if announce:
+        logging.getLogger("prefork.worker").info(
+            "the application changed the logging configuration: prefork's own messages "
+            "keep going to the error log"
+        )
 
 
 class _Service:
