@@ -299,7 +299,10 @@ class TLSAcceptor(asyncio.Protocol):
 
     def on_timeout(self) -> None:
         if self._state == _HEADER or self._state == _FIRST_BYTE:
-            error_log.info("TLS listener: nothing from %s in time; closing", self.remote_ip)
+            # (an idle connection, such as a browser's preconnect, is not news
+            # without PROXY protocol; a proxy that sends no header is)
+            log = error_log.info if self._proxy else error_log.debug
+            log("TLS listener: nothing from %s in time; closing", self.remote_ip)
         self.close()
 
     def start_drain(self) -> None:
