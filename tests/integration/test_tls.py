@@ -247,11 +247,16 @@ def test_failed_handshake_closes_only_that_connection(tls_dict, certs, data):
     assert https_echo(tls_dict.port, certs)["protocol"] == "https"
 
 
-def test_plain_http_to_the_tls_port_is_answered_400_and_closed(spawn, certs) -> None:
+@pytest.mark.parametrize("uvloop", ["1", "0"], ids=["uvloop", "asyncio"])
+def test_plain_http_to_the_tls_port_is_answered_400_and_closed(
+    spawn, certs, monkeypatch, uvloop
+) -> None:
     """nginx's answer, at once, whether the request came whole or a byte at a
-    time; the connection then closes; TLS clients are not affected."""
+    time; the connection then closes; TLS clients are not affected.  On both
+    loops (their TLS transports differ)."""
     from prefork.worker.tls_accept import PLAIN_HTTP_ANSWER
 
+    monkeypatch.setenv("PREFORK_UVLOOP", uvloop)  # (the server process inherits it)
     server = spawn(APP, *certs.server_args())
     for pieces in ([b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"], [b"P", b"OST /x HTTP/1.1\r\n"]):
         with socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT) as plain:
