@@ -297,29 +297,18 @@ def test_django(run, interface: str) -> None:
     assert server.stop() == 0
 
 
-def test_fastapi_path_parameter_and_lifespan(run) -> None:
-    _need("fastapi")
-    server = run("fastapi")
-    port = server.master_port()
-    server.wait_log(r"all 2 worker\(s\) ready", "both workers ready")
-    started = {
-        int(m.group(1))
-        for m in server.wait_log(r"lifespan startup in worker (\d+)", "two startups", 2)
-    }
-    body = get_json(port, "/items/42")
-    assert body["item_id"] == 42 and body["name"] == "the answer", body
-    assert body["worker"] in started  # the state the worker's lifespan yielded
-    status, _, error = get(port, "/items/41")
-    assert status == 404 and json.loads(error) == {"detail": "no item 41"}
-    assert get(port, "/items/forty-two")[0] == 422  # the path parameter is an int
-    assert server.stop() == 0
-    stopped = {int(m) for m in re.findall(r"lifespan shutdown in worker (\d+)", server.log())}
-    assert stopped == started and len(started) == 2
-
-
-def test_litestar_path_parameter_and_lifespan(run) -> None:
-    _need("litestar")
-    server = run("litestar")
+@pytest.mark.parametrize(
+    ("example", "not_found", "bad_path_status"),
+    [
+        ("fastapi", {"detail": "no item 41"}, 422),  # the path parameter is validated as an int
+        ("litestar", {"status_code": 404, "detail": "no item 41"}, 404),  # no route matches
+    ],
+)
+def test_json_api_path_parameter_and_lifespan(
+    run, example: str, not_found: dict, bad_path_status: int
+) -> None:
+    _need(example)
+    server = run(example)
     port = server.master_port()
     server.wait_log(r"all 2 worker\(s\) ready", "both workers ready")
     started = {
@@ -328,10 +317,10 @@ def test_litestar_path_parameter_and_lifespan(run) -> None:
     }
     body = get_json(port, "/items/42")
     assert body == {"item_id": 42, "name": "the answer", "worker": body["worker"]}, body
-    assert body["worker"] in started  # the state the worker's lifespan set
+    assert body["worker"] in started  # the state the worker's lifespan set up
     status, _, error = get(port, "/items/41")
-    assert status == 404 and json.loads(error)["detail"] == "no item 41"
-    assert get(port, "/items/forty-two")[0] == 404  # the int path type does not match
+    assert status == 404 and json.loads(error) == not_found
+    assert get(port, "/items/forty-two")[0] == bad_path_status
     assert server.stop() == 0
     stopped = {int(m) for m in re.findall(r"lifespan shutdown in worker (\d+)", server.log())}
     assert stopped == started and len(started) == 2
