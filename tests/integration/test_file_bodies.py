@@ -467,6 +467,18 @@ def _open_fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
 
 
+def _run_until(loop, predicate, what: str):  # type: ignore[no-untyped-def]
+    """Turn ``loop`` until ``predicate()`` holds (bounded by TIMEOUT); return its value."""
+    import asyncio
+
+    deadline = time.monotonic() + TIMEOUT
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {TIMEOUT} s waiting for {what}")
+        loop.run_until_complete(asyncio.sleep(0.005))
+    return value
+
+
 @pytest.mark.parametrize("loop_kind", ["uvloop", "asyncio"])
 def test_sender_waits_for_the_socket_and_cancel_closes_everything(
     loop_kind: str, tmp_path: Path
@@ -502,8 +514,8 @@ def test_sender_waits_for_the_socket_and_cancel_closes_everything(
         while received < 1 << 20:  # read some: the sender goes on by itself
             received += len(theirs.recv(1 << 16))
             loop.run_until_complete(asyncio.sleep(0))
-        loop.run_until_complete(asyncio.sleep(0.05))
-        assert progress[-1] > (1 << 20) - 4 and not results
+        _run_until(loop, lambda: progress[-1] > (1 << 20) - 4, "the sender to go on")
+        assert not results
         sender.cancel()
         assert len(results) == 1 and isinstance(results[0][1], ConnectionError)
         assert results[0][0] == sender.sent == progress[-1]
@@ -546,7 +558,7 @@ def test_sender_sends_all_and_ends_short_on_a_truncated_file(tmp_path: Path) -> 
             while len(got) < len(expected):
                 loop.run_until_complete(asyncio.sleep(0.01))
                 got += theirs.recv(1 << 20)
-            loop.run_until_complete(asyncio.sleep(0.01))
+            _run_until(loop, lambda results=results: results, "the sender's end")
             assert bytes(got) == expected and results == [(count, None)]
         # Asked for more than the file has: ends with what there is, no error.
         results = []
@@ -560,7 +572,7 @@ def test_sender_sends_all_and_ends_short_on_a_truncated_file(tmp_path: Path) -> 
             lambda n, e: results.append((n, e)),
         )
         loop.call_soon(sender.start)
-        loop.run_until_complete(asyncio.sleep(0.05))
+        _run_until(loop, lambda: results, "the sender's end")
         assert results == [(1000, None)] and theirs.recv(1 << 20) == data[299_000:]
     finally:
         ours.close()
