@@ -193,6 +193,26 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.02):
         time.sleep(interval)
 
 
+def read_until_closed(sock: socket.socket, timeout: float = 5.0) -> bytes:
+    """Everything the server sends on ``sock`` until it closes (a reset ends it
+    too); fails if it does not close within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    while True:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"the server did not close the connection; got {data!r}"
+        sock.settimeout(remaining)
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            return data
+        except TimeoutError:
+            continue
+        if not chunk:
+            return data
+        data += chunk
+
+
 def wait_for_lines(
     path: str | os.PathLike[str], count: int, timeout: float, what: str
 ) -> list[str]:

@@ -35,7 +35,7 @@ import trustme
 
 from prefork.worker.proxy_protocol import V2_SIGNATURE
 from prefork.worker.tls_accept import PLAIN_HTTP_ANSWER
-from tests.conftest import wait_for
+from tests.conftest import read_until_closed, wait_for
 
 APP = Path(__file__).resolve().parent.parent / "apps" / "echo_app.py"
 TIMEOUT = 5.0
@@ -104,25 +104,6 @@ def server(request, module_spawn, tmp_path_factory) -> Server:
 
 
 # -- clients ------------------------------------------------------------------------------
-
-
-def read_until_closed(sock: socket.socket, timeout: float = TIMEOUT) -> bytes:
-    """Everything the server sends until it closes; fails if it never does."""
-    deadline = time.monotonic() + timeout
-    data = b""
-    while True:
-        remaining = deadline - time.monotonic()
-        assert remaining > 0, f"the server did not close the connection; got {data!r}"
-        sock.settimeout(remaining)
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            return data
-        except TimeoutError:
-            continue
-        if not chunk:
-            return data
-        data += chunk
 
 
 def raw_exchange(server: Server, data: bytes, timeout: float = TIMEOUT) -> bytes:

@@ -19,6 +19,7 @@ import requests
 import trustme
 
 from prefork import HTTPServer
+from tests.conftest import read_until_closed
 
 APP = Path(__file__).resolve().parent.parent / "apps" / "echo_app.py"
 TIMEOUT = 5.0
@@ -83,26 +84,6 @@ def https_echo(port: int, certs: Certs, **kwargs) -> dict:
     )
     assert response.status_code == 200
     return response.json()
-
-
-def read_until_closed(sock: socket.socket, timeout: float = TIMEOUT) -> bytes:
-    """Everything the server sends until it closes; TimeoutError if it never does."""
-    deadline = time.monotonic() + timeout
-    data = b""
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError(f"the server did not close the connection; got {data!r}")
-        sock.settimeout(remaining)
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            return data
-        except TimeoutError:
-            continue
-        if not chunk:
-            return data
-        data += chunk
 
 
 # ---------------------------------------------------------------- basics
