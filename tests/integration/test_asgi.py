@@ -292,8 +292,7 @@ def test_keep_alive_across_requests(server) -> None:
 def test_each_request_runs_as_its_own_task_with_its_own_context(server) -> None:
     """The application runs in a Task (anyio and sniffio need ``current_task()``),
     the same one across its awaits, in a context of its own: a context variable
-    one request set is not seen by the next, on the same keep-alive connection.
-    (On Python 3.12+ the task starts eagerly; these hold either way.)"""
+    one request set is not seen by the next, on the same keep-alive connection."""
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     try:
         for query in ("", "wait=1", "", "wait=1&x=2", ""):
