@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-RATIO_KEYS = ("req_per_s", "p50_ms", "p99_ms", "rss_mb")
+RATIO_KEYS = ("req_per_s", "p50_ms", "p99_ms", "rss_mb", "cpu_us")
 EXTRA_KEYS = ("threads", "load_cpu", "other_cpu")  # medians too, but no ratio
 
 
@@ -83,9 +83,9 @@ def _ratio(row: dict[str, Any], key: str) -> str:
 
 
 SCENARIO_HEADER = (
-    "| server | req/s | p50 ms | p99 ms | errors | non-2xx | RSS MB "
-    "| prefork/peer req/s | p50 | p99 | RSS | threads | load CPU | others' CPU |\n"
-    "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+    "| server | req/s | p50 ms | p99 ms | errors | non-2xx | RSS MB | CPU µs/req "
+    "| prefork/peer req/s | p50 | p99 | RSS | CPU/req | threads | load CPU | others' CPU |\n"
+    "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
 )
 
 
@@ -93,7 +93,7 @@ def scenario_row(row: dict[str, Any]) -> str:
     """One Markdown line; a row that was not measured says why across the table."""
     label = row["label"]
     if "req_per_s" not in row:
-        return f"| {label} | {row['status']} |  |  |  |  |  |  |  |  |  |  |  |  |"
+        return f"| {label} | {row['status']} |" + "  |" * 14
     if row["status"] != "ok":
         label += f" ({row['status']})"
     if row.get("left_out"):
@@ -106,6 +106,7 @@ def scenario_row(row: dict[str, Any]) -> str:
         str(row["errors"]),
         str(row["non_2xx"]),
         _num(row["rss_mb"], 1),
+        _num(row.get("cpu_us"), 1),
         *(_ratio(row, key) for key in RATIO_KEYS),
         _num(row.get("threads"), 0),
         _percent(row.get("load_cpu")),
@@ -181,7 +182,10 @@ def markdown(results: dict[str, Any]) -> str:
         "below 1 is better for it in latency and RSS. RSS is the whole process tree "
         "(master + workers), the peak sampled during the load; with 1 worker tornado "
         "and uvicorn run as a single process (no supervisor), prefork, gunicorn and "
-        "nginx as master + worker. Errors are wrk's socket errors, summed over rounds. "
+        "nginx as master + worker. CPU µs/req: the CPU (user + system) the server's whole "
+        "tree used during the load, per answer (ws-echo: per message): the cost per "
+        "request, which noise from other processes moves less than req/s; its ratio "
+        "below 1 is better for prefork. Errors are wrk's socket errors, summed over rounds. "
         "Threads: the most seen in the server's tree during the load (all processes). "
         "Load CPU: the load generator's own CPU use (wrk, or bench/ws_load.py for "
         "ws-echo), as a share of its one core: near 100% means it, not the server, "

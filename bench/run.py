@@ -168,7 +168,9 @@ class Bench:
                 others = (last[1] - first[1]) - (last[2] - first[2])
                 other_cpu[0] = max(0.0, others / (last[0] - first[0]))
 
+        cpu_before = procs.tree_cpu(running.pid)
         result = drive(scenario, port, self.args.duration, self.wrk_cpu, during=sample)
+        cpu_used = procs.tree_cpu(running.pid) - cpu_before
         latency = scenario.latency
         return {
             "req_per_s": result.req_per_s,
@@ -177,6 +179,10 @@ class Bench:
             "errors": result.socket_errors,
             "non_2xx": result.non_2xx,
             "rss_mb": peak[0] / MIB if peak[0] else None,
+            # The server's own CPU per answer: its cost per request, which a
+            # busy machine's noise moves less than req/s (a core shared with
+            # another process serves fewer requests, each costing about the same).
+            "cpu_us": cpu_used / result.requests * 1e6 if result.requests else None,
             "threads": threads[0] or None,
             "load_cpu": result.load_cpu if result.load_cpu is not None else load_cpu[0],
             "other_cpu": other_cpu[0],

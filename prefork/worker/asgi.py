@@ -55,7 +55,12 @@ ASGIApp = Callable[
     Awaitable[Any],
 ]
 
-_ASGI = {"version": "3.0", "spec_version": "2.4"}
+#: HTTP & WebSocket spec 2.5: the ``reason`` of ``websocket.disconnect`` (2.5),
+#: ``send()`` on a closed connection raising OSError (2.4), ``reason`` in
+#: ``websocket.close`` (2.3), ``server`` with a None port on unix sockets (2.2).
+_ASGI = {"version": "3.0", "spec_version": "2.5"}
+#: the lifespan scope's own spec (lifespan 2.0: the startup/shutdown ``failed`` answers)
+_ASGI_LIFESPAN = {"version": "3.0", "spec_version": "2.0"}
 #: what every HTTP scope offers (shared: a server constant, not per request)
 _HTTP_EXTENSIONS: dict[str, Any] = {"http.response.pathsend": {}}
 #: ... and for an HTTP/1.1 request that said ``TE: trailers`` (RFC 9110 10.1.4)
@@ -814,7 +819,7 @@ class Lifespan:
         return None if self._outbox.empty() else self._outbox.get_nowait()
 
     async def _main(self) -> None:
-        scope = {"type": "lifespan", "asgi": _ASGI, "state": self.state}
+        scope = {"type": "lifespan", "asgi": _ASGI_LIFESPAN, "state": self.state}
         outbox = self._outbox
 
         async def send(message: Message) -> None:

@@ -91,6 +91,7 @@ async def lifespan(scope, receive, send) -> None:  # type: ignore[no-untyped-def
                 await send({"type": "lifespan.startup.failed", "message": "no database"})
                 return
             scope["state"]["opened"] = "yes"
+            scope["state"]["lifespan_asgi"] = scope["asgi"]  # (its spec version is its own)
             mark("startup")
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":

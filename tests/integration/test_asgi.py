@@ -79,7 +79,7 @@ def test_the_scope(server) -> None:
     assert status == 200
     scope = json.loads(body)
     assert scope["type"] == "http"
-    assert scope["asgi"] == {"version": "3.0", "spec_version": "2.4"}
+    assert scope["asgi"] == {"version": "3.0", "spec_version": "2.5"}
     assert scope["http_version"] == "1.1"
     assert scope["method"] == "GET"
     assert scope["scheme"] == "http"
@@ -102,7 +102,10 @@ def test_http_1_0_scope(server) -> None:
 
 def test_the_lifespan_state_is_copied_into_each_request(server) -> None:
     status, _, body = request(server.port, "GET", "/state")
-    assert status == 200 and json.loads(body) == {"opened": "yes"}
+    assert status == 200 and json.loads(body) == {
+        "opened": "yes",
+        "lifespan_asgi": {"version": "3.0", "spec_version": "2.0"},  # the lifespan spec's own
+    }
 
 
 # -- bodies ----------------------------------------------------------------------------------
@@ -386,7 +389,7 @@ def test_lifespan_runs_in_every_worker_around_its_life(tmp_path: Path) -> None:
         port = server.port()
         server.wait_workers(2)
         assert marks(notes) == ["startup", "startup"]  # before the workers were ready
-        assert json.loads(request(port, "GET", "/state")[2]) == {"opened": "yes"}
+        assert json.loads(request(port, "GET", "/state")[2])["opened"] == "yes"
         assert server.stop() == 0
         assert marks(notes) == ["startup", "startup", "shutdown", "shutdown"]
     finally:
