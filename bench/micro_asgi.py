@@ -21,6 +21,9 @@ with 10 KiB and ``bench/apps/fastapi_app.py`` (GET /items/42?q=bench):
 * ``prefork callback``: the seed-style callback app of ``bench/micro.py`` (the
   floor: prefork without ASGI), for the hello case only;
 * ``driver``: a protocol that answers at once; the driver's own cost;
+* ``the app in its own task``: the same, each call in a task of its own, as a
+  server runs it (anyio-based frameworks need one per request): the floor
+  under every server that does so;
 * ``the app alone``: the application awaited directly with a ready scope and
   no-op ``receive``/``send``: the floor under every server for that app.
 
@@ -180,8 +183,9 @@ class AppAlone:
     every server's figure for it.
     """
 
-    def __init__(self, app: Any, request: bytes) -> None:
+    def __init__(self, app: Any, request: bytes, own_task: bool = False) -> None:
         self.app = app
+        self.own_task = own_task
         self.loop = new_event_loop()
         head, _, self.body = request.partition(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
@@ -207,7 +211,7 @@ class AppAlone:
         }
 
     def __call__(self, n: int) -> None:
-        app, scope, body = self.app, self.scope, self.body
+        app, scope, body, loop = self.app, self.scope, self.body, self.loop
 
         async def receive() -> dict[str, Any]:
             return {"type": "http.request", "body": body, "more_body": False}
@@ -216,6 +220,10 @@ class AppAlone:
             pass
 
         async def drive() -> None:
+            if self.own_task:
+                for _ in range(n):
+                    await loop.create_task(app(dict(scope, state={}), receive, send))
+                return
             for _ in range(n):
                 await app(dict(scope, state={}), receive, send)
 
@@ -244,6 +252,9 @@ def cases() -> list[tuple[str, Callable[[int], None]]]:
         apps.append(("fastapi-json", fastapi_app, FASTAPI_REQUEST))
     for what, app, request in apps:
         found.append((f"the app alone (no server)         {what}", AppAlone(app, request)))
+        found.append(
+            (f"the app in its own task           {what}", AppAlone(app, request, own_task=True))
+        )
         found.append(
             (
                 f"prefork asgi                      {what}",
