@@ -39,4 +39,8 @@ def test_quick_run_prints_table_and_writes_prefork_row(tmp_path: Path) -> None:
     prefork = next(row for row in rows if row["server"] == "prefork")
     assert prefork["status"] == "ok", prefork
     assert prefork["req_per_s"] > 0
+    # The server's CPU per answer: a real share of a core, not zero (nothing
+    # measured) nor more than a second per request (a unit mix-up).
+    assert "CPU µs/req" in result.stdout
+    assert 0 < prefork["cpu_us"] < 1_000_000, prefork
     assert not [w for w in results["warnings"] if "left processes" in w]
