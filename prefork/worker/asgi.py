@@ -95,6 +95,19 @@ _STATUS_LINES: dict[int, bytes] = {}
 _HEADS: dict[tuple[Any, ...], bytes] = {}
 
 
+def _content_length(value: bytes | bytearray, earlier: int | None) -> int:
+    """An application's Content-Length value: digits, and the same if given twice.
+
+    A response with a length the client cannot read (RFC 9112 6.3: a proxy
+    must reject it) or two different ones is the application's error, a 500.
+    """
+    if not value.isdigit() or (earlier is not None and int(value) != earlier):
+        raise ValueError(
+            f"ASGI: invalid or conflicting Content-Length in the response headers: {bytes(value)!r}"
+        )
+    return int(value)
+
+
 def _raw_head(status: int, headers: Any) -> bytes:
     """The status line and header lines of an ASGI response, checked once per
     distinct (status, headers): a CR, LF or NUL inside a name or value would
@@ -295,6 +308,10 @@ class _HTTPCycle:
     _body_done = False
     _waiter: asyncio.Future[None] | None = None
     _has_length = False
+    #: the Content-Length the application gave (None: none, or trailers follow)
+    _length: int | None = None
+    #: body bytes the application has sent, counted against ``_length``
+    _sent = 0
     #: the application announced trailers (``trailers: True`` in the start)
     _trailers = False
     #: the body is complete and the trailers are awaited
@@ -390,6 +407,8 @@ class _HTTPCycle:
             more = message.get("more_body", False)
             if self.disconnected:  # (fail() then finishes the request)
                 raise ClientGone("the client disconnected")
+            if self._length is not None and not self.bodyless:
+                self._count(len(body), more)
             if not self.body_sent:
                 self._start(body, more)
             elif body and not self.bodyless:
@@ -409,10 +428,12 @@ class _HTTPCycle:
             if self.started:
                 raise RuntimeError("ASGI: 'http.response.start' sent twice")
             status = message.get("status")
-            if type(status) is not int or not 100 <= status <= 999:
+            if type(status) is not int or not 200 <= status <= 999:
+                # (1xx: an interim answer is the server's to send, never the
+                # response: a 101 would switch the client to another protocol)
                 raise TypeError(f"ASGI: invalid status {status!r} in 'http.response.start'")
             headers = message.get("headers", ())
-            has_length = False
+            length: int | None = None
             for pair in headers:
                 name, value = pair
                 if type(name) is not bytes or type(value) is not bytes:
@@ -421,13 +442,16 @@ class _HTTPCycle:
                     ):
                         raise TypeError(f"ASGI: response headers must be bytes pairs, got {pair!r}")
                 if len(name) == 14 and name.lower() == b"content-length":
-                    has_length = True
+                    length = _content_length(value, length)
             self.started = True
             self.status = status
             self.headers = headers
-            self._has_length = has_length
+            self.bodyless = bodyless(self.request.method, status)
             if message.get("trailers", False):
-                self._trailers = True
+                self._trailers = True  # (chunked then: the length gives way)
+            elif length is not None:
+                self._has_length = True
+                self._length = length
             return
         if kind == "http.response.trailers":
             self._add_trailers(message)
@@ -441,6 +465,28 @@ class _HTTPCycle:
             return
         raise RuntimeError(f"ASGI: unexpected message type {kind!r} for an HTTP request")
 
+    def _count(self, size: int, more: bool) -> None:
+        """Hold the body to the application's Content-Length, before it is written.
+
+        More bytes than it said would be read by the client (or a proxy
+        reusing the connection) as the start of the next response, so they
+        are never sent; fewer, at the end, would leave the client waiting.
+        Either is the application's error: a 500 if nothing went out yet,
+        else the connection is cut (see ``fail``).
+        """
+        length = self._length
+        sent = self._sent + size
+        if sent > length:  # type: ignore[operator]
+            raise RuntimeError(
+                f"ASGI: the response body is longer than its Content-Length ({length})"
+            )
+        if not more and sent < length:  # type: ignore[operator]
+            raise RuntimeError(
+                f"ASGI: the response body is shorter than its Content-Length "
+                f"({sent} of {length} bytes)"
+            )
+        self._sent = sent
+
     def _start(self, body: bytes, more: bool) -> None:
         """Send the head (and the first piece of the body).
 
@@ -453,7 +499,6 @@ class _HTTPCycle:
         """
         request = self.request
         status = self.status
-        self.bodyless = bodyless(request.method, status)
         if (self._has_length or not more) and not self._trailers:
             data = _raw_head(status, self.headers)
             if not self._has_length and (
@@ -536,6 +581,8 @@ class _HTTPCycle:
             if not self._has_length:
                 self.headers = [*self.headers, (b"content-length", b"%d" % size)]
                 self._has_length = True
+                if not self._trailers:
+                    self._length = size
             if not await self._send_file_zero_copy(file, size):
                 while True:  # read it in pieces
                     chunk = file.read(FILE_CHUNK)
@@ -557,6 +604,9 @@ class _HTTPCycle:
             return False
         if regular_file_fd(file) is None:
             return False
+        counted = self._length is not None and not self.bodyless
+        if counted:
+            self._count(size, True)  # (the file's bytes, against the length)
         self._start(b"", True)  # the head, with its length (none after HEAD: send_file knows)
         done: asyncio.Future[BaseException | None] = self.loop.create_future()
 
@@ -567,6 +617,8 @@ class _HTTPCycle:
         conn.send_file(os.dup(file.fileno()), 0, size, sent)
         error = await done
         if isinstance(error, SendfileUnavailable):
+            if counted:
+                self._sent -= size  # (read in pieces instead: counted as they go)
             return False
         if error is not None:  # (the connection is closed)
             self.disconnected = True

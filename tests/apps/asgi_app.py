@@ -229,6 +229,28 @@ async def app(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
                 }
             )
         mark("trailers-offered" if offered else "trailers-not-offered")
+    elif path.startswith("/misuse/length-"):
+        # A body that disagrees with the application's own Content-Length.
+        lengths = {
+            "/misuse/length-long": [b"3"],
+            "/misuse/length-short": [b"10"],
+            "/misuse/length-invalid": [b"1x"],
+            "/misuse/length-conflict": [b"2", b"3"],
+            "/misuse/length-long-stream": [b"3"],
+            "/misuse/length-short-stream": [b"10"],
+        }[path]
+        headers = [(b"content-length", value) for value in lengths]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        if path.endswith("-stream"):
+            await send({"type": "http.response.body", "body": b"ab", "more_body": True})
+            tail = b"cdef\r\n\r\nHTTP/1.1 200 OK" if "long" in path else b""
+            await send({"type": "http.response.body", "body": tail})
+        else:
+            body = b"abcdef\r\n\r\nHTTP/1.1 200 OK" if "long" in path else b"ab"
+            await send({"type": "http.response.body", "body": body})
+    elif path == "/misuse/informational":
+        await send({"type": "http.response.start", "status": 101, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
     elif path == "/misuse/unknown-message":
         await send({"type": "http.response.bogus"})
     else:

@@ -334,6 +334,11 @@ def test_http_disconnect_reaches_a_waiting_app(server, mark_file) -> None:
         ("/misuse/no-response", "returned without completing its response"),
         ("/misuse/header-split", "holds CR, LF or NUL"),
         ("/misuse/unknown-message", "unexpected message type 'http.response.bogus'"),
+        ("/misuse/length-long", "longer than its Content-Length (3)"),
+        ("/misuse/length-short", "shorter than its Content-Length (2 of 10 bytes)"),
+        ("/misuse/length-invalid", "invalid or conflicting Content-Length"),
+        ("/misuse/length-conflict", "invalid or conflicting Content-Length"),
+        ("/misuse/informational", "invalid status 101"),
     ],
 )
 def test_misuse_before_the_body_is_a_500(server, path: str, log: str) -> None:
@@ -341,6 +346,8 @@ def test_misuse_before_the_body_is_a_500(server, path: str, log: str) -> None:
     assert response.startswith(b"HTTP/1.1 500 Internal Server Error\r\n"), response
     assert b"Connection: close" in response
     assert b"a\r\nb: c" not in response
+    assert b"HTTP/1.1 200" not in response and b"HTTP/1.1 101" not in response
+    assert response.count(b"HTTP/1.1 ") == 1  # one response, nothing smuggled behind it
     wait_for(lambda: log in server.stderr_text(), 5, f"the log line {log!r}")
     assert request(server.port, "GET", "/state")[0] == 200  # the worker is fine
 
@@ -351,6 +358,27 @@ def test_an_exception_mid_body_cuts_the_response(server) -> None:
     assert head.startswith(b"HTTP/1.1 200 ") and b"chunked" in head
     assert body == b"7\r\npartial\r\n"  # no last chunk: the client knows it is cut
     wait_for(lambda: "application bug in the middle" in server.stderr_text(), 5, "the traceback")
+
+
+@pytest.mark.parametrize(
+    ("path", "log"),
+    [
+        ("/misuse/length-long-stream", "longer than its Content-Length (3)"),
+        ("/misuse/length-short-stream", "shorter than its Content-Length (2 of 10 bytes)"),
+    ],
+)
+def test_a_body_off_its_content_length_is_cut_never_overrun(server, path: str, log: str) -> None:
+    """Once the head is out, a body that breaks the application's own
+    Content-Length ends in a close: the bytes past the length (which a client
+    or a proxy would read as the next response) are never sent, and a short
+    body does not leave the client waiting for the rest."""
+    request_bytes = b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode()
+    response = raw(server.port, request_bytes + b"GET /state HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert response == b"HTTP/1.1 200 OK\r\ncontent-length: %s\r\n\r\nab" % (
+        b"3" if "long" in path else b"10"
+    )
+    wait_for(lambda: log in server.stderr_text(), 5, f"the log line {log!r}")
+    assert request(server.port, "GET", "/state")[0] == 200  # the worker is fine
 
 
 # -- interface detection -------------------------------------------------------------------------
