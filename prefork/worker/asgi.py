@@ -407,8 +407,12 @@ class _HTTPCycle:
             more = message.get("more_body", False)
             if self.disconnected:  # (fail() then finishes the request)
                 raise ClientGone("the client disconnected")
-            if self._length is not None and not self.bodyless:
-                self._count(len(body), more)
+            length = self._length
+            if length is not None and not self.bodyless:
+                sent = self._sent + len(body)
+                if sent > length or (sent < length and not more):
+                    self._count(len(body), more)  # (raises: says which)
+                self._sent = sent
             if not self.body_sent:
                 self._start(body, more)
             elif body and not self.bodyless:
@@ -433,7 +437,7 @@ class _HTTPCycle:
                 # response: a 101 would switch the client to another protocol)
                 raise TypeError(f"ASGI: invalid status {status!r} in 'http.response.start'")
             headers = message.get("headers", ())
-            length: int | None = None
+            declared: int | None = None
             for pair in headers:
                 name, value = pair
                 if type(name) is not bytes or type(value) is not bytes:
@@ -442,16 +446,19 @@ class _HTTPCycle:
                     ):
                         raise TypeError(f"ASGI: response headers must be bytes pairs, got {pair!r}")
                 if len(name) == 14 and name.lower() == b"content-length":
-                    length = _content_length(value, length)
+                    if declared is None and value.isdigit():
+                        declared = int(value)
+                    else:
+                        declared = _content_length(value, declared)
             self.started = True
             self.status = status
             self.headers = headers
             self.bodyless = bodyless(self.request.method, status)
             if message.get("trailers", False):
                 self._trailers = True  # (chunked then: the length gives way)
-            elif length is not None:
+            elif declared is not None:
                 self._has_length = True
-                self._length = length
+                self._length = declared
             return
         if kind == "http.response.trailers":
             self._add_trailers(message)
