@@ -261,7 +261,8 @@ class WebSocketSession(WebSocketConnection):
 
     def _start_denial(self, message: Message) -> None:
         status = message["status"]
-        if not isinstance(status, int) or not 100 <= status <= 599:
+        # (a 1xx is no denial: a 101 would claim the upgrade it refuses)
+        if not isinstance(status, int) or not 200 <= status <= 599:
             raise RuntimeError(f"invalid HTTP status {status!r} in websocket.http.response.start")
         headers = [
             (

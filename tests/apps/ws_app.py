@@ -12,6 +12,7 @@ Routes (by path; the query string carries arguments):
   text, bytes as bytes); ``subprotocol=first`` accepts the client's first.
 * ``/deny``          -- websocket.close before the accept (HTTP 403).
 * ``/deny-custom``   -- a denial response: 401 with a header and a body in two parts.
+* ``/deny-interim``  -- a "denial" with status 101: the application's error (500).
 * ``/raise-before``, ``/raise-after`` (after one message), ``/return``
   (accept, then return), ``/return-before`` (return without an answer).
 * ``/close``         -- accept, then close with ``code`` and ``reason``.
@@ -97,6 +98,10 @@ async def websocket_app(scope, receive, send) -> None:
         )
         await send({"type": "websocket.http.response.body", "body": b"not ", "more_body": True})
         await send({"type": "websocket.http.response.body", "body": b"you"})
+        return
+    if path == "/deny-interim":  # a 1xx is no denial (a 101 would claim the upgrade)
+        await send({"type": "websocket.http.response.start", "status": 101, "headers": []})
+        await send({"type": "websocket.http.response.body", "body": b""})
         return
     if path == "/raise-before":
         raise RuntimeError("failed before the accept, on purpose")

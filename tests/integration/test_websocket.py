@@ -802,6 +802,7 @@ def test_accept_headers_reach_the_client(port):
         ("/deny-custom", 401, b"not you"),
         ("/raise-before", 500, b"500 Internal Server Error\n"),
         ("/return-before", 500, b"500 Internal Server Error\n"),
+        ("/deny-interim", 500, b"500 Internal Server Error\n"),
     ],
 )
 def test_refusals_before_the_accept_are_http_responses(port, path, status, body):
