@@ -213,6 +213,39 @@ def read_until_closed(sock: socket.socket, timeout: float = 5.0) -> bytes:
         data += chunk
 
 
+def post_expecting_continue(
+    port: int, path: str, body: bytes, timeout: float = 5.0
+) -> tuple[bytes, bytes]:
+    """POST ``body`` with ``Expect: 100-continue`` as curl does: send the head,
+    then wait for the server's first answer before sending the body.
+
+    Returns (the first answer's head, all that followed until the close): after
+    a ``100 Continue`` the body is sent and the rest is the final response;
+    otherwise the first answer was the final one (the request says
+    ``Connection: close``, so the server closes after it either way).
+    """
+    head = (
+        b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+        b"Expect: 100-continue\r\nConnection: close\r\n\r\n" % (path.encode(), len(body))
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(head)
+        deadline = time.monotonic() + timeout
+        data = b""
+        while b"\r\n\r\n" not in data:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"no answer to the head within {timeout} s; got {data!r}"
+            sock.settimeout(remaining)
+            chunk = sock.recv(65536)
+            assert chunk, f"closed before a whole answer head; got {data!r}"
+            data += chunk
+        end = data.index(b"\r\n\r\n") + 4
+        first, rest = data[:end], data[end:]
+        if first.startswith(b"HTTP/1.1 100 "):
+            sock.sendall(body)
+        return first, rest + read_until_closed(sock, timeout)
+
+
 def wait_for_lines(
     path: str | os.PathLike[str], count: int, timeout: float, what: str
 ) -> list[str]:

@@ -48,6 +48,11 @@ class BodyStream(io.RawIOBase):
         #: called on the loop thread after each feed/finish/abort: how a
         #: reader on the event loop (ASGI ``receive()``) waits without a thread.
         self.on_event: Callable[[], Any] | None = None
+        #: called once (from the reader's thread) when the application first
+        #: waits for body bytes: the connection's ``100 Continue`` for a
+        #: client that said ``Expect: 100-continue`` (RFC 9110 10.1.1), sent
+        #: only if the application asks for the body.
+        self.on_first_wait: Callable[[], Any] | None = None
 
     # -- the loop's side ----------------------------------------------------------
 
@@ -94,6 +99,8 @@ class BodyStream(io.RawIOBase):
                 raise ClientDisconnected("the client disconnected before the body was complete")
             if self._finished:
                 return b""
+            if self.on_first_wait is not None:
+                self._first_wait()
             return None
 
     @property
@@ -135,7 +142,15 @@ class BodyStream(io.RawIOBase):
                 raise ClientDisconnected("the client disconnected before the body was complete")
             if self._finished:
                 return
+            if self.on_first_wait is not None:
+                self._first_wait()
             self._cond.wait()
+
+    def _first_wait(self) -> None:
+        callback = self.on_first_wait
+        self.on_first_wait = None
+        if callback is not None:
+            callback()
 
     def read(self, size: int | None = -1) -> bytes:
         """Read up to ``size`` bytes (all, when -1 or None), blocking for them."""

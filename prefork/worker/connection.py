@@ -384,13 +384,15 @@ class HTTPConnection(asyncio.Protocol):
                 if cls is RequestHead:
                     self._head = event  # type: ignore[assignment]
                     if event.has_body:  # type: ignore[union-attr]
-                        if event.expect_continue:  # type: ignore[union-attr]
-                            self._send(_CONTINUE)
                         length = event.content_length  # type: ignore[union-attr]
                         if self._stream_bodies and (length is None or parser.buffered < length):
                             # Stream it, unless it is all here already: then
                             # it goes over whole, with no stream to read through.
+                            # A 100 Continue waits for the application to read
+                            # (an answer without reading needs no body).
                             self._dispatch(b"", None, streaming=True)
+                        elif event.expect_continue:  # type: ignore[union-attr]
+                            self._send(_CONTINUE)
                         self._waiting = _T_BODY
                         self._start_body_clock()
                         continue
@@ -453,9 +455,11 @@ class HTTPConnection(asyncio.Protocol):
             if trailers:
                 request.trailers = trailers
             if streaming:
-                self._body_stream = request.body_stream = BodyStream(
+                stream = self._body_stream = request.body_stream = BodyStream(
                     self._pause_for_reader, self._resume_for_reader
                 )
+                if head.expect_continue:
+                    stream.on_first_wait = functools.partial(self._continue_soon, request)
             elif body and head.method in _BODY_METHODS and not self._stream_bodies:
                 # (the seed's request.arguments; WSGI and ASGI parse bodies themselves)
                 content_type = headers.get("Content-Type")
@@ -577,6 +581,19 @@ class HTTPConnection(asyncio.Protocol):
                 self._resp_bytes = 0
                 self._send(error_response(status))
         self._close()
+
+    def _continue_soon(self, request: HTTPRequest) -> None:
+        """The application waits for the body of ``request``: ask the client for
+        it.  Called from the reader's thread (a WSGI thread, or the loop)."""
+        loop = self._loop
+        if loop is not None and not self._closed:
+            loop.call_soon_threadsafe(self._send_continue, request)
+
+    def _send_continue(self, request: HTTPRequest) -> None:
+        # Only while nothing of the response is out: after it, a 100 would
+        # land inside the response.
+        if self._request is request and self._resp_state == _R_NONE and not self._closed:
+            self._send(_CONTINUE)
 
     # -- writing responses -----------------------------------------------------
 

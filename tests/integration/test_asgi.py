@@ -20,7 +20,7 @@ import pytest
 
 from prefork.worker.asgi import ASGIAdapter
 from prefork.worker.interfaces import detect_interface, request_callback_for
-from tests.conftest import APPS, ROOT, wait_for
+from tests.conftest import APPS, ROOT, post_expecting_continue, wait_for
 from tests.integration.test_cli_config import Cli
 
 
@@ -319,6 +319,21 @@ def test_http_disconnect_reaches_a_waiting_app(server, mark_file) -> None:
         sock.sendall(b"GET /wait-disconnect HTTP/1.1\r\nHost: x\r\n\r\n")
         wait_for(lambda: "waiting" in marks(mark_file), 10, "the app to wait in receive()")
     wait_for(lambda: "http.disconnect" in marks(mark_file), 10, "http.disconnect")
+
+
+def test_100_continue_goes_out_when_the_application_reads_the_body(server) -> None:
+    first, rest = post_expecting_continue(server.port, "/echo", b"hello")
+    assert first == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert rest.startswith(b"HTTP/1.1 200 ") and rest.endswith(b"\r\n\r\nhello"), rest
+
+
+def test_no_100_continue_when_the_application_answers_without_the_body(server) -> None:
+    """RFC 9110 10.1.1: the 100 only invites a body the server will read; an
+    application that answers at once gets its answer out first, and the client
+    never sends the body."""
+    first, rest = post_expecting_continue(server.port, "/status/204", b"hello")
+    assert first.startswith(b"HTTP/1.1 204 "), first
+    assert rest == b""
 
 
 # -- an application that gets ASGI wrong ---------------------------------------------------------

@@ -32,7 +32,7 @@ import requests
 
 from prefork.worker.interfaces import detect_interface, is_wsgi_app, request_callback_for
 from prefork.worker.wsgi import WSGIAdapter
-from tests.conftest import wait_for, wait_for_lines
+from tests.conftest import post_expecting_continue, wait_for, wait_for_lines
 
 APPS = Path(__file__).resolve().parent.parent / "apps"
 WSGI_APP = APPS / "wsgi_app.py"
@@ -715,3 +715,17 @@ def test_root_path_becomes_script_name(tmp_path) -> None:
         assert server.stop() == 0
     finally:
         server.kill_group()
+
+
+def test_100_continue_goes_out_when_wsgi_input_is_read(wsgi) -> None:
+    """The WSGI thread's first read of ``wsgi.input`` asks for the body."""
+    first, rest = post_expecting_continue(wsgi.port, "/digest", b"hello")
+    assert first == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert rest.startswith(b"HTTP/1.1 200 "), rest
+    assert json.loads(rest.split(b"\r\n\r\n", 1)[1])["size"] == 5
+
+
+def test_no_100_continue_when_wsgi_input_is_never_read(wsgi) -> None:
+    first, rest = post_expecting_continue(wsgi.port, "/status?code=204", b"hello")
+    assert first.startswith(b"HTTP/1.1 204 "), first
+    assert rest == b""
