@@ -33,6 +33,7 @@ whether the *response* still lets the connection stay open.
 from __future__ import annotations
 
 import re
+from http import HTTPStatus
 
 # One definition of a token (RFC 9110 5.6.2) for request and response heads.
 from prefork.worker.http1 import _TOKEN
@@ -53,39 +54,15 @@ __all__ = [
     "frame_response",
 ]
 
-REASONS = {
-    100: "Continue",
-    101: "Switching Protocols",
-    200: "OK",
-    201: "Created",
-    202: "Accepted",
-    204: "No Content",
-    206: "Partial Content",
-    301: "Moved Permanently",
-    302: "Found",
-    303: "See Other",
-    304: "Not Modified",
-    307: "Temporary Redirect",
-    308: "Permanent Redirect",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    411: "Length Required",
+#: reason phrases: every status the standard library knows (IANA's registry),
+#: by RFC 9110's names where they changed (413, 414, 416, 422); a status not
+#: in it says "Unknown" (the phrase carries no meaning, RFC 9112 4).
+REASONS: dict[int, str] = {
+    **{status.value: status.phrase for status in HTTPStatus},
     413: "Content Too Large",
     414: "URI Too Long",
-    415: "Unsupported Media Type",
-    417: "Expectation Failed",
-    429: "Too Many Requests",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    501: "Not Implemented",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-    505: "HTTP Version Not Supported",
+    416: "Range Not Satisfiable",
+    422: "Unprocessable Content",
 }
 
 #: the end of a chunked body (a last chunk with no trailers).

@@ -702,6 +702,7 @@ def test_invalid_handshakes_get_an_http_error(port, request_bytes, status):
     response = raw_request(port, request_bytes)
     assert response.split(b" ", 2)[1] == status, response
     if status == b"426":
+        assert response.startswith(b"HTTP/1.1 426 Upgrade Required\r\n"), response
         assert b"\r\nSec-WebSocket-Version: 13\r\n" in response
 
 

@@ -693,6 +693,27 @@ def test_framed_decision_is_said_on_the_wire(
 # -- serializing -------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("status", "phrase"),
+    [
+        (103, "Early Hints"),
+        (409, "Conflict"),
+        (410, "Gone"),
+        (413, "Content Too Large"),  # RFC 9110's names, whatever the Python
+        (416, "Range Not Satisfiable"),
+        (422, "Unprocessable Content"),  # every FastAPI validation error
+        (426, "Upgrade Required"),  # a WebSocket version refused
+        (451, "Unavailable For Legal Reasons"),
+        (511, "Network Authentication Required"),
+    ],
+)
+def test_registered_statuses_have_their_reason_phrase(status: int, phrase: str) -> None:
+    assert build_response_head(status, None, []) == b"HTTP/1.1 %d %s\r\n\r\n" % (
+        status,
+        phrase.encode(),
+    )
+
+
 def test_build_response_head() -> None:
     data = build_response_head(200, None, [("Content-Type", "text/plain"), ("X-A", "a\tb")])
     assert data == b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-A: a\tb\r\n\r\n"
