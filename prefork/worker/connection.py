@@ -608,6 +608,9 @@ class HTTPConnection(asyncio.Protocol):
             return
         state = self._resp_state
         if state == _R_RAW_BODY:
+            expected = self._resp_expected
+            if expected is not None and self._resp_bytes + len(chunk) > expected:
+                chunk = self._cut_to_length(chunk)
             self._send(chunk)
             if self._head_held:  # (the head held above: it goes now, with this)
                 self._head_held = False
@@ -643,7 +646,15 @@ class HTTPConnection(asyncio.Protocol):
                 self._raw_head = None
                 data, head, self._keep_alive, self._resp_expected, chunked = framed
                 self._resp_status = head.status
-                body_bytes = self._resp_bytes = size - head.length
+                body_bytes = size - head.length
+                expected = self._resp_expected
+                if expected is not None and body_bytes > expected:
+                    self._resp_bytes = 0
+                    data = data[: len(data) - body_bytes] + self._cut_to_length(
+                        data[len(data) - body_bytes :]
+                    )
+                    body_bytes = expected
+                self._resp_bytes = body_bytes
                 # A chunked body must end with the last chunk (see finish): keep its tail.
                 self._raw_tail = data[len(data) - min(body_bytes, 5) :] if chunked else None
                 self._resp_state = _R_RAW_BODY
@@ -746,12 +757,16 @@ class HTTPConnection(asyncio.Protocol):
         callback, self._held_callback = self._held_callback, None
         if whole_body is not None:
             body = response.body
+            if response.expected is not None and len(body) > response.expected:
+                body = self._cut_to_length(body)
             self._resp_bytes = len(body)
             if len(body) < SPLIT_BODY:
                 self._send(response.head + body)
             else:
                 self._send_parts([response.head, body])
         elif held and len(held) >= SPLIT_BODY and not self._bodyless:
+            if self._resp_expected is not None and len(held) > self._resp_expected:
+                held = self._cut_to_length(held)
             self._resp_bytes += len(held)
             self._send_parts([response.head, *self._body_parts(held)])
         else:
@@ -764,11 +779,38 @@ class HTTPConnection(asyncio.Protocol):
     def _write_framed_body(self, chunk: bytes) -> None:
         if not chunk or self._bodyless:
             return  # (an empty chunk would end a chunked body)
+        expected = self._resp_expected
+        if expected is not None and self._resp_bytes + len(chunk) > expected:
+            chunk = self._cut_to_length(chunk)
+            if not chunk:
+                return
         self._resp_bytes += len(chunk)
         if len(chunk) >= SPLIT_BODY:
             self._send_parts(self._body_parts(chunk))
         else:
             self._send(encode_chunk(bytes(chunk)) if self._chunking else chunk)
+
+    def _cut_to_length(self, chunk: bytes) -> bytes:
+        """The part of ``chunk`` that fits the response's Content-Length.
+
+        Bytes past it would be read by the client, or by a proxy that keeps
+        the connection, as the start of the next response: they are dropped,
+        the error logged (tornado raises ``HTTPOutputError`` here), and the
+        connection closes after the response.
+        """
+        expected = self._resp_expected
+        assert expected is not None
+        room = max(0, expected - self._resp_bytes)
+        request = self._request
+        error_log.error(
+            "Response body longer than its Content-Length (%d): %d byte(s) dropped: %s %s",
+            expected,
+            len(chunk) - room,
+            request.method if request is not None else "-",
+            request.uri if request is not None else "-",
+        )
+        self._keep_alive = False
+        return bytes(chunk[:room])
 
     def _body_parts(self, chunk: bytes) -> list[bytes]:
         """A large body piece as it goes out, framed around, not copied into a chunk."""

@@ -370,8 +370,10 @@ def frame_response(
     if body is not None:
         if declared is not None:
             pairs.append(("Content-Length", str(declared)))
-            if not no_body and len(body) != declared:
-                keep_alive = False  # the client cannot find the end otherwise
+            if not no_body:
+                expected = declared  # (the connection cuts a longer body to it)
+                if len(body) != declared:
+                    keep_alive = False  # the client cannot find the end otherwise
         elif status not in _NO_BODY_STATUSES and (body or not no_body):
             pairs.append(("Content-Length", str(len(body))))
         if no_body:

@@ -110,6 +110,8 @@ def framed(request) -> None:
     headers = {"Content-Type": "text/plain"}
     if args.get("close") == "1":
         headers["Connection"] = "close"
+    if "length" in args:  # a Content-Length of the application's (maybe wrong)
+        headers["Content-Length"] = args["length"]
     request.write_headers(status, headers)
     for i in range(pieces):
         request.write(b"piece%d;" % i)
@@ -188,6 +190,13 @@ def handle_request(request) -> None:
         echo(request)
     elif path == "/framed":
         framed(request)
+    elif path == "/raw/long":  # a body past its own Content-Length, in one write
+        request.write(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcHTTP/1.1 200 OK\r\n\r\n")
+        request.finish()
+    elif path == "/raw/long-stream":  # ... in a later write
+        request.write(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nab")
+        request.write(b"cHTTP/1.1 200 OK\r\n\r\n")
+        request.finish()
     elif path == "/raw/unframed":
         request.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nunframed body")
         request.finish()

@@ -24,6 +24,8 @@ import pytest
 import requests
 import urllib3
 
+from tests.conftest import wait_for
+
 APP = Path(__file__).resolve().parent.parent / "apps" / "echo_app.py"
 TIMEOUT = 5.0
 
@@ -386,6 +388,33 @@ def test_framed_one_piece_gets_content_length(app):
         assert empty.header("Content-Length") == "0" and empty.body == b""
         # still open: keep-alive after framed responses
         assert client.request(get_request("/echo")).status == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/framed?pieces=1&length=3", b"pie"),
+        ("/framed?pieces=2&length=7", b"piece0;"),
+        ("/raw/long", b"abc"),
+        ("/raw/long-stream", b"abc"),
+    ],
+    ids=["framed-one-piece", "framed-streamed", "raw-one-write", "raw-later-write"],
+)
+def test_a_body_never_goes_past_its_content_length(app, path, body):
+    """Bytes past the application's Content-Length would be read as the next
+    response by a client or a proxy that keeps the connection: they are
+    dropped, the error logged, and the connection closed after the response
+    (tornado raises HTTPOutputError there)."""
+    pipelined = get_request(path) + get_request("/echo")
+    response = exchange_until_close(app.port, pipelined)
+    head, _, rest = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and b"\r\nContent-Length: " in head
+    assert rest == body  # no more, and no answer to the pipelined request
+    wait_for(
+        lambda: "Response body longer than its Content-Length" in app.stderr_text(),
+        5,
+        "the error line",
+    )
 
 
 def test_framed_stream_is_chunked_on_http11(app):
