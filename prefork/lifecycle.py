@@ -130,6 +130,9 @@ class WorkerLifecycle:
             self._reopen_logs()
         else:
             reopen_log_files()
+        # In the new file: the operator (and logrotate's tests) can see each
+        # worker has let go of the old one.
+        log.info("worker %d: reopened its log files (SIGUSR1)", os.getpid())
 
 
 _HANDLED = (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT, signal.SIGUSR1)

@@ -436,8 +436,11 @@ def test_logrotate_rotates_prefork_logs(tmp_path):
         )
         assert result.returncode == 0, result.stdout + result.stderr
         assert (logs / "access.log.1").exists() and (logs / "error.log.1").exists()
-        # USR1 reached the master, which told each worker: new files appear.
+        # USR1 reached the master, which told each worker: new files appear,
+        # and each worker says in the new error log that it has reopened
+        # (until then its answers are still logged to the old file).
         _wait_for(lambda: (logs / "error.log").exists() and (logs / "access.log").exists())
+        _wait_for(lambda: _read(logs / "error.log").count("reopened its log files") == 2)
         # Until both workers have answered: each must have reopened its file.
         pids = [_get(port, "/after-rotation")]
         while len(set(pids)) < 2 and len(pids) < 500:
