@@ -366,6 +366,14 @@ class Config:
         "application",
         metavar="PATH",
     )
+    date_header: bool = _s(
+        True,
+        parse_bool,
+        "send a Date header in the responses the server frames (ASGI, WSGI, write_headers; "
+        "RFC 9110 6.6.1), unless the application sent one",
+        "application",
+        flag=True,
+    )
     preload: bool = _s(
         False,
         parse_bool,

@@ -41,6 +41,7 @@ from prefork.settings import DEFAULTS, Config
 from prefork.worker.bodystream import ClientDisconnected
 from prefork.worker.connection import SPLIT_BODY
 from prefork.worker.filesend import SendfileUnavailable, regular_file_fd
+from prefork.worker.httpdate import date_line
 from prefork.worker.request import HTTPRequest
 from prefork.worker.response import REASONS, bodyless
 
@@ -89,10 +90,11 @@ def _status_line(status: int) -> bytes:
 _STATUS_LINES: dict[int, bytes] = {}
 
 
-#: status + headers -> the checked head without its blank line; an application
-#: answers most requests with a few recurring header lists (bounded: an
-#: application that varies its headers per request just misses).
-_HEADS: dict[tuple[Any, ...], bytes] = {}
+#: status + headers -> the checked head without its blank line, and whether
+#: the application gave its own ``date``; an application answers most
+#: requests with a few recurring header lists (bounded: an application that
+#: varies its headers per request just misses).
+_HEADS: dict[tuple[Any, ...], tuple[bytes, bool]] = {}
 
 
 def _content_length(value: bytes | bytearray, earlier: int | None) -> int:
@@ -108,17 +110,35 @@ def _content_length(value: bytes | bytearray, earlier: int | None) -> int:
     return int(value)
 
 
-def _raw_head(status: int, headers: Any) -> bytes:
+def _raw_head(status: int, headers: Any) -> tuple[bytes, bool]:
     """The status line and header lines of an ASGI response, checked once per
     distinct (status, headers): a CR, LF or NUL inside a name or value would
-    split the response (ValueError)."""
+    split the response (ValueError).  With it: whether a ``date`` is among them."""
     try:
         key: tuple[Any, ...] | None = (status, *headers)
-        head = _HEADS.get(key)  # type: ignore[arg-type]
+        known = _HEADS.get(key)  # type: ignore[arg-type]
     except TypeError:  # a pair given as a list: unhashable, built every time
-        key = head = None
-    if head is not None:
-        return head
+        key = known = None
+    if known is not None:
+        return known
+    parts = [_STATUS_LINES.get(status) or _status_line(status)]
+    append = parts.append
+    dated = False
+    for name, value in headers:
+        append(bytes(name))
+        append(b": ")
+        append(bytes(value))
+        append(b"\r\n")
+        if len(name) == 4 and bytes(name).lower() == b"date":
+            dated = True
+    lines = len(headers) + 1  # the status line and the headers
+    head = b"".join(parts)
+    # One scan each, in C.
+    if head.count(b"\n") != lines or head.count(b"\r") != lines or b"\0" in head:
+        raise ValueError("ASGI: a response header name or value holds CR, LF or NUL")
+    if key is not None and len(_HEADS) < 256:
+        _HEADS[key] = (head, dated)
+    return head, dated
     parts = [_STATUS_LINES.get(status) or _status_line(status)]
     append = parts.append
     for name, value in headers:
@@ -312,6 +332,9 @@ class _HTTPCycle:
     _length: int | None = None
     #: body bytes the application has sent, counted against ``_length``
     _sent = 0
+    #: the server adds a ``date`` header (``--date-header``) unless the
+    #: application gave one
+    send_date = True
     #: the application announced trailers (``trailers: True`` in the start)
     _trailers = False
     #: the body is complete and the trailers are awaited
@@ -507,7 +530,9 @@ class _HTTPCycle:
         request = self.request
         status = self.status
         if (self._has_length or not more) and not self._trailers:
-            data = _raw_head(status, self.headers)
+            data, dated = _raw_head(status, self.headers)
+            if self.send_date and not dated:
+                data += date_line()
             if not self._has_length and (
                 not self.bodyless
                 # HEAD answered with GET's whole body: its length is GET's
@@ -673,6 +698,7 @@ class ASGIAdapter:
         self._tasks: set[asyncio.Task[None]] = set()
         #: --request-timeout is on: each request's task can be cancelled by it
         self._timed = bool(self.config.request_timeout)
+        self._date_header = self.config.date_header
         self._loop: asyncio.AbstractEventLoop | None = None
         self._websocket: Any = None
 
@@ -697,6 +723,8 @@ class ASGIAdapter:
         else:
             scope = build_scope(request, "http", self.config.root_path, self.state)
             cycle = _HTTPCycle(request, loop)
+            if not self._date_header:
+                cycle.send_date = False
             # A plain task, started on the loop's next turn: an eager one
             # (3.12+) answers inside this read callback, which interleaves
             # reads and writes and measured ~15% slower under load (more

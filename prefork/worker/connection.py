@@ -48,6 +48,7 @@ from prefork.worker import accesslog, filesend
 from prefork.worker.bodystream import BodyStream
 from prefork.worker.deadlines import body_deadline, head_deadline
 from prefork.worker.http1 import NEED_DATA, PAUSED, ProtocolError, RequestHead, RequestParser
+from prefork.worker.httpdate import http_date
 from prefork.worker.httputil import HTTPHeaders, HTTPInputError, parse_body_arguments
 from prefork.worker.proxy_protocol import ProxyInfo, ProxyProtocolError, parse_proxy_header
 from prefork.worker.request import HTTPRequest
@@ -544,7 +545,7 @@ class HTTPConnection(asyncio.Protocol):
         if self._resp_state in (_R_NONE, _R_FRAMED_HELD) and not self._closed:
             self._resp_state = _R_RAW_BODY
             self._resp_status = 500
-            self._send(error_response(500))
+            self._send(error_response(500, date=self._date()))
         self._finish_request()
 
     def _reject(self, status: int, reason: str) -> None:
@@ -565,7 +566,7 @@ class HTTPConnection(asyncio.Protocol):
         if stream is None:
             self._head = None
             self._body = None
-            self._send(error_response(status))
+            self._send(error_response(status, date=self._date()))
             accesslog.log_rejected(self.remote_ip, status)
             if self.server is not None and self.server.observer is not None:
                 self.server.observer.request_rejected(status)
@@ -579,7 +580,7 @@ class HTTPConnection(asyncio.Protocol):
                 self._resp_state = _R_RAW_BODY
                 self._resp_status = status
                 self._resp_bytes = 0
-                self._send(error_response(status))
+                self._send(error_response(status, date=self._date()))
         self._close()
 
     def _continue_soon(self, request: HTTPRequest) -> None:
@@ -746,6 +747,7 @@ class HTTPConnection(asyncio.Protocol):
             # (answered before the request body was all read: the connection ends)
             self._keep_alive and not self._draining and self._body_stream is None,
             whole_body,
+            self._date(),
         )
         self._keep_alive = response.keep_alive
         self._chunking = response.chunked
@@ -789,6 +791,10 @@ class HTTPConnection(asyncio.Protocol):
             self._send_parts(self._body_parts(chunk))
         else:
             self._send(encode_chunk(bytes(chunk)) if self._chunking else chunk)
+
+    def _date(self) -> str | None:
+        """The Date of a response the server frames (None: ``--no-date-header``)."""
+        return http_date() if self.config.date_header else None
 
     def _cut_to_length(self, chunk: bytes) -> bytes:
         """The part of ``chunk`` that fits the response's Content-Length.
@@ -1142,7 +1148,9 @@ class HTTPConnection(asyncio.Protocol):
             self._resp_state = _R_RAW_BODY
             self._resp_status = 503
             self._resp_bytes = 0
-            self._send(error_response(503, "Service Unavailable: the request timed out"))
+            self._send(
+                error_response(503, "Service Unavailable: the request timed out", self._date())
+            )
         self._finish_request()
 
     # -- connection management -------------------------------------------------

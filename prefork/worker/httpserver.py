@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from prefork.settings import Config, make_config
 from prefork.sockets import DEFAULT_BACKLOG, INHERIT_ENV, bind_sockets, sockets_from_environment
+from prefork.worker import httpdate
 from prefork.worker.connection import HTTPConnection
 from prefork.worker.httputil import HTTPFile, HTTPHeaders
 from prefork.worker.ioloop import IOLoop
@@ -517,7 +518,9 @@ class HTTPServer:
 
     def _sweep(self) -> None:
         """Close connections whose deadline has passed (one timer per server),
-        and give up requests in flight past ``request_timeout``."""
+        and give up requests in flight past ``request_timeout``; bring the
+        responses' Date up to now (at least once a second)."""
+        httpdate.refresh()
         now = self.asyncio_loop.time()
         if now >= self._connections_due:
             self._connections_due = now + self._sweep_interval() - 0.01

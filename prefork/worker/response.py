@@ -333,6 +333,7 @@ def frame_response(
     version: str,
     keep_alive: bool,
     body: bytes | None,
+    date: str | None = None,
 ) -> FramedResponse:
     """Build the head of a response the server frames, and decide its framing.
 
@@ -346,6 +347,7 @@ def frame_response(
     to HEAD gets the Content-Length a GET would have had; 1xx, 204 and 304
     get none unless the application gave one.  Raises ValueError on a header
     that would split the response (CR/LF), before anything is sent.
+    ``date``: the ``Date`` to send unless the application gave one.
     """
     no_body = bodyless(method, status)
     is_11 = version == "HTTP/1.1"
@@ -364,7 +366,11 @@ def frame_response(
             if connection_options(value)[0]:
                 keep_alive = False
             continue
+        if lower == "date":
+            date = None  # the application's own
         pairs.append((name, value))
+    if date is not None:
+        pairs.append(("Date", date))
     expected: int | None = None
     chunked = False
     if body is not None:
@@ -491,17 +497,18 @@ def encode_chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
-def error_response(status: int, reason: str | None = None) -> bytes:
+def error_response(status: int, reason: str | None = None, date: str | None = None) -> bytes:
     """A complete, closing response for a request the server refuses.
 
     ``reason`` goes only into the body (as UTF-8 text), never into the head,
-    so no reason can add a header.
+    so no reason can add a header.  ``date``: a ``Date`` header's value.
     """
     reason = reason or REASONS.get(status, "Error")
     body = f"{status} {reason}\n".encode("utf-8", "replace")
     return (
         f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\n"
-        f"Content-Type: text/plain; charset=utf-8\r\n"
+        + (f"Date: {date}\r\n" if date else "")
+        + f"Content-Type: text/plain; charset=utf-8\r\n"
         f"Content-Length: {len(body)}\r\n"
         f"Connection: close\r\n\r\n"
     ).encode("latin-1") + body

@@ -14,6 +14,7 @@ until stopped.  Paths:
 * ``/misuse/...``     the ways an application can get ASGI wrong;
 * ``/state``          the lifespan state as the request sees it;
 * ``/status/N``       an empty response with status N;
+* ``/dated``          a response with the application's own ``date`` header;
 * ``/task?wait=1``    what the application sees of its task and its context: the
   task it runs in (the same before and after an await), and the request
   context variable as it found it (a value set by an earlier request must not
@@ -248,6 +249,10 @@ async def app(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
         else:
             body = b"abcdef\r\n\r\nHTTP/1.1 200 OK" if "long" in path else b"ab"
             await send({"type": "http.response.body", "body": body})
+    elif path == "/dated":  # the application's own Date: the server adds none
+        headers = [(b"date", b"Mon, 01 Jan 2024 00:00:00 GMT"), (b"content-length", b"2")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"ok"})
     elif path == "/misuse/informational":
         await send({"type": "http.response.start", "status": 101, "headers": []})
         await send({"type": "http.response.body", "body": b""})

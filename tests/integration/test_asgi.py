@@ -7,6 +7,7 @@ subprocess; the CLI tests at the end run ``python -m prefork --interface asgi``.
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import http.client
 import json
 import os
@@ -106,6 +107,40 @@ def test_the_lifespan_state_is_copied_into_each_request(server) -> None:
         "opened": "yes",
         "lifespan_asgi": {"version": "3.0", "spec_version": "2.0"},  # the lifespan spec's own
     }
+
+
+def _dates(response: bytes) -> list[str]:
+    head = response.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+    return [
+        line.split(":", 1)[1].strip()
+        for line in head.split("\r\n")[1:]
+        if line.lower().startswith("date:")
+    ]
+
+
+@pytest.mark.parametrize("path", ["/state", "/stream?n=2", "/status/404"])
+def test_responses_carry_the_date(server, path: str) -> None:
+    """RFC 9110 6.6.1: an origin server with a clock sends Date (as uvicorn does),
+    on the raw path, the streamed (chunked) one, and an error alike."""
+    response = raw(
+        server.port, b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path.encode()
+    )
+    (date,) = _dates(response)
+    sent = email.utils.parsedate_to_datetime(date)
+    assert date.endswith(" GMT") and sent.tzinfo is not None
+    assert abs(sent.timestamp() - time.time()) < 60
+
+
+def test_the_date_moves_on(server) -> None:
+    """The kept date is brought up to now at least once a second."""
+    request_bytes = b"GET /state HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    first = _dates(raw(server.port, request_bytes))[0]
+    wait_for(lambda: _dates(raw(server.port, request_bytes))[0] != first, 5, "a later Date")
+
+
+def test_the_applications_own_date_is_not_doubled(server) -> None:
+    response = raw(server.port, b"GET /dated HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert _dates(response) == ["Mon, 01 Jan 2024 00:00:00 GMT"]
 
 
 # -- bodies ----------------------------------------------------------------------------------
@@ -389,9 +424,10 @@ def test_a_body_off_its_content_length_is_cut_never_overrun(server, path: str, l
     body does not leave the client waiting for the rest."""
     request_bytes = b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode()
     response = raw(server.port, request_bytes + b"GET /state HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert response == b"HTTP/1.1 200 OK\r\ncontent-length: %s\r\n\r\nab" % (
-        b"3" if "long" in path else b"10"
-    )
+    head, _, body = response.partition(b"\r\n\r\n")
+    length = b"3" if "long" in path else b"10"
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"\r\ncontent-length: %s" % length in head
+    assert body == b"ab"
     wait_for(lambda: log in server.stderr_text(), 5, f"the log line {log!r}")
     assert request(server.port, "GET", "/state")[0] == 200  # the worker is fine
 
@@ -435,6 +471,19 @@ def test_lifespan_runs_in_every_worker_around_its_life(tmp_path: Path) -> None:
         assert json.loads(request(port, "GET", "/state")[2])["opened"] == "yes"
         assert server.stop() == 0
         assert marks(notes) == ["startup", "startup", "shutdown", "shutdown"]
+    finally:
+        server.kill_group()
+
+
+def test_no_date_header_leaves_the_date_out(tmp_path: Path) -> None:
+    server = _start_cli(tmp_path, "-w", "1", "--no-date-header", env={})
+    try:
+        port = server.port()
+        server.wait_workers(1)
+        for path in (b"/state", b"/stream?n=2"):
+            response = raw(port, b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path)
+            assert response.startswith(b"HTTP/1.1 200 ") and _dates(response) == [], response
+        assert server.stop() == 0
     finally:
         server.kill_group()
 

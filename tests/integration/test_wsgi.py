@@ -14,6 +14,7 @@ sockets check what a client library would hide (framing, closes, no body).
 
 from __future__ import annotations
 
+import email.utils
 import functools
 import hashlib
 import http.client
@@ -729,3 +730,12 @@ def test_no_100_continue_when_wsgi_input_is_never_read(wsgi) -> None:
     first, rest = post_expecting_continue(wsgi.port, "/status?code=204", b"hello")
     assert first.startswith(b"HTTP/1.1 204 "), first
     assert rest == b""
+
+
+def test_wsgi_responses_carry_the_date(wsgi) -> None:
+    """RFC 9110 6.6.1, as gunicorn sends it."""
+    response = raw_exchange(wsgi.port, b"GET /pid HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+    dates = [line for line in header_lines(response) if line.lower().startswith("date:")]
+    assert len(dates) == 1, response
+    sent = email.utils.parsedate_to_datetime(dates[0].split(":", 1)[1].strip())
+    assert abs(sent.timestamp() - time.time()) < 60

@@ -693,6 +693,26 @@ def test_framed_decision_is_said_on_the_wire(
 # -- serializing -------------------------------------------------------------------
 
 
+DATE = "Thu, 03 Dec 2026 15:06:00 GMT"
+
+
+def test_framed_responses_get_the_date_unless_the_application_gave_one() -> None:
+    ours = frame_response(200, None, [("X-A", "1")], "GET", "HTTP/1.1", True, b"ok", DATE)
+    assert f"\r\nDate: {DATE}\r\n".encode() in ours.head
+    theirs = frame_response(
+        200, None, [("date", "Mon, 01 Jan 2024 00:00:00 GMT")], "GET", "HTTP/1.1", True, b"", DATE
+    )
+    assert theirs.head.lower().count(b"\r\ndate: ") == 1
+    assert b"\r\ndate: Mon, 01 Jan 2024 00:00:00 GMT\r\n" in theirs.head
+    none = frame_response(200, None, [], "GET", "HTTP/1.1", True, b"", None)
+    assert b"date" not in none.head.lower()
+
+
+def test_error_responses_get_the_date_when_given() -> None:
+    assert f"\r\nDate: {DATE}\r\n".encode() in error_response(400, date=DATE)
+    assert b"Date:" not in error_response(400)
+
+
 @pytest.mark.parametrize(
     ("status", "phrase"),
     [
