@@ -588,7 +588,10 @@ class HTTPConnection(asyncio.Protocol):
         it.  Called from the reader's thread (a WSGI thread, or the loop)."""
         loop = self._loop
         if loop is not None and not self._closed:
-            loop.call_soon_threadsafe(self._send_continue, request)
+            try:
+                loop.call_soon_threadsafe(self._send_continue, request)
+            except RuntimeError:  # the loop is closed (the worker is gone): no one to ask
+                pass
 
     def _send_continue(self, request: HTTPRequest) -> None:
         # Only while nothing of the response is out: after it, a 100 would
