@@ -123,6 +123,9 @@ class HTTPConnection(asyncio.Protocol):
     #: a PROXY header already read off the raw connection, in front of TLS
     #: (:mod:`prefork.worker.tls_accept` sets it before connection_made).
     proxy_info: ProxyInfo | None = None
+    #: the TLS acceptor this connection takes over from: it leaves the
+    #: server's connections as this one joins, so one client counts once.
+    replaces: Any = None
     #: the file being sent with zero copies (send_file), if any: meanwhile
     #: nothing is written to the transport (writes are held in _batch).
     _file_sender: filesend.FileSender | None = None

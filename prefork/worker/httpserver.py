@@ -475,6 +475,12 @@ class HTTPServer:
     # -- bookkeeping (called by connections) ----------------------------------------
 
     def _connection_opened(self, conn: ServedConnection) -> None:
+        replaces = getattr(conn, "replaces", None)
+        if replaces is not None:  # after a TLS handshake: one client, counted once
+            conn.replaces = None  # type: ignore[union-attr,attr-defined]
+            replaces.handed_over()
+            if self._gate is not None:
+                self._gate.fresh.discard(replaces)  # (the new one is fresh in its place)
         self._connections.add(conn)
         if getattr(conn, "is_websocket", False):
             self.websocket_count += 1

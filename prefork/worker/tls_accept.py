@@ -250,6 +250,7 @@ class TLSAcceptor(asyncio.Protocol):
         server = self.server
         conn = self._make_connection()
         conn.proxy_info = self._info
+        conn.replaces = self  # (counted as one connection across the hand-over)
         # From here the socket is the transport's: it closes it.
         sock, self._sock = self._sock, None
         assert sock is not None
@@ -271,6 +272,13 @@ class TLSAcceptor(asyncio.Protocol):
             self._leave()
 
     # -- ServedConnection ---------------------------------------------------------------
+
+    def handed_over(self) -> None:
+        """The HTTP connection joins the server's connections in this one's
+        place: leave them without a word (the count does not change)."""
+        if self._registered:
+            self._registered = False
+            self.server._connections.discard(self)
 
     def _leave(self) -> None:
         """Leave the server's connections (once)."""
