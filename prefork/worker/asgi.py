@@ -139,21 +139,6 @@ def _raw_head(status: int, headers: Any) -> tuple[bytes, bool]:
     if key is not None and len(_HEADS) < 256:
         _HEADS[key] = (head, dated)
     return head, dated
-    parts = [_STATUS_LINES.get(status) or _status_line(status)]
-    append = parts.append
-    for name, value in headers:
-        append(bytes(name))
-        append(b": ")
-        append(bytes(value))
-        append(b"\r\n")
-    lines = len(headers) + 1  # the status line and the headers
-    head = b"".join(parts)
-    # One scan each, in C.
-    if head.count(b"\n") != lines or head.count(b"\r") != lines or b"\0" in head:
-        raise ValueError("ASGI: a response header name or value holds CR, LF or NUL")
-    if key is not None and len(_HEADS) < 256:
-        _HEADS[key] = head
-    return head
 
 
 class ClientGone(OSError):

@@ -2,11 +2,10 @@
 
 An origin server with a clock must send ``Date`` in its 2xx, 3xx and 4xx
 responses; caches and clients use it to age what they store.  Formatting it
-costs a few microseconds, so the text is kept and rebuilt only when the
-second changes.  ``http_date()`` reads the clock; ``date_line()``, on the
-ASGI fast path, does not: the server's sweep (at least once a second, see
-``HTTPServer._sweep``) calls :func:`refresh`, as uvicorn updates its date
-once a second.
+costs a few microseconds, so the text is kept: the server's sweep (at least
+once a second, see ``HTTPServer._sweep``) calls :func:`refresh`, as uvicorn
+updates its date once a second, and a response reads the kept text without
+reading the clock.
 """
 
 from __future__ import annotations
@@ -21,31 +20,24 @@ _date = ""
 _line = b""
 
 
-def _refresh(second: int) -> None:
+def refresh() -> None:
+    """Bring the kept date up to now (the server's sweep calls it)."""
     global _second, _date, _line
-    _date = formatdate(second, usegmt=True)
-    _line = b"date: " + _date.encode("ascii") + b"\r\n"
-    _second = second
+    second = int(time.time())
+    if second != _second:
+        _date = formatdate(second, usegmt=True)
+        _line = b"date: " + _date.encode("ascii") + b"\r\n"
+        _second = second
 
 
 def http_date() -> str:
-    """Now as an IMF-fixdate (``Thu, 03 Dec 2026 15:06:00 GMT``)."""
-    second = int(time.time())
-    if second != _second:
-        _refresh(second)
+    """The kept date as an IMF-fixdate (``Thu, 03 Dec 2026 15:06:00 GMT``),
+    as of the last :func:`refresh` (at most about a second old)."""
     return _date
 
 
-def refresh() -> None:
-    """Bring the kept date up to now (the server's sweep calls it)."""
-    second = int(time.time())
-    if second != _second:
-        _refresh(second)
-
-
 def date_line() -> bytes:
-    """``date: <now>\\r\\n`` as of the last :func:`refresh` (at most about a
-    second old), a header line ready to join to a head."""
+    """``date: <http_date()>\\r\\n``, a header line ready to join to a head."""
     return _line
 
 
