@@ -6,7 +6,9 @@ the CLI with a master and a worker (drain tests).
 
 * An RFC 6455 / 7692 conformance suite modelled on the Autobahn testsuite's
   groups 1-7 (framing, pings, reserved bits, opcodes, fragmentation, UTF-8,
-  closing) and 12-13 (permessage-deflate), spoken through a raw client
+  closing), 9-10 (limits and performance: messages up to the default 16 MiB
+  limit, 65,536 fragments, 64-byte writes, 1000 round trips; fragments) and
+  12-13 (permessage-deflate), spoken through a raw client
   (``wsclient.py``) so that nothing is hidden.  Every case is strict: the
   exact echo, nothing else on the wire, the exact close code, and the server
   closing the TCP connection after the closing handshake (never a reset).
@@ -47,6 +49,12 @@ TEXT = b"Hello, world!"
 def port(module_spawn) -> int:
     """The default settings (permessage-deflate on), a 4 MiB message limit."""
     return module_spawn(APP, "--max-size", MAX_SIZE).port
+
+
+@pytest.fixture(scope="module")
+def default_port(module_spawn) -> int:
+    """The default settings: a 16 MiB message limit, permessage-deflate on."""
+    return module_spawn(APP).port
 
 
 @pytest.fixture(scope="module")
@@ -496,6 +504,72 @@ def test_7_9_invalid_close_codes_fail_with_1002(port, code):
     with RawWebSocket(port) as ws:
         ws.send_close(code)
         ws.expect_close(1002)
+
+
+# ======================================= 9 limits and performance, 10 fragments
+
+#: Autobahn 9.1/9.2: one frame each, up to the default --ws-max-size itself.
+BIG_SIZES = [64 << 10, 256 << 10, 1 << 20, 4 << 20, 8 << 20, 16 << 20]
+#: 9.3/9.4: a 4 MiB message in fragments of these sizes (64 bytes: 65,536 frames).
+FRAGMENT_SIZES = [64, 256, 1 << 10, 4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20]
+#: 9.5/9.6: a 1 MiB frame written to the socket in chops of these sizes.
+CHOP_SIZES = [64, 128, 256, 512, 1024, 2048]
+
+
+def filled(size: int, pattern: bytes) -> bytes:
+    return (pattern * (size // len(pattern) + 1))[:size]
+
+
+def echo_big(port: int, opcode: int, size: int, *, fragment=None, chop=None) -> None:
+    """Autobahn 9.x: one large message out, the same message back, a clean close
+    (Autobahn allows 10-100 s; each case here takes well under 2 s)."""
+    data = filled(size, b"BAsd7&jh23" if opcode == 1 else b"\xfe")
+    with RawWebSocket(port, timeout=60) as ws:
+        if fragment is None:
+            frames = build_frame(opcode, data)
+        else:
+            frames = b"".join(
+                build_frame(
+                    opcode if i == 0 else 0, data[i : i + fragment], fin=i + fragment >= size
+                )
+                for i in range(0, size, fragment)
+            )
+        ws.send_raw(frames, chop)
+        assert ws.recv_message(timeout=60) == (opcode, data)
+        ws.close()
+
+
+@pytest.mark.parametrize("size", BIG_SIZES, ids=[f"9.x.{i}" for i in range(1, 7)])
+@pytest.mark.parametrize("opcode", [1, 2], ids=["9.1-text", "9.2-binary"])
+def test_9_large_messages_up_to_the_default_limit(default_port, opcode, size):
+    echo_big(default_port, opcode, size)
+
+
+@pytest.mark.parametrize("fragment", FRAGMENT_SIZES, ids=[f"9.x.{i}" for i in range(1, 10)])
+@pytest.mark.parametrize("opcode", [1, 2], ids=["9.3-text", "9.4-binary"])
+def test_9_a_4mib_message_in_fragments(default_port, opcode, fragment):
+    echo_big(default_port, opcode, 4 << 20, fragment=fragment)
+
+
+@pytest.mark.parametrize("chop", CHOP_SIZES, ids=[f"9.x.{i}" for i in range(1, 7)])
+@pytest.mark.parametrize("opcode", [1, 2], ids=["9.5-text", "9.6-binary"])
+def test_9_a_1mib_frame_in_small_writes(default_port, opcode, chop):
+    echo_big(default_port, opcode, 1 << 20, chop=chop)
+
+
+@pytest.mark.parametrize("size", [0, 16, 64, 256, 1024, 4096])
+@pytest.mark.parametrize("opcode", [1, 2], ids=["9.7-text", "9.8-binary"])
+def test_9_a_thousand_round_trips(default_port, opcode, size):
+    data = (b"*" if opcode == 1 else b"\xfe") * size
+    with RawWebSocket(default_port) as ws:
+        for n in range(1000):
+            ws.send_raw(build_frame(opcode, data))
+            assert ws.recv_message() == (opcode, data), n
+        ws.close()
+
+
+def test_10_1_1_a_message_in_1300_byte_fragments(default_port):
+    echo_big(default_port, 1, 65536, fragment=1300)
 
 
 # ================================================== 12, 13 permessage-deflate
