@@ -41,6 +41,7 @@ from prefork.settings import DEFAULTS, Config
 from prefork.worker.bodystream import ClientDisconnected
 from prefork.worker.connection import SPLIT_BODY
 from prefork.worker.filesend import SendfileUnavailable, regular_file_fd
+from prefork.worker.http1 import _FORBIDDEN_CTL, _TOKEN
 from prefork.worker.httpdate import date_line
 from prefork.worker.request import HTTPRequest
 from prefork.worker.response import REASONS, bodyless
@@ -95,6 +96,8 @@ _STATUS_LINES: dict[int, bytes] = {}
 #: requests with a few recurring header lists (bounded: an application that
 #: varies its headers per request just misses).
 _HEADS: dict[tuple[Any, ...], tuple[bytes, bool]] = {}
+#: header names already seen to be tokens (a few recur in every response)
+_TOKEN_NAMES: set[bytes] = set()
 
 
 def _content_length(value: bytes | bytearray, earlier: int | None) -> int:
@@ -112,8 +115,9 @@ def _content_length(value: bytes | bytearray, earlier: int | None) -> int:
 
 def _raw_head(status: int, headers: Any) -> tuple[bytes, bool]:
     """The status line and header lines of an ASGI response, checked once per
-    distinct (status, headers): a CR, LF or NUL inside a name or value would
-    split the response (ValueError).  With it: whether a ``date`` is among them."""
+    distinct (status, headers): a name that is not a token, or a CR, LF or
+    other control character in a value (which could split the response), is
+    a ValueError.  With it: whether a ``date`` is among them."""
     try:
         key: tuple[Any, ...] | None = (status, *headers)
         known = _HEADS.get(key)  # type: ignore[arg-type]
@@ -125,6 +129,12 @@ def _raw_head(status: int, headers: Any) -> tuple[bytes, bool]:
     append = parts.append
     dated = False
     for name, value in headers:
+        if type(name) is not bytes or name not in _TOKEN_NAMES:  # (a bytearray: unhashable)
+            if _TOKEN.fullmatch(name) is None:
+                # (a space or colon in a name: the client would misread the head)
+                raise ValueError(f"ASGI: invalid response header name {bytes(name)!r}")
+            if len(_TOKEN_NAMES) < 1024 and type(name) is bytes:
+                _TOKEN_NAMES.add(name)
         append(bytes(name))
         append(b": ")
         append(bytes(value))
@@ -133,9 +143,10 @@ def _raw_head(status: int, headers: Any) -> tuple[bytes, bool]:
             dated = True
     lines = len(headers) + 1  # the status line and the headers
     head = b"".join(parts)
-    # One scan each, in C.
-    if head.count(b"\n") != lines or head.count(b"\r") != lines or b"\0" in head:
-        raise ValueError("ASGI: a response header name or value holds CR, LF or NUL")
+    # One scan each, in C: CR and LF only where the lines end, no other
+    # control character but HTAB (as the framed path, response.py, checks).
+    if head.count(b"\n") != lines or head.count(b"\r") != lines or _FORBIDDEN_CTL.search(head):
+        raise ValueError("ASGI: a response header value holds CR, LF or a control character")
     if key is not None and len(_HEADS) < 256:
         _HEADS[key] = (head, dated)
     return head, dated

@@ -12,6 +12,7 @@ until stopped.  Paths:
   (and writes ``disconnected`` to the mark file);
 * ``/file``           ``http.response.pathsend`` of this file;
 * ``/misuse/...``     the ways an application can get ASGI wrong;
+* ``/bytearray-headers`` headers and body as bytearray (bytes-like: accepted);
 * ``/state``          the lifespan state as the request sees it;
 * ``/status/N``       an empty response with status N;
 * ``/dated``          a response with the application's own ``date`` header;
@@ -116,6 +117,18 @@ async def websocket_echo(scope, receive, send) -> None:  # type: ignore[no-untyp
         )
 
 
+#: ``/misuse/header-*``: a response header no client could read safely
+#: (a value that would split the response, a name that is not a token, a
+#: control character in a value).
+_BAD_HEADERS = {
+    "/misuse/header-split": (b"x", b"a\r\nb: c"),
+    "/misuse/header-name-space": (b"x y", b"z"),
+    "/misuse/header-name-colon": (b"x:y", b"z"),
+    "/misuse/header-name-empty": (b"", b"z"),
+    "/misuse/header-control": (b"x", b"a\x01b"),
+}
+
+
 async def app(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
     if scope["type"] == "lifespan":
         await lifespan(scope, receive, send)
@@ -197,10 +210,14 @@ async def app(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
         raise RuntimeError("application bug in the middle")
     elif path == "/misuse/no-response":
         return
-    elif path == "/misuse/header-split":
-        await send(
-            {"type": "http.response.start", "status": 200, "headers": [(b"x", b"a\r\nb: c")]}
-        )
+    elif path == "/bytearray-headers":
+        # bytearray pairs and body: bytes-like, accepted as bytes (as uvicorn does)
+        headers = [(bytearray(b"x-made-of"), bytearray(b"bytearray"))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": bytearray(b"fine")})
+    elif path in _BAD_HEADERS:
+        headers = [(b"content-length", b"0"), _BAD_HEADERS[path]]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b""})
     elif path == "/trailers":
         # Trailers if the scope offers them: a digest known only at the end.

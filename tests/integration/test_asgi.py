@@ -382,7 +382,11 @@ def test_no_100_continue_when_the_application_answers_without_the_body(server) -
         ("/misuse/str-body", "'body' must be bytes, got str"),
         ("/misuse/raise", "RuntimeError: application bug"),
         ("/misuse/no-response", "returned without completing its response"),
-        ("/misuse/header-split", "holds CR, LF or NUL"),
+        ("/misuse/header-split", "holds CR, LF or a control character"),
+        ("/misuse/header-control", "holds CR, LF or a control character"),
+        ("/misuse/header-name-space", "invalid response header name b'x y'"),
+        ("/misuse/header-name-colon", "invalid response header name b'x:y'"),
+        ("/misuse/header-name-empty", "invalid response header name b''"),
         ("/misuse/unknown-message", "unexpected message type 'http.response.bogus'"),
         ("/misuse/length-long", "longer than its Content-Length (3)"),
         ("/misuse/length-short", "shorter than its Content-Length (2 of 10 bytes)"),
@@ -400,6 +404,17 @@ def test_misuse_before_the_body_is_a_500(server, path: str, log: str) -> None:
     assert response.count(b"HTTP/1.1 ") == 1  # one response, nothing smuggled behind it
     wait_for(lambda: log in server.stderr_text(), 5, f"the log line {log!r}")
     assert request(server.port, "GET", "/state")[0] == 200  # the worker is fine
+
+
+def test_bytearray_headers_and_body_are_accepted(server) -> None:
+    for _ in range(2):  # the second time from the server's cache of checked heads
+        response = raw(
+            server.port, b"GET /bytearray-headers HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        head, _, body = response.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n"), response
+        assert b"\r\nx-made-of: bytearray\r\n" in head + b"\r\n"
+        assert body == b"fine"
 
 
 def test_an_exception_mid_body_cuts_the_response(server) -> None:
