@@ -106,6 +106,7 @@ def _content_length(value: bytes | bytearray, earlier: int | None) -> int:
     A response with a length the client cannot read (RFC 9112 6.3: a proxy
     must reject it) or two different ones is the application's error, a 500.
     """
+    value = value.strip(b" \t")  # (whitespace around a field value is not part of it)
     if not value.isdigit() or (earlier is not None and int(value) != earlier):
         raise ValueError(
             f"ASGI: invalid or conflicting Content-Length in the response headers: {bytes(value)!r}"
@@ -336,6 +337,9 @@ class _HTTPCycle:
     #: the body is complete and the trailers are awaited
     _awaiting_trailers = False
     _trailer_fields: list[tuple[str, str]] | None = None
+    #: the head must go through the server's framing (the application gave a
+    #: Transfer-Encoding, or a Content-Length with a 204): see ``_start``
+    _reframe = False
     #: the task running the application (kept in ASGIAdapter._tasks until it ends)
     task: asyncio.Task[None] | None = None
 
@@ -469,10 +473,18 @@ class _HTTPCycle:
                         declared = int(value)
                     else:
                         declared = _content_length(value, declared)
+                elif len(name) == 17 and name.lower() == b"transfer-encoding":
+                    # The framing is the server's: chunked (or the close on
+                    # HTTP/1.0) as for any streamed body, never this header
+                    # beside a Content-Length the client would have to choose from.
+                    self._reframe = True
             self.started = True
             self.status = status
             self.headers = headers
             self.bodyless = bodyless(self.request.method, status)
+            if status == 204 and declared is not None:
+                self._reframe = True  # (the framing drops it: RFC 9110 8.6)
+                declared = None
             if message.get("trailers", False):
                 self._trailers = True  # (chunked then: the length gives way)
             elif declared is not None:
@@ -521,11 +533,12 @@ class _HTTPCycle:
         caches identical heads once, which is the fast path.  A large body
         (``SPLIT_BODY``) is written after its head, never copied behind it.
         A streamed body without a length goes through the framed path
-        (chunked on HTTP/1.1).
+        (chunked on HTTP/1.1), as does a head whose framing headers the
+        server must replace (``_reframe``).
         """
         request = self.request
         status = self.status
-        if (self._has_length or not more) and not self._trailers:
+        if (self._has_length or not more) and not self._trailers and not self._reframe:
             data, dated = _raw_head(status, self.headers)
             if self.send_date and not dated:
                 data += date_line()

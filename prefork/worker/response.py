@@ -72,6 +72,9 @@ LAST_CHUNK = b"0\r\n\r\n"
 # 6.3 rule 1).  A set, not a chain of comparisons: a raw response asks on
 # every request.
 _NO_BODY_STATUSES = frozenset((*range(100, 200), 204, 304))
+#: statuses that never carry a Content-Length (RFC 9110 8.6: a server MUST
+#: NOT send one with 1xx or 204; a 304's may say the length a 200 would have).
+NO_LENGTH_STATUSES = frozenset((*range(100, 200), 204))
 
 _KEEP_ALIVE_HEADER = b"Connection: keep-alive\r\n"
 _CLOSE_HEADER = b"Connection: close\r\n"
@@ -344,8 +347,8 @@ def frame_response(
     ``Connection`` headers are not sent as given: ``Connection: close`` among
     them closes the connection, and a ``Content-Length`` of digits is kept
     (once; a body then differing from it closes the connection).  The answer
-    to HEAD gets the Content-Length a GET would have had; 1xx, 204 and 304
-    get none unless the application gave one.  Raises ValueError on a header
+    to HEAD gets the Content-Length a GET would have had; 304 gets none
+    unless the application gave one, 1xx and 204 never one.  Raises ValueError on a header
     that would split the response (CR/LF), before anything is sent.
     ``date``: the ``Date`` to send unless the application gave one.
     """
@@ -356,6 +359,8 @@ def frame_response(
     for name, value in headers:
         lower = name.lower()
         if lower == "content-length":
+            if status in NO_LENGTH_STATUSES:
+                continue  # (never with 1xx or 204: RFC 9110 8.6)
             digits = value.strip(" \t")
             # ASCII digits only: str.isdigit() also takes digits int() refuses.
             declared = int(digits) if digits.isascii() and digits.isdigit() else None

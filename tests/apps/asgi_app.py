@@ -13,6 +13,7 @@ until stopped.  Paths:
 * ``/file``           ``http.response.pathsend`` of this file;
 * ``/misuse/...``     the ways an application can get ASGI wrong;
 * ``/bytearray-headers`` headers and body as bytearray (bytes-like: accepted);
+* ``/framing/...``    the application's own Transfer-Encoding / Content-Length;
 * ``/state``          the lifespan state as the request sees it;
 * ``/status/N``       an empty response with status N;
 * ``/dated``          a response with the application's own ``date`` header;
@@ -117,6 +118,16 @@ async def websocket_echo(scope, receive, send) -> None:  # type: ignore[no-untyp
         )
 
 
+#: ``/framing/*``: an application's own framing headers, with "abcdef" as the body
+#: (the 204 sends it too: it must not go out).
+_FRAMING = {
+    "/framing/te-stream": [(b"transfer-encoding", b"chunked")],
+    "/framing/te-whole": [(b"transfer-encoding", b"chunked")],
+    "/framing/te-and-length": [(b"transfer-encoding", b"chunked"), (b"content-length", b"6")],
+    "/framing/204-length": [(b"content-length", b"6")],
+    "/framing/length-ows": [(b"content-length", b" 6\t")],
+}
+
 #: ``/misuse/header-*``: a response header no client could read safely
 #: (a value that would split the response, a name that is not a token, a
 #: control character in a value).
@@ -215,6 +226,16 @@ async def app(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
         headers = [(bytearray(b"x-made-of"), bytearray(b"bytearray"))]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": bytearray(b"fine")})
+    elif path.startswith("/framing/"):
+        # Framing headers of the application's own: the server frames the body.
+        given = _FRAMING[path]
+        status = 204 if path == "/framing/204-length" else 200
+        await send({"type": "http.response.start", "status": status, "headers": given})
+        if path in ("/framing/te-stream", "/framing/204-length"):
+            await send({"type": "http.response.body", "body": b"abc", "more_body": True})
+            await send({"type": "http.response.body", "body": b"def"})
+        else:
+            await send({"type": "http.response.body", "body": b"abcdef"})
     elif path in _BAD_HEADERS:
         headers = [(b"content-length", b"0"), _BAD_HEADERS[path]]
         await send({"type": "http.response.start", "status": 200, "headers": headers})

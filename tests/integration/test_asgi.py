@@ -406,6 +406,40 @@ def test_misuse_before_the_body_is_a_500(server, path: str, log: str) -> None:
     assert request(server.port, "GET", "/state")[0] == 200  # the worker is fine
 
 
+@pytest.mark.parametrize(
+    ("path", "framing", "body"),
+    [
+        ("/framing/te-stream", b"Transfer-Encoding: chunked", b"3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n"),
+        ("/framing/te-whole", b"Transfer-Encoding: chunked", b"6\r\nabcdef\r\n0\r\n\r\n"),
+        ("/framing/te-and-length", b"Content-Length: 6", b"abcdef"),
+        ("/framing/204-length", None, b""),
+        ("/framing/length-ows", b"content-length:  6\t", b"abcdef"),
+    ],
+)
+def test_the_applications_framing_headers_never_make_a_broken_response(
+    server, path: str, framing: bytes | None, body: bytes
+) -> None:
+    """An application's Transfer-Encoding (uvicorn users set it) gives way to
+    the server's own framing: never beside a Content-Length, never a body the
+    header does not describe; a 204 carries no Content-Length (RFC 9110 8.6).
+    A second request on the connection proves the client finds the end."""
+    response = raw(
+        server.port,
+        b"GET %s HTTP/1.1\r\nHost: x\r\n\r\nGET /status/200 HTTP/1.1\r\nHost: x\r\n"
+        b"Connection: close\r\n\r\n" % path.encode(),
+    )
+    first, _, rest = response.partition(b"\r\n\r\n")
+    lines = first.split(b"\r\n")
+    assert lines[0] == (b"HTTP/1.1 204 No Content" if "204" in path else b"HTTP/1.1 200 OK")
+    framing_lines = [
+        line
+        for line in lines[1:]
+        if line.lower().startswith((b"content-length:", b"transfer-encoding:"))
+    ]
+    assert framing_lines == ([framing] if framing else []), first
+    assert rest.startswith(body + b"HTTP/1.1 200 OK\r\n"), response
+
+
 def test_bytearray_headers_and_body_are_accepted(server) -> None:
     for _ in range(2):  # the second time from the server's cache of checked heads
         response = raw(

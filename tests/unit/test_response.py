@@ -570,6 +570,16 @@ def test_framed_bodyless_status_keeps_a_given_content_length() -> None:
     assert response.keep_alive and response.expected is None
 
 
+@pytest.mark.parametrize("status", [100, 103, 204])
+@pytest.mark.parametrize("body", [b"hello", b"", None])
+def test_framed_1xx_and_204_never_carry_a_content_length(status: int, body: bytes | None) -> None:
+    # RFC 9110 8.6: a server MUST NOT send one with 1xx or 204, even when the
+    # application gave one (a client honouring it would eat the next response).
+    response = framed(status, [("Content-Length", "10")], body=body)
+    assert field(response.head, "Content-Length") == []
+    assert response.keep_alive and response.expected is None and response.body == b""
+
+
 def test_framed_declared_length_is_sent_once_and_checked_when_streaming() -> None:
     response = framed(headers=[("Content-Length", "10"), ("content-length", "12")], body=None)
     assert field(response.head, "Content-Length") == ["12"]
