@@ -145,6 +145,23 @@ def _url_path(value: Any) -> str | None:
     return path
 
 
+def _root_path(value: Any) -> str:
+    """A mount prefix as a client sends it: "" or "/..." in visible ASCII (a
+    character outside it percent-encoded), no query or fragment, no trailing
+    slash ("/api/" is "/api", "/" is "")."""
+    path = str(value).rstrip("/")
+    if not path:
+        return ""
+    if not path.startswith("/"):
+        raise ValueError(f"expected a path starting with '/', got {value!r}")
+    if not all(0x21 <= ord(c) <= 0x7E for c in path) or "?" in path or "#" in path:
+        raise ValueError(
+            f"expected a path of visible ASCII without '?' or '#' (percent-encode the rest), "
+            f"got {value!r}"
+        )
+    return path
+
+
 def _binds(value: Any) -> tuple[str, ...]:
     from prefork.bindspec import parse_bind  # stdlib-only, like this module
 
@@ -360,7 +377,7 @@ class Config:
     )
     root_path: str = _s(
         "",
-        str,
+        _root_path,
         "the path prefix the application is mounted under behind a proxy (ASGI root_path, "
         "WSGI SCRIPT_NAME)",
         "application",

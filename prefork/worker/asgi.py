@@ -43,7 +43,7 @@ from prefork.worker.connection import SPLIT_BODY
 from prefork.worker.filesend import SendfileUnavailable, regular_file_fd
 from prefork.worker.http1 import _FORBIDDEN_CTL, _TOKEN
 from prefork.worker.httpdate import date_line
-from prefork.worker.request import HTTPRequest
+from prefork.worker.request import HTTPRequest, under_root
 from prefork.worker.response import REASONS, bodyless
 
 __all__ = ["ASGIAdapter", "ClientGone", "Lifespan", "LifespanFailure", "is_websocket_upgrade"]
@@ -175,16 +175,6 @@ def _lower_name(name: str) -> bytes:
     return raw
 
 
-def _split_target(target: str) -> tuple[bytes, bytes]:
-    """(raw path, query string) of a request target (origin or absolute form)."""
-    if target[:1] != "/" and "://" in target:  # absolute-form: keep the path
-        rest = target.split("://", 1)[1]
-        slash = rest.find("/")
-        target = rest[slash:] if slash >= 0 else "/"
-    path, _, query = target.partition("?")
-    return path.encode("latin-1"), query.encode("latin-1")
-
-
 def _decode_path(raw_path: bytes) -> str:
     if b"%" not in raw_path:
         return raw_path.decode("latin-1")
@@ -208,14 +198,6 @@ def _server_address(conn: Any) -> Any:
             server = (sockname, None)
         conn.asgi_server = server
     return server
-
-
-def _with_root(root_path: str, path: str) -> str:
-    """ASGI 2.4: ``path`` includes ``root_path``; add it unless the target has it
-    already (a proxy that does not strip the prefix), at a segment boundary."""
-    if path == root_path or path.startswith(root_path + "/"):
-        return path
-    return root_path + path
 
 
 def _accepts_trailers(request: HTTPRequest) -> bool:
@@ -254,14 +236,16 @@ def build_scope(
     request: HTTPRequest, kind: str, root_path: str, state: dict[str, Any] | None
 ) -> dict[str, Any]:
     """The ASGI scope of ``request`` (``kind``: "http" or "websocket")."""
-    if request.uri[:1] == "/":  # origin-form: the request split it already
-        path = request.path
-        raw_path = path.encode("latin-1")
-        query = request.query.encode("latin-1") if request.query else b""
-        if "%" in path:
-            path = _decode_path(raw_path)
-    else:
-        raw_path, query = _split_target(request.uri)
+    path = request.path  # (split from the query and any fragment already)
+    if path[:1] != "/":
+        path = request.origin_path  # absolute-form: the path after the authority
+    if root_path and path != "*" and not under_root(root_path, path):
+        # ASGI: ``path`` includes ``root_path``; ``raw_path`` gets it too, so
+        # a framework can take one off the other.
+        path = root_path + path
+    raw_path = path.encode("latin-1")
+    query = request.query.encode("latin-1") if request.query else b""
+    if "%" in path:
         path = _decode_path(raw_path)
     conn = request.connection
     server = getattr(conn, "asgi_server", _UNKNOWN)
@@ -288,8 +272,7 @@ def build_scope(
         "http_version": "1.0" if request.version == "HTTP/1.0" else "1.1",
         "method": request.method,
         "scheme": scheme,
-        # ASGI 2.4: path includes root_path when it is set.
-        "path": _with_root(root_path, path) if root_path else path,
+        "path": path,
         "raw_path": raw_path,
         "query_string": query,
         "root_path": root_path,

@@ -52,6 +52,7 @@ from prefork.worker.http1_grammar import (
     MAX_EMPTY_LINES,
     MAX_METHOD,
     TCHAR,
+    absolute_authority,
     chunk_line_error,
     host_error,
     request_line_prefix_error,
@@ -520,10 +521,13 @@ class RequestParser:
         # The usual origin-form ("/...") costs one test; any other form is
         # checked against the method by target_error (RFC 9112 3.2), once
         # the version is known to be HTTP/1.x ("PRI * HTTP/2.0" is 505).
+        target_host: str | None = None
         if raw_target[0] != 0x2F:
             reason = target_error(method, raw_target)
             if reason is not None:
                 raise ProtocolError(400, reason)
+            if method != "CONNECT":
+                target_host = absolute_authority(raw_target)
         if line_ends > limits.max_headers:
             raise ProtocolError(431, "too many header lines")
         # Lines are split on CRLF only (bare CR and LF were refused above).
@@ -563,6 +567,14 @@ class RequestParser:
             raise ProtocolError(400, "more than one Host header")
         if is_11 and not hosts:
             raise ProtocolError(400, "HTTP/1.1 request without a Host header")
+        if target_host is not None:
+            # RFC 9112 3.2.2: with an absolute-form target an origin server MUST
+            # ignore the Host header and use the target's authority instead;
+            # every interface then sees that one Host (the application builds
+            # its URLs from it).
+            host = target_host
+            headers = [field for field in headers if field[0] != "Host"]
+            headers.append(("Host", target_host))
 
         content_length: int | None = None
         chunked = False

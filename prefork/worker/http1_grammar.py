@@ -237,6 +237,13 @@ def target_error(method: str, target: bytes) -> str | None:
     return reason
 
 
+def absolute_authority(target: bytes) -> str | None:
+    """The authority of an absolute-form target (``http://host:port/...``), or
+    None for any other form.  The target was accepted by :func:`target_error`."""
+    match = _ABSOLUTE.match(target)
+    return None if match is None else match.group(1).decode("ascii")
+
+
 # -- chunk size line ----------------------------------------------------------------
 
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from prefork.worker.bodystream import BodyStream
     from prefork.worker.connection import HTTPConnection
 
-__all__ = ["HTTPRequest"]
+__all__ = ["HTTPRequest", "under_root"]
 
 
 class HTTPRequest:
@@ -79,11 +79,24 @@ class HTTPRequest:
         self.host = host or self.headers.get("Host") or "127.0.0.1"
         self.files = files or {}
         self._start_time = time.time()
-        path, _, query = uri.partition("?")
+        # A fragment is not part of a request target (RFC 9112 3.2): a client
+        # that sends one anyway does not get it in the path or the query.
+        path, _, query = (uri.partition("#")[0] if "#" in uri else uri).partition("?")
         self.path = path
         self.query = query
         #: trailer fields of a chunked request body, (name, value) pairs.
         self.trailers: list[tuple[str, str]] = []
+
+    @property
+    def origin_path(self) -> str:
+        """The path as origin-form has it: ``path`` itself, or the part of an
+        absolute-form target after its authority (``/`` when it has none)."""
+        path = self.path
+        if path[:1] == "/" or "://" not in path:
+            return path  # (origin-form, or "*")
+        rest = path.split("://", 1)[1]
+        slash = rest.find("/")
+        return rest[slash:] if slash >= 0 else "/"
 
     @cached_property
     def arguments(self) -> dict[str, list[bytes]]:
@@ -145,3 +158,11 @@ class HTTPRequest:
         return (
             f"{self.__class__.__name__}({args}, body={self.body!r}, headers={dict(self.headers)!r})"
         )
+
+
+def under_root(root_path: str, raw_path: str) -> bool:
+    """The target already starts with ``root_path`` at a segment boundary (a
+    proxy that kept the prefix): compared as the bytes were sent, so neither
+    ``/%61pi`` nor ``/api%2Fx`` passes for ``/api`` (``root_path`` as a
+    path would be sent: ASCII, or percent-encoded)."""
+    return raw_path == root_path or raw_path.startswith(root_path + "/")

@@ -47,9 +47,10 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote_to_bytes, urlsplit
+from urllib.parse import unquote_to_bytes
 
 from prefork.worker.filesend import SendfileUnavailable, regular_file_fd
+from prefork.worker.request import under_root
 from prefork.worker.response import bodyless, build_response_head
 
 if TYPE_CHECKING:
@@ -174,13 +175,11 @@ def build_environ(
     path starts with it at a segment boundary (a proxy that kept the prefix).
     """
     scheme = request.protocol
-    path = request.path
-    if path.startswith(("http://", "https://")):  # absolute-form target
-        path = urlsplit(path).path or "/"
+    path = request.origin_path  # (absolute-form: the part after the authority)
+    if root_path and under_root(root_path, path):
+        path = path[len(root_path) :]
     # PEP 3333: the decoded bytes, carried as a latin-1 "bytes-as-str".
     path_info = unquote_to_bytes(path).decode("latin-1")
-    if root_path and (path_info == root_path or path_info.startswith(root_path + "/")):
-        path_info = path_info[len(root_path) :]
     environ: dict[str, Any] = {
         "REQUEST_METHOD": request.method,
         "SCRIPT_NAME": root_path,

@@ -3,7 +3,8 @@
 Run as a script it prints its port, then serves (after the lifespan startup)
 until stopped.  Paths:
 
-* ``/scope``          the scope as JSON (bytes shown as latin-1 text);
+* ``/scope``          the scope as JSON (bytes shown as latin-1 text); so does any
+                      path with the header ``X-Show-Scope: 1``;
 * ``/echo``           the request body back (read as it streams), with its chunk count;
 * ``/stream?n=N``     N chunks of a streamed body (chunked: no content-length);
 * ``/big?mb=N``       N MiB with a content-length, sent in 64 KiB pieces (back-pressure);
@@ -151,7 +152,7 @@ async def app(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
     query = dict(
         pair.split("=", 1) for pair in scope["query_string"].decode().split("&") if "=" in pair
     )
-    if path.startswith("/scope"):
+    if path.startswith("/scope") or (b"x-show-scope", b"1") in scope["headers"]:
         shown = {k: v for k, v in scope.items() if k not in ("state", "extensions")}
         body = json.dumps(_text(shown)).encode()
         await respond(send, 200, body, [(b"content-length", str(len(body)).encode())])
@@ -312,11 +313,12 @@ def not_a_factory() -> int:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--lifespan", default="auto")
+    parser.add_argument("--root-path", default="")
     args = parser.parse_args()
     logging.basicConfig(stream=sys.stderr, level=logging.INFO)
     from prefork.settings import make_config
 
-    adapter = ASGIAdapter(app, make_config(lifespan=args.lifespan))
+    adapter = ASGIAdapter(app, make_config(lifespan=args.lifespan, root_path=args.root_path))
     loop = IOLoop.instance()
     loop.asyncio_loop.run_until_complete(adapter.startup())
     server = HTTPServer(adapter)

@@ -94,6 +94,81 @@ def test_the_scope(server) -> None:
     assert scope["server"] == ["127.0.0.1", server.port]
 
 
+def scope_of(port: int, target: bytes, host: bytes = b"h") -> dict:
+    response = raw(
+        port,
+        b"GET %s HTTP/1.1\r\nHost: %s\r\nX-Show-Scope: 1\r\nConnection: close\r\n\r\n"
+        % (target, host),
+    )
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), response
+    return json.loads(body)
+
+
+@pytest.mark.parametrize(
+    ("target", "raw_path", "path", "query"),
+    [
+        # absolute-form: the path ends at the first "?" or "#" (RFC 3986 3.3)
+        (b"http://example.com?q=/x", "/", "/", "q=/x"),
+        (b"http://example.com#/admin", "/", "/", ""),
+        (b"http://example.com/a?b=/c#/d", "/a", "/a", "b=/c"),
+        (b"https://example.com:8443", "/", "/", ""),
+        (b"http://example.com/caf%C3%A9", "/caf%C3%A9", "/caf\u00e9", ""),
+        # a fragment is not part of a target: never in the path or the query
+        (b"/p#frag", "/p", "/p", ""),
+        (b"/p?x=1#frag?y", "/p", "/p", "x=1"),
+        (b"/#", "/", "/", ""),
+        (b"/a%23b", "/a%23b", "/a#b", ""),  # (an encoded "#" is the path's)
+    ],
+)
+def test_the_path_and_query_of_every_target_form(server, target, raw_path, path, query) -> None:
+    scope = scope_of(server.port, target)
+    assert (scope["raw_path"], scope["path"], scope["query_string"]) == (raw_path, path, query)
+
+
+def test_an_absolute_form_target_is_the_host_the_application_sees(server) -> None:
+    # RFC 9112 3.2.2: the Host header is ignored for the target's authority.
+    scope = scope_of(server.port, b"http://example.com:81/scope", host=b"other")
+    hosts = [value for name, value in scope["headers"] if name == "host"]
+    assert hosts == ["example.com:81"]
+
+
+@pytest.fixture(scope="module")
+def rooted(module_spawn, mark_file: Path):
+    """The same application under ``--root-path /api``."""
+    return module_spawn(APPS / "asgi_app.py", "--root-path", "/api")
+
+
+@pytest.mark.parametrize(
+    ("target", "path", "raw_path"),
+    [
+        (b"/scope/x", "/api/scope/x", "/api/scope/x"),  # a proxy that stripped the prefix
+        (b"/api/scope/x", "/api/scope/x", "/api/scope/x"),  # one that kept it
+        (b"/api", "/api", "/api"),
+        # judged on the bytes sent: no prefix made of an escape
+        (b"/%61pi/scope", "/api/api/scope", "/api/%61pi/scope"),
+        (b"/api%2Fscope", "/api/api/scope", "/api/api%2Fscope"),
+        (b"/apix/scope", "/api/apix/scope", "/api/apix/scope"),
+    ],
+)
+def test_root_path_is_in_path_and_raw_path(rooted, target, path, raw_path) -> None:
+    """ASGI: ``path`` includes ``root_path``; ``raw_path`` gets the same prefix
+    (as uvicorn), so a framework can take the one off the other."""
+    scope = scope_of(rooted.port, target)
+    assert (scope["root_path"], scope["path"], scope["raw_path"]) == ("/api", path, raw_path)
+
+
+def test_asterisk_form_keeps_its_star_under_a_root_path(rooted) -> None:
+    response = raw(
+        rooted.port,
+        b"OPTIONS * HTTP/1.1\r\nHost: h\r\nX-Show-Scope: 1\r\nConnection: close\r\n\r\n",
+    )
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), response
+    scope = json.loads(body)
+    assert (scope["method"], scope["path"], scope["raw_path"]) == ("OPTIONS", "*", "*")
+
+
 def test_http_1_0_scope(server) -> None:
     response = raw(server.port, b"GET /scope HTTP/1.0\r\n\r\n")
     head, _, body = response.partition(b"\r\n\r\n")

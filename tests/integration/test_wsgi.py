@@ -692,6 +692,10 @@ def test_root_path_becomes_script_name(tmp_path) -> None:
     assert environ_of("/app") == ("/app", "")
     assert environ_of("/application/x") == ("/app", "/application/x")
     assert environ_of("/other") == ("/app", "/other")
+    # judged on the bytes sent, as ASGI's root_path: an escape is no prefix
+    assert environ_of("/%61pp/x") == ("/app", "/app/x")
+    assert environ_of("/app%2Fx") == ("/app", "/app/x")
+    assert environ_of("http://h/app/x?q") == ("/app", "/x")
 
     from tests.integration.test_cli_config import Cli
 
@@ -716,6 +720,30 @@ def test_root_path_becomes_script_name(tmp_path) -> None:
         assert server.stop() == 0
     finally:
         server.kill_group()
+
+
+@pytest.mark.parametrize(
+    ("target", "path_info", "query"),
+    [
+        ("http://example.com?q=/x", "/", "q=/x"),
+        ("ftp://example.com/a/b", "/a/b", ""),
+        ("http://example.com#/admin", "/", ""),
+        ("/p#frag", "/p", ""),
+        ("/p?x=1#frag?y", "/p", "x=1"),
+        ("/a%23b", "/a#b", ""),
+    ],
+)
+def test_path_info_and_query_of_every_target_form(target, path_info, query) -> None:
+    """Absolute-form: the path after the authority, ending at "?" or "#";
+    a fragment is never in PATH_INFO or QUERY_STRING (gunicorn drops it too)."""
+    from prefork.worker.httputil import HTTPHeaders
+    from prefork.worker.request import HTTPRequest
+    from prefork.worker.wsgi import build_environ
+
+    request = HTTPRequest("GET", target, "HTTP/1.1", HTTPHeaders({"Host": "x"}))
+    environ = build_environ(request, True, "")
+    assert (environ["PATH_INFO"], environ["QUERY_STRING"]) == (path_info, query)
+    assert environ["RAW_URI"] == target
 
 
 def test_100_continue_goes_out_when_wsgi_input_is_read(wsgi) -> None:

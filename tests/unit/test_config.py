@@ -162,7 +162,17 @@ BAD_VALUES = [
     ("health_live_path", "healthz", "--health-live-path: expected a path starting with '/'"),
     ("forwarded_allow_ips", "10.0.0.0/33", "--forwarded-allow-ips:"),
     ("user", "no-such-user-here", "--user:"),
+    ("root_path", "api", "--root-path: expected a path starting with '/'"),
+    ("root_path", "/my app", "--root-path: expected a path of visible ASCII"),
+    ("root_path", "/api?x", "--root-path: expected a path of visible ASCII without '?'"),
 ]
+
+
+@pytest.mark.parametrize(
+    ("value", "kept"), [("/api/", "/api"), ("/", ""), ("", ""), ("/a%20b", "/a%20b")]
+)
+def test_root_path_is_kept_as_a_client_sends_it(value: str, kept: str) -> None:
+    assert loader.load({"root_path": value}).config.root_path == kept
 
 
 @pytest.mark.parametrize(("name", "value", "message"), BAD_VALUES)

@@ -504,6 +504,35 @@ def test_absolute_form_and_asterisk_targets() -> None:
     assert star.head.headers == (("Host", "[::1]:8080"),)
 
 
+@pytest.mark.parametrize(
+    ("target", "headers", "host"),
+    [
+        (b"http://example.com:8080/a", b"Host: other\r\n", "example.com:8080"),
+        (b"https://example.com?q=/x", b"Host: example.com\r\n", "example.com"),
+        (b"http://[::1]/a#f", b"X-A: 1\r\nHost: a\r\nX-B: 2\r\n", "[::1]"),
+    ],
+)
+def test_an_absolute_form_target_names_the_host(target: bytes, headers: bytes, host: str) -> None:
+    # RFC 9112 3.2.2: an origin server MUST ignore the Host header then and use
+    # the target's authority: the one Host every interface sees.
+    head = first_event(req(b"GET " + target + b" HTTP/1.1", headers))
+    assert head.host == host
+    hosts = [value for name, value in head.headers if name == "Host"]
+    assert hosts == [host]
+    assert [name for name, _ in head.headers if name != "Host"] == [
+        line.split(b":")[0].decode()
+        for line in headers.split(b"\r\n")
+        if line and b"Host" not in line
+    ]
+
+
+def test_an_absolute_form_target_still_needs_a_host_header_on_http_1_1() -> None:
+    # RFC 9112 3.2: a client MUST send Host even with absolute-form.
+    assert reject(req(b"GET http://example.com/ HTTP/1.1", b"")).status == 400
+    head = first_event(req(b"GET http://example.com/ HTTP/1.0", b""))
+    assert head.host == "example.com" and list(head.headers) == [("Host", "example.com")]
+
+
 def test_unknown_but_valid_method_token_accepted() -> None:
     [request] = parse_requests(VALID["custom-method"])
     assert request.head.method == "PROPFIND"
