@@ -56,6 +56,22 @@ Message = MutableMapping[str, Any]
 ASGIApp = Callable[..., Awaitable[Any]]
 
 
+#: fields of the 101 the server writes itself: an application's own are
+#: dropped (a second Sec-WebSocket-Accept, extensions it did not negotiate;
+#: a 1xx never carries a Content-Length or Transfer-Encoding, RFC 9110 8.6).
+_HANDSHAKE_FIELDS = frozenset(
+    {
+        "upgrade",
+        "connection",
+        "sec-websocket-accept",
+        "sec-websocket-protocol",
+        "sec-websocket-extensions",
+        "content-length",
+        "transfer-encoding",
+    }
+)
+
+
 class WebSocketSession(WebSocketConnection):
     """One WebSocket from the application's side: the ASGI ``receive``/``send``
     pair, over the HTTP request until the accept and over the transport after it."""
@@ -218,7 +234,19 @@ class WebSocketSession(WebSocketConnection):
 
     def _accept(self, message: Message) -> None:
         request = self.request
+        extra = [
+            (
+                name.decode("latin-1") if isinstance(name, bytes) else str(name),
+                value.decode("latin-1") if isinstance(value, bytes) else str(value),
+            )
+            for name, value in message.get("headers") or ()
+        ]
         subprotocol = message.get("subprotocol")
+        if subprotocol is None:
+            # The spec says to use the ``subprotocol`` key; an application that
+            # names it as a header (the older way) gets the same treatment.
+            named = [value for name, value in extra if name.lower() == "sec-websocket-protocol"]
+            subprotocol = named[-1].strip() if named else None
         if subprotocol is not None and subprotocol not in (self.scope.get("subprotocols") or ()):
             raise RuntimeError(f"subprotocol {subprotocol!r} was not offered by the client")
         headers = [
@@ -231,12 +259,9 @@ class WebSocketSession(WebSocketConnection):
         params = negotiate_deflate(request.headers) if self.config.ws_per_message_deflate else None
         if params is not None:
             headers.append(("Sec-WebSocket-Extensions", params.response_value()))
-        managed = {name.lower() for name, _ in headers} | {"sec-websocket-extensions"}
-        for name, value in message.get("headers") or ():
-            name_s = name.decode("latin-1") if isinstance(name, bytes) else str(name)
-            value_s = value.decode("latin-1") if isinstance(value, bytes) else str(value)
-            if name_s.lower() not in managed:  # (the handshake's own headers are ours)
-                headers.append((name_s, value_s))
+        for name, value in extra:
+            if name.lower() not in _HANDSHAKE_FIELDS:  # (the handshake's own are ours)
+                headers.append((name, value))
         head = build_response_head(101, None, headers)  # ValueError: a header would split it
         connection = request.connection
         if connection is None or connection.closed():

@@ -174,7 +174,9 @@ class WebSocketConnection(asyncio.Protocol):
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             if type(item) is ProtocolFailure:
-                waiter.set_result(self._fail_now(item.code, item.reason))
+                final = self._fail_now(item.code, item.reason)  # (resolves the waiter itself)
+                if not waiter.done():
+                    waiter.set_result(final)
             else:
                 waiter.set_result(item)  # type: ignore[arg-type]
             return

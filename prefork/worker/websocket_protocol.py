@@ -331,6 +331,13 @@ class Inflater:
 
     Raises :class:`MessageTooBig` as soon as a message grows past the limit
     and ``zlib.error`` on corrupt data.
+
+    A sender may end a message's DEFLATE data with a final block (BFINAL
+    set: RFC 7692 7.2.3.4, what a plain ``Z_FINISH`` makes) instead of a
+    sync flush.  What follows the final block in that message is ignored
+    (the cut tail included), and the next message starts a new stream
+    which, with context takeover, may refer to the window of what came
+    before: the last ``2**bits`` bytes are kept for that.
     """
 
     def __init__(self, params: DeflateParams) -> None:
@@ -339,9 +346,15 @@ class Inflater:
         self._bits = max(9, params.client_max_window_bits)
         self._reset = params.client_no_context_takeover
         self._zlib: zlib._Decompress | None = None
+        #: the latest output, at least one window of it (context takeover only)
+        self._history = bytearray()
+        #: this message's DEFLATE data ended with a final block
+        self._ended = False
 
     def decompress(self, data: bytes, room: int) -> bytes:
         """Inflate ``data``; ``room``: bytes the message may still grow by."""
+        if self._ended:
+            return b""  # (after the final block of this message)
         decompressor = self._zlib
         if decompressor is None:
             decompressor = self._zlib = zlib.decompressobj(-self._bits)
@@ -349,11 +362,27 @@ class Inflater:
         out = decompressor.decompress(data, max(room, 0) + 1)
         if len(out) > room:
             raise MessageTooBig(f"message over the size limit after decompression (+{len(out)})")
+        if not self._reset and out:
+            history = self._history
+            history += out
+            window = 1 << self._bits
+            if len(history) > 2 * window:
+                del history[:-window]  # (trimmed now and then: appending stays cheap)
+        if decompressor.eof:
+            self._ended = True
+            self._zlib = None
+            if not self._reset:
+                seen = bytes(self._history[-(1 << self._bits) :])
+                self._zlib = zlib.decompressobj(-self._bits, zdict=seen)
         return out
 
     def finish(self, room: int) -> bytes:
         """The end of a compressed message: put back the tail the sender cut."""
-        out = self.decompress(_SYNC_TAIL, room)
+        if self._ended:
+            self._ended = False  # (a final block ended it: no tail to add)
+            out = b""
+        else:
+            out = self.decompress(_SYNC_TAIL, room)
         if self._reset:
             self._zlib = None
         return out

@@ -17,6 +17,8 @@ Routes (by path; the query string carries arguments):
   (accept, then return), ``/return-before`` (return without an answer).
 * ``/close``         -- accept, then close with ``code`` and ``reason``.
 * ``/headers``       -- accept with an extra header.
+* ``/handshake-headers`` -- accept naming the subprotocol as a header (the
+  client's first, or ``protocol``), with fields that are the server's own, then echo.
 * ``/send``          -- accept, send ``n`` bytes (``text=1``: as text), then
   close 1000.
 * ``/slow``          -- accept, wait for a marker file (``go=PATH``) before
@@ -112,6 +114,23 @@ async def websocket_app(scope, receive, send) -> None:
         accept["subprotocol"] = scope["subprotocols"][0]
     if path == "/headers":
         accept["headers"] = [(b"x-extra", b"1"), (b"set-cookie", b"a=b")]
+    if path == "/handshake-headers":
+        # The older way to pick a subprotocol (a header; the spec now says the
+        # ``subprotocol`` key), and fields that are the server's to write.
+        chosen = args.get("protocol", scope["subprotocols"][0] if scope["subprotocols"] else "")
+        accept["headers"] = [
+            (b"sec-websocket-protocol", chosen.encode()),
+            (b"content-length", b"5"),
+            (b"sec-websocket-accept", b"bogus"),
+            (b"x-extra", b"1"),
+        ]
+        try:
+            await send(accept)
+        except RuntimeError:
+            await send({"type": "websocket.close"})  # (still before the accept: a 403)
+            return
+        await echo(receive, send)
+        return
     if path == "/bad-subprotocol":
         accept["subprotocol"] = "never-offered"
         try:

@@ -708,6 +708,54 @@ def test_server_fragments_large_messages_and_compresses_them(port):
         ws.expect_close(1000)
 
 
+def deflate_final(data: bytes, bits: int = 15, zdict: bytes = b"") -> bytes:
+    """A message's DEFLATE data ended by a final block (Z_FINISH), as some
+    senders make it (RFC 7692 7.2.3.4), starting from ``zdict`` as its window."""
+    window = {"zdict": zdict} if zdict else {}
+    c = zlib.compressobj(6, zlib.DEFLATED, -bits, **window)
+    return c.compress(data) + c.flush()
+
+
+def test_12_messages_ended_by_a_final_block(port):
+    """Each message whole, the later ones referring to the window of the earlier
+    ones (context takeover): they used to reach the application empty."""
+    messages = [b"hello hello hello world " * 20, b"hello hello world again", b"", b"world " * 500]
+    with RawWebSocket(port, extensions="permessage-deflate") as ws:
+        history = b""
+        for message in messages:
+            ws.send_frame(1, deflate_final(message, zdict=history[-32768:]), rsv=4)
+            history += message
+            assert ws.recv_message() == (1, message)
+        # then a sync-flushed message on the same stream, in two fragments
+        wire = zlib.compressobj(6, zlib.DEFLATED, -15, zdict=history[-32768:])
+        data = (wire.compress(b"sync " * 40) + wire.flush(zlib.Z_SYNC_FLUSH))[:-4]
+        ws.send_raw(build_frame(1, data[:5], fin=False, rsv=4) + build_frame(0, data[5:]))
+        assert ws.recv_message() == (1, b"sync " * 40)
+        ws.close()
+
+
+def test_protocol_failures_while_the_app_waits_are_clean(spawn):
+    """A client's protocol error while the application waits in ``receive()``:
+    the close code, the application's disconnect, and no error in the log
+    (``_deliver`` used to resolve the waiter twice: InvalidStateError, a
+    fatal transport error and the transport torn down)."""
+    server = spawn(APP, "--max-size", 1000)
+    cases = [
+        (build_frame(1, b"unmasked", mask=False), 1002),
+        (build_frame(1, b"\xff\xfe"), 1007),
+        (build_frame(9, b"x" * 126), 1002),
+        (build_frame(2, b"x" * 1001), 1009),
+    ]
+    for frame, code in cases:
+        with RawWebSocket(server.port) as ws:
+            ws.send_text("first")
+            assert ws.recv_message() == (1, b"first")  # (the application waits again)
+            ws.send_raw(frame)
+            ws.expect_close(code)
+    log = server.stderr_text()
+    assert "InvalidStateError" not in log and "Fatal error" not in log, log[-2000:]
+
+
 # ==================================================================== limits
 
 
@@ -868,6 +916,24 @@ def test_accept_headers_reach_the_client(port):
     with connect(url(port, "/headers"), open_timeout=5) as ws:
         assert ws.response.headers["x-extra"] == "1"
         assert ws.response.headers["set-cookie"] == "a=b"
+
+
+def test_the_handshake_fields_are_the_servers(port):
+    """An application's Sec-WebSocket-Protocol header picks the subprotocol
+    (the older way; the spec's way is the ``subprotocol`` key); its own
+    Sec-WebSocket-Accept and a Content-Length (never on a 1xx) are not sent."""
+    with RawWebSocket(port, "/handshake-headers", subprotocols="chat, superchat") as ws:
+        assert ws.headers["sec-websocket-protocol"] == ["chat"]
+        assert len(ws.headers["sec-websocket-accept"]) == 1  # (and the right one: checked)
+        assert "content-length" not in ws.headers
+        assert ws.headers["x-extra"] == ["1"]
+        ws.send_text("still framed right")
+        assert ws.recv_message() == (1, b"still framed right")
+        ws.close()
+    # A subprotocol the client did not offer, named as a header: refused too.
+    RawWebSocket(
+        port, "/handshake-headers?protocol=evil", subprotocols="chat", expect_status=403
+    ).sock.close()
 
 
 @pytest.mark.parametrize(

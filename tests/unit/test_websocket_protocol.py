@@ -5,6 +5,7 @@ decisions out."""
 from __future__ import annotations
 
 import os
+import random
 import zlib
 
 import pytest
@@ -263,6 +264,36 @@ def test_inflater_round_trip_and_context():
         got = inflater.decompress(wire, 10_000)
         got += inflater.finish(10_000 - len(got))
         assert got == message
+
+
+@pytest.mark.parametrize("client_reset", [False, True], ids=["context", "no-context"])
+@pytest.mark.parametrize("bits", [9, 12, 15])
+def test_inflater_takes_messages_ended_by_a_final_block(bits, client_reset):
+    """RFC 7692 7.2.3.4: a sender may end a message with a final (BFINAL)
+    block, as a plain Z_FINISH does, mixed with sync-flushed messages, in
+    fragments; with context takeover the next message may refer to the
+    window of the ones before (a new stream whose dictionary is that window).
+    Each message comes back whole (they used to come back empty)."""
+    rng = random.Random(bits)
+    words = [b"hello", b"world", b"again", b"prefork", b"x" * 50, b"{", b"}"]
+    inflater = Inflater(params(client_bits=bits, client_reset=client_reset))
+    history = b""
+    c = zlib.compressobj(6, zlib.DEFLATED, -bits)
+    for n in range(120):
+        message = b" ".join(rng.choice(words) for _ in range(rng.randint(0, 2000)))
+        final = n % 3 != 2
+        if client_reset:
+            c = zlib.compressobj(6, zlib.DEFLATED, -bits)
+        wire = c.compress(message) + (c.flush() if final else c.flush(zlib.Z_SYNC_FLUSH)[:-4])
+        history = (history + message)[-(1 << bits) :]
+        if final and not client_reset:  # (the sender's next stream starts from its window)
+            window = {"zdict": history} if history else {}
+            c = zlib.compressobj(6, zlib.DEFLATED, -bits, **window)
+        cut = sorted(rng.sample(range(len(wire) + 1), 2))
+        parts = [wire[: cut[0]], wire[cut[0] : cut[1]], wire[cut[1] :]]
+        got = b"".join(inflater.decompress(part, 1 << 22) for part in parts)
+        got += inflater.finish(1 << 22)
+        assert got == message, (n, final, len(got), len(message))
 
 
 def test_inflater_stops_a_bomb_without_inflating_it():
