@@ -670,8 +670,34 @@ class _HTTPCycle:
         self._wake()
 
 
+def is_asgi2(app: Any) -> bool:
+    """An ASGI 2 ("double callable") application: a class called with the
+    scope, whose instance is awaited with ``(receive, send)`` (Channels 2
+    era).  An ASGI 3 application is an instance or a function, or a class
+    whose instance is itself awaitable (``__await__``), as uvicorn decides."""
+    import inspect
+
+    return (
+        inspect.isclass(app)
+        and not hasattr(app, "__await__")
+        and inspect.iscoroutinefunction(getattr(app, "__call__", None))  # noqa: B004 - the method
+    )
+
+
+def asgi2_to_3(app: Any) -> ASGIApp:
+    """Serve an ASGI 2 application as ASGI 3."""
+
+    async def asgi3(scope: Scope, receive: Any, send: Any) -> None:
+        instance = app(scope)
+        await instance(receive, send)
+
+    asgi3.__qualname__ = f"asgi2_to_3({getattr(app, '__qualname__', app)!s})"
+    return asgi3
+
+
 class ASGIAdapter:
-    """A request callback that serves an ASGI 3 application (see the module docstring)."""
+    """A request callback that serves an ASGI 3 application (see the module
+    docstring); an ASGI 2 one (:func:`is_asgi2`) is wrapped to look like one."""
 
     #: the connection calls us at the request head and streams the body.
     streams_request_body = True
@@ -682,6 +708,8 @@ class ASGIAdapter:
         config: Config | None = None,
         state: dict[str, Any] | None = None,
     ) -> None:
+        if is_asgi2(app):
+            app = asgi2_to_3(app)
         self.app = app
         self.config = config or DEFAULTS
         #: the lifespan state, shallow-copied into every request's scope

@@ -3,7 +3,8 @@
 The interfaces (the tornado-style request callback, WSGI, ASGI) are siblings
 that never import each other; choosing between them is this module's one job.
 ``auto`` reads the application's signature: an ``async`` callable of three
-arguments is ASGI 3, a plain callable of two is WSGI, of one a callback.
+arguments is ASGI 3 (a class whose instances are async callables is ASGI 2,
+served through a wrapper), a plain callable of two is WSGI, of one a callback.
 """
 
 from __future__ import annotations
@@ -54,6 +55,11 @@ def detect_interface(app: Callable[..., Any]) -> str | None:
     decorated functions (``__wrapped__``) and objects with ``__call__``
     (Flask, Django's WSGIHandler, middleware) are all inspected.
     """
+    if inspect.isclass(app):
+        from prefork.worker.asgi import is_asgi2
+
+        if is_asgi2(app):
+            return "asgi"  # (ASGI 2: the adapter wraps it)
     if _is_async(app):
         return "asgi"
     try:

@@ -575,6 +575,26 @@ def test_auto_recognises_asgi_applications() -> None:
     assert isinstance(request_callback_for(_ASGIClass(), "asgi"), ASGIAdapter)
 
 
+def test_an_asgi2_class_is_served_through_a_wrapper(tmp_path: Path) -> None:
+    """ASGI 2 ("double callable": the class called with the scope, the
+    instance awaited): recognised by ``auto`` and wrapped, as uvicorn does;
+    it used to be called as ASGI 3 (a TypeError, a 500 per request)."""
+    from prefork.worker.asgi import is_asgi2
+    from tests.apps.asgi2_app import App
+
+    assert is_asgi2(App) and not is_asgi2(_ASGIClass()) and not is_asgi2(_asgi_function)
+    assert detect_interface(App) == "asgi"
+    server = Cli(tmp_path, "-w", "1", "--interface", "auto", app="tests.apps.asgi2_app:App")
+    try:
+        port = server.port()
+        server.wait_workers(1)
+        status, _, body = request(port, "GET", "/x/y")
+        assert (status, body) == (200, b"asgi2 /x/y")
+        assert server.stop() == 0
+    finally:
+        server.kill_group()
+
+
 # -- the command line: lifespan ----------------------------------------------------------------
 
 
