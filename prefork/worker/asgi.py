@@ -71,6 +71,8 @@ _HTTP_EXTENSIONS_TRAILERS: dict[str, Any] = {**_HTTP_EXTENSIONS, "http.response.
 HIGH_WATER = 64 * 1024
 #: Bytes of a file read at a time for ``http.response.pathsend``.
 FILE_CHUNK = 256 * 1024
+#: Seconds the applications still running at shutdown have to end once cancelled.
+CANCEL_GRACE = 2.0
 
 
 class _NoTransport:
@@ -716,6 +718,8 @@ class ASGIAdapter:
         self.state: dict[str, Any] = {} if state is None else state
         self.lifespan = Lifespan(app, self.config.lifespan, self.state)
         self._tasks: set[asyncio.Task[None]] = set()
+        #: shutdown() is cancelling what still runs: a cancellation is no error
+        self._stopping = False
         #: --request-timeout is on: each request's task can be cancelled by it
         self._timed = bool(self.config.request_timeout)
         self._date_header = self.config.date_header
@@ -731,7 +735,20 @@ class ASGIAdapter:
         await self.lifespan.startup()
 
     async def shutdown(self) -> None:
-        """The lifespan shutdown, once the server has stopped serving."""
+        """The lifespan shutdown, once the server has stopped serving.
+
+        Applications still running then (their connections are closed: a
+        stream cut at the drain's bound, a request past the graceful
+        timeout) are cancelled first and given :data:`CANCEL_GRACE` to end,
+        so that their own cleanup (``finally``, a streaming generator's
+        close) runs before the resources it needs go with the lifespan.
+        """
+        tasks = [task for task in self._tasks if not task.done()]
+        if tasks:
+            self._stopping = True
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks, timeout=CANCEL_GRACE)
         await self.lifespan.shutdown()
 
     def __call__(self, request: HTTPRequest) -> None:
@@ -765,9 +782,12 @@ class ASGIAdapter:
             try:
                 result = await self.app(scope, cycle.receive, cycle.send)
             except BaseException as exc:
-                if cycle.request.timed_out:
+                if cycle.request.timed_out or (
+                    self._stopping and isinstance(exc, asyncio.CancelledError)
+                ):
                     # --request-timeout cancelled it: the connection answered 503
-                    # (or closed) and logged it; nothing is left to do.
+                    # (or closed) and logged it; or the worker stopped with it still
+                    # running (shutdown()). Nothing is left to do.
                     return
                 if cycle.disconnected and isinstance(exc, Exception):
                     # The client left and the application stopped on it (our

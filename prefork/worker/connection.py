@@ -103,6 +103,11 @@ _T_NONE = 0  # the application is answering: no deadline
 _T_HEAD = 1  # a request head (header_timeout, header_min_rate, header_timeout_max)
 _T_BODY = 2  # more request body (body_timeout, body_min_rate)
 _T_IDLE = 3  # the next request on an idle keep-alive connection
+_T_STREAM = 4  # draining: a response of unknown length ends at the drain's bound
+
+#: How long past ``drain_grace`` a draining worker lets a long-lived answer
+#: run: a WebSocket's close handshake, a stream of unknown length.
+DRAIN_STREAM_EXTRA = 5.0
 
 # Response states.
 _R_NONE = 0  # nothing written yet
@@ -155,6 +160,8 @@ class HTTPConnection(asyncio.Protocol):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._draining = False
+        #: draining: when a response of unknown length is cut (_bound_stream)
+        self._drain_until = 0.0
         self._in_process = False
         #: responses held while pipelined requests are answered (None: send at once).
         self._batch: list[bytes] | None = None
@@ -665,6 +672,8 @@ class HTTPConnection(asyncio.Protocol):
                 # A chunked body must end with the last chunk (see finish): keep its tail.
                 self._raw_tail = data[len(data) - min(body_bytes, 5) :] if chunked else None
                 self._resp_state = _R_RAW_BODY
+                if self._draining:
+                    self._bound_stream()
                 batch = self._batch  # (self._send, inlined: this is every raw response)
                 if batch is None:
                     alone = not body_bytes and self._resp_expected != 0
@@ -761,6 +770,8 @@ class HTTPConnection(asyncio.Protocol):
         self._bodyless = response.bodyless
         self._resp_state = _R_FRAMED_STREAM
         self._framed = None
+        if whole_body is None and self._draining:
+            self._bound_stream()
         held, self._held = self._held, None
         callback, self._held_callback = self._held_callback, None
         if whole_body is not None:
@@ -1218,11 +1229,23 @@ class HTTPConnection(asyncio.Protocol):
         is still answered (with ``Connection: close``).
         """
         self._draining = True
+        now = self._loop.time()  # type: ignore[union-attr]
+        self._drain_until = now + self.config.drain_grace + DRAIN_STREAM_EXTRA
         if not self.busy and not self._closed:
             self._waiting = _T_IDLE
-            self.deadline = self._loop.time() + min(  # type: ignore[union-attr]
-                self.config.drain_grace, self.config.keep_alive
-            )
+            self.deadline = now + min(self.config.drain_grace, self.config.keep_alive)
+        elif self._resp_state == _R_RAW_BODY or self._resp_state == _R_FRAMED_STREAM:
+            self._bound_stream()
+
+    def _bound_stream(self) -> None:
+        """Draining: a response of unknown length (chunked, or ending at the
+        close: server-sent events, a long poll) ends at the drain's bound, as
+        a WebSocket's closing handshake does; a response with a length runs
+        to its end (a download must not be cut).  Called as such a response
+        starts while draining, or as the drain starts during one."""
+        if self._resp_expected is None and not self._bodyless and not self._closed:
+            self._waiting = _T_STREAM
+            self.deadline = self._drain_until
 
     def on_timeout(self) -> None:
         """Called by the server's sweep when :attr:`deadline` has passed.
@@ -1236,6 +1259,19 @@ class HTTPConnection(asyncio.Protocol):
         waiting = self._waiting
         if waiting == _T_IDLE or (waiting == _T_HEAD and not self.parser.started):
             self._close()
+            return
+        if waiting == _T_STREAM:
+            request = self._request
+            error_log.info(
+                "draining: a response streaming for longer than the drain allows "
+                "(drain_grace + %.0f s) is cut: %s %s to %s",
+                DRAIN_STREAM_EXTRA,
+                request.method if request is not None else "-",
+                request.uri if request is not None else "-",
+                self.remote_ip,
+            )
+            self._keep_alive = False
+            self._close()  # (the application learns it as the client's disconnect)
             return
         config = self.config
         now = self._loop.time()  # type: ignore[union-attr]

@@ -12,6 +12,8 @@ mix).  The events:
   and whether the lifespan ``state`` was in its scope then (``state=yes``).
 * ``background PID WORD``: a background task ran, after its response.
 * ``sse-end PID SENT``: a server-sent-events stream ended after SENT events.
+* ``gated-end PID OUTCOME``: a gated stream ended (``second``, ``timeout``, or
+  ``cancelled``: stopped before either).
 * ``ws-accepted PID NAME`` / ``ws-disconnect PID NAME CODE``: a chat
   WebSocket was accepted / the application saw its disconnect (and its code).
 """
@@ -139,14 +141,20 @@ async def gated_stream(gate: str) -> AsyncIterator[bytes]:
     response can only complete if the server sent ``first`` on its own,
     before the body was over.
     """
-    yield b"first\n"
-    deadline = asyncio.get_running_loop().time() + GATE_TIMEOUT
-    while not Path(gate).exists():
-        if asyncio.get_running_loop().time() > deadline:
-            yield b"timeout\n"
-            return
-        await asyncio.sleep(0.01)
-    yield b"second\n"
+    outcome = "cancelled"
+    try:
+        yield b"first\n"
+        deadline = asyncio.get_running_loop().time() + GATE_TIMEOUT
+        while not Path(gate).exists():
+            if asyncio.get_running_loop().time() > deadline:
+                outcome = "timeout"
+                yield b"timeout\n"
+                return
+            await asyncio.sleep(0.01)
+        outcome = "second"
+        yield b"second\n"
+    finally:
+        event("gated-end", outcome)
 
 
 async def server_sent_events(n: int) -> AsyncIterator[str]:

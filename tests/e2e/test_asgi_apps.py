@@ -25,6 +25,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.apps.lifespan_fail_app import MESSAGE as LIFESPAN_FAIL_MESSAGE
@@ -407,6 +408,60 @@ def test_term_closes_websockets_with_1001_finishes_a_stream_and_exits_0(
             server.wait_event("ws-disconnect", str(pid), name, "1001")
     assert sorted(int(e[1]) for e in events_of(server, "closed")) == workers
     assert "still open at graceful_timeout" not in server.log()
+
+
+def test_an_endless_event_stream_is_cut_at_the_drain_bound_not_held_to_the_timeout(
+    tmp_path: Path,
+) -> None:
+    """A draining worker gives a response of unknown length (server-sent
+    events) the WebSocket's bound, drain_grace + 5 s, not the whole graceful
+    timeout: the stream is cut (logged), the application's generator runs
+    its cleanup (``sse-end``), the worker exits without force-closing
+    anything at graceful_timeout, and the lifespan shutdown runs after."""
+    with running(tmp_path, FRAMEWORKS["starlette"], "-w", "1") as server:
+        port = server.port()
+        [pid] = server.wait_workers(1)
+        with client(port) as http, http.stream("GET", "/sse", params={"n": 100000}) as response:
+            lines = response.iter_lines()
+            for _ in range(4):  # one whole event: the stream is in flight
+                next(lines)
+            server.proc.send_signal(signal.SIGTERM)
+            with pytest.raises(httpx.RemoteProtocolError):  # (an unfinished chunked body)
+                for _ in lines:
+                    pass
+        assert server.wait_exit(GRACEFUL + 5) == 0
+    log = server.log()
+    assert "draining: a response streaming for longer than the drain allows" in log, log[-3000:]
+    assert "still open at graceful_timeout" not in log
+    assert "Exception in ASGI application" not in log
+    [(_name, ended_pid, sent)] = events_of(server, "sse-end")
+    assert int(ended_pid) == pid and 1 <= int(sent) < 100000
+    assert [int(e[1]) for e in events_of(server, "closed")] == [pid]  # the lifespan shutdown
+
+
+def test_a_stream_still_waiting_at_the_stop_is_cancelled_so_its_cleanup_runs(
+    tmp_path: Path,
+) -> None:
+    """A stream that sends nothing more (it waits for a gate that never
+    opens) is cut at the drain bound; the worker then cancels the application
+    still running, so its generator's ``finally`` runs before the lifespan
+    shutdown (it used to be left pending as the worker exited)."""
+    gate = tmp_path / "never"
+    with running(tmp_path / "server", FRAMEWORKS["starlette"], "-w", "1") as server:
+        port = server.port()
+        [pid] = server.wait_workers(1)
+        with client(port) as http, http.stream("GET", "/gated", params={"gate": str(gate)}) as r:
+            pieces = r.iter_raw()
+            assert next(pieces) == b"first\n"
+            server.proc.send_signal(signal.SIGTERM)
+            with pytest.raises(httpx.RemoteProtocolError):
+                for _ in pieces:
+                    pass
+        assert server.wait_exit(GRACEFUL + 5) == 0
+    assert [(int(e[1]), e[2]) for e in events_of(server, "gated-end")] == [(pid, "cancelled")]
+    assert [int(e[1]) for e in events_of(server, "closed")] == [pid]
+    log = server.log()
+    assert "Exception in ASGI application" not in log and "still open at graceful" not in log
 
 
 # ------------------------------------------------------------------ a failing startup
