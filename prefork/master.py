@@ -464,9 +464,13 @@ class Master:
             log.info("fast stop: %d worker(s)", len(self._workers))
         if not (self._upgrade is not None and self._upgrade.handing_over):
             sd_notify("STOPPING=1")  # a hand-over is not a stop of the service
+        handing_over = self._upgrade is not None and self._upgrade.handing_over
         for w in self._workers.values():
             booting = w.ready_at is None
             w.retiring = "stop"
+            # A hand-over (USR2) replaces the service: its WebSockets hear
+            # 1012 Service Restart (reconnect), not 1001 Going Away.
+            w.slot.set_restarting(handing_over)
             process.kill_quietly(
                 w.pid, signal.SIGTERM if kind == "graceful" or booting else signal.SIGQUIT
             )

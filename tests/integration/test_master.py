@@ -155,6 +155,7 @@ class Server:
         prefix: list[str] | None = None,
         env: dict[str, str] | None = None,
         standin: bool = False,
+        app: str = APP,
     ) -> None:
         self.tmp = tmp
         self.log_path = tmp / "master.log"
@@ -195,7 +196,7 @@ class Server:
                 "--graceful-timeout",
                 "10",
                 *args,
-                APP,
+                app,
             ]
         full_env = {
             k: v
@@ -442,8 +443,9 @@ def server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         prefix: list[str] | None = None,
         env: dict[str, str] | None = None,
         standin: bool = False,
+        app: str = APP,
     ) -> Server:
-        s = Server(tmp_path, *args, prefix=prefix, env=env, standin=standin)
+        s = Server(tmp_path, *args, prefix=prefix, env=env, standin=standin, app=app)
         started.append(s)
         return s
 
@@ -1058,6 +1060,36 @@ def test_master_as_pid1_stops_gracefully_and_reaps_orphans(server, tmp_path: Pat
     os.kill(m.pid, signal.SIGTERM)
     assert srv.proc.wait(timeout=15) == 0
     assert "graceful stop" in srv.log() and "exiting (status 0)" in srv.log()
+
+
+def test_usr2_tells_websockets_the_service_restarts(server) -> None:
+    """A USR2 hand-over replaces the service: the old master's WebSockets
+    close with 1012 Service Restart (reconnect), as on a HUP roll, not 1001
+    Going Away (stay away), and the new master serves the next one."""
+    from tests.integration.wsclient import RawWebSocket
+
+    srv = server("-w", "1", "--interface", "asgi", app="tests.apps.ws_app:app")
+    port = srv.port()
+    srv.wait_workers(1)
+    with RawWebSocket(port) as ws:
+        ws.send_text("before")
+        assert ws.recv_message() == (1, b"before")
+        old = srv.proc.pid
+        os.kill(old, signal.SIGUSR2)
+        frame = ws.expect_close(1012, timeout=20)
+        assert frame.close_reason == b"server restarting"
+    new = srv.wait_new_master([old])
+    assert srv.wait_exit(old, 20, "the old master to exit") == 0
+    workers = srv.wait_workers(1)
+    with RawWebSocket(port) as ws:
+        ws.send_text("after")
+        assert ws.recv_message() == (1, b"after")
+        ws.close()
+    # Stop the new master by pid and reap it (with its worker).
+    os.kill(new, signal.SIGTERM)
+    assert srv.wait_exit(new, 15, "the new master to exit") == 0
+    wait_for(lambda: not any(srv.owns(p) for p in workers), 5, "its worker to exit")
+    assert srv.members() == []
 
 
 def test_three_usr2_upgrades_under_load_fail_no_request(server) -> None:
