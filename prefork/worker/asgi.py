@@ -453,12 +453,13 @@ class _HTTPCycle:
                         value, bytes | bytearray
                     ):
                         raise TypeError(f"ASGI: response headers must be bytes pairs, got {pair!r}")
-                if len(name) == 14 and name.lower() == b"content-length":
+                size = len(name)  # (the two framing names are told apart by length first)
+                if size == 14 and name.lower() == b"content-length":
                     if declared is None and value.isdigit():
                         declared = int(value)
                     else:
                         declared = _content_length(value, declared)
-                elif len(name) == 17 and name.lower() == b"transfer-encoding":
+                elif size == 17 and name.lower() == b"transfer-encoding":
                     # The framing is the server's: chunked (or the close on
                     # HTTP/1.0) as for any streamed body, never this header
                     # beside a Content-Length the client would have to choose from.
