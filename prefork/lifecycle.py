@@ -156,6 +156,16 @@ def install(
     Call ``mark_ready()`` on the result once the sockets are being served.
     """
     lc = WorkerLifecycle(loop, ctx, graceful_stop, fast_stop, reopen_logs)
+    # The handlers change hands with the signals blocked, until the loop
+    # runs: a TERM in between stays pending in the kernel and reaches the
+    # loop's handler, instead of being lost.  (uvloop writes a signal to its
+    # wakeup fd only once run_forever() has set it up; a TERM that came
+    # after add_signal_handler() and before that was dropped, and the
+    # worker, just booted, served on until the master's SIGKILL.)  Blocking
+    # also runs the boot-time handler of a TERM already received (CPython
+    # checks pending signals in pthread_sigmask), so the check below sees it.
+    signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
+    loop.call_soon(signal.pthread_sigmask, signal.SIG_UNBLOCK, _HANDLED)
     set_parent_death_signal(signal.SIGTERM)
     if not faulthandler.is_enabled():
         # SIGABRT cannot be faulthandler.register()ed; enable() covers it (and

@@ -9,6 +9,7 @@ import signal
 import socket
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -163,6 +164,47 @@ def test_lifecycle_heartbeat_ready_signals_and_max_requests() -> None:
         ctypes.CDLL(None).prctl(1, 0, 0, 0, 0)  # undo PR_SET_PDEATHSIG on the test runner
         os.close(ctx.notify_fd)
         os.close(ctx.extra["notify_r"])  # type: ignore[arg-type]
+
+
+_TERM_BEFORE_THE_LOOP_RUNS = """
+import asyncio, os, signal, sys
+from prefork import lifecycle
+from prefork.scoreboard import Scoreboard
+from tests.unit.test_process_model import _ctx
+
+loop = {new_loop}
+calls = []
+lc = lifecycle.install(
+    loop, _ctx(Scoreboard(1)),
+    graceful_stop=lambda: calls.append("graceful"), fast_stop=lambda: calls.append("fast"),
+)
+os.kill(os.getpid(), signal.SIGTERM)  # the handlers are the loop's; the loop is not running
+loop.run_until_complete(asyncio.sleep(0.3))
+print(calls)
+"""
+
+
+@pytest.mark.parametrize(
+    "new_loop",
+    ["__import__('uvloop').new_event_loop()", "asyncio.new_event_loop()"],
+    ids=["uvloop", "asyncio"],
+)
+def test_a_term_between_the_handlers_and_the_first_loop_turn_is_not_lost(new_loop: str) -> None:
+    """A worker gets TERM just as it boots (the master stopping at once):
+    with uvloop a signal that came after ``add_signal_handler`` and before
+    ``run_forever`` was dropped (no wakeup fd yet), and the worker served on
+    until the master's SIGKILL.  The signals stay blocked until the loop runs."""
+    import subprocess
+
+    result = subprocess.run(
+        [sys.executable, "-c", _TERM_BEFORE_THE_LOOP_RUNS.format(new_loop=new_loop)],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['graceful']", result.stderr
 
 
 def test_task_id_is_none_outside_a_worker() -> None:
