@@ -97,6 +97,8 @@ class WebSocketSession(WebSocketConnection):
             if not self._gone:  # (raised by something else: the app's own error)
                 self._app_failed()
         except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError) and self._state == CLOSED:
+                raise  # (the worker's stop cancelling what outlived its WebSocket: no error)
             error_log.error(
                 "Exception in ASGI application (%s)",
                 self.name,

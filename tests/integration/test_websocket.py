@@ -1165,6 +1165,22 @@ def test_a_draining_worker_closes_with_1001_or_1012_and_tells_the_app(
         assert process.proc.wait(10) == 0
 
 
+def test_an_application_outliving_its_websocket_is_cancelled_quietly_at_the_stop(
+    spawn, free_port, tmp_path
+):
+    """The application never reads (it waits for a file that never comes):
+    the drain's close handshake completes without it, and at the stop the
+    worker cancels it (its ``finally`` runs), without an error in the log."""
+    process, port = cli_server(spawn, free_port)
+    with RawWebSocket(port, f"/slow?go={tmp_path / 'never'}") as ws:
+        os.kill(process.pid, signal.SIGTERM)
+        ws.expect_close(1001, timeout=10)
+    assert process.proc.wait(15) == 0
+    log = process.stderr_text()
+    assert "worker 0 (pid" in log and "exited (exit status 0)" in log, log[-2000:]
+    assert "Exception in ASGI application" not in log, log[-2000:]
+
+
 def test_a_client_that_never_answers_does_not_hold_the_drain(spawn, free_port):
     process, port = cli_server(spawn, free_port, "--drain-grace", "0.1")
     with RawWebSocket(port) as ws:
