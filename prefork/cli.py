@@ -327,14 +327,19 @@ class _Service:
         IOLoop.current().start()
         shutdown = getattr(callback, "shutdown", None)
         if shutdown is not None:
-            # ASGI: the lifespan shutdown (a coroutine); WSGI: the thread pool's
-            # shutdown, which returns once its threads are done.
-            done = shutdown()
-            if done is not None:
+            # ASGI: the lifespan shutdown (a coroutine), within what is left
+            # before the master's kill; WSGI: the thread pool's shutdown,
+            # which returns once its threads are done.
+            deadline = server.stop_deadline
+            left = config.graceful_timeout if deadline is None else deadline - loop.time()
+            left = max(left, 0.1)
+            if asyncio.iscoroutinefunction(shutdown):
                 try:
-                    loop.run_until_complete(asyncio.wait_for(done, config.graceful_timeout))
+                    loop.run_until_complete(asyncio.wait_for(shutdown(timeout=left), left))
                 except asyncio.TimeoutError:
                     log.warning("ASGI lifespan shutdown did not finish within --graceful-timeout")
+            else:
+                shutdown()
 
 
 def _credentials(config: Config) -> tuple[int | None, int | None]:

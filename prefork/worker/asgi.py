@@ -735,21 +735,28 @@ class ASGIAdapter:
         """
         await self.lifespan.startup()
 
-    async def shutdown(self) -> None:
+    #: seconds a graceful stop keeps for :meth:`shutdown` before the master's
+    #: kill (the worker closes what is still open that much earlier): the
+    #: cancelled applications' cleanup, then the lifespan shutdown
+    shutdown_reserve = CANCEL_GRACE + 1.0
+
+    async def shutdown(self, timeout: float | None = None) -> None:
         """The lifespan shutdown, once the server has stopped serving.
 
         Applications still running then (their connections are closed: a
         stream cut at the drain's bound, a request past the graceful
-        timeout) are cancelled first and given :data:`CANCEL_GRACE` to end,
-        so that their own cleanup (``finally``, a streaming generator's
-        close) runs before the resources it needs go with the lifespan.
+        timeout) are cancelled first and given :data:`CANCEL_GRACE` (at most
+        half of ``timeout``, the time left) to end, so that their own cleanup
+        (``finally``, a streaming generator's close) runs before the
+        resources it needs go with the lifespan.
         """
         tasks = [task for task in self._tasks if not task.done()]
         if tasks:
             self._stopping = True
             for task in tasks:
                 task.cancel()
-            await asyncio.wait(tasks, timeout=CANCEL_GRACE)
+            grace = CANCEL_GRACE if timeout is None else min(CANCEL_GRACE, timeout / 2)
+            await asyncio.wait(tasks, timeout=grace)
         await self.lifespan.shutdown()
 
     def __call__(self, request: HTTPRequest) -> None:

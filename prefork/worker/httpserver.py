@@ -128,6 +128,8 @@ class HTTPServer:
             raise TypeError(f"HTTPServer() got an {exc}") from None
         config = self.config
         self.request_callback = request_callback
+        #: a graceful stop's end (loop time) before the master's kill (None: no stop yet)
+        self.stop_deadline: float | None = None
         self.io_loop = io_loop
         if ssl_options is None:
             ssl_options = options_from_config(config)

@@ -166,8 +166,14 @@ def attach(
         server.set_not_ready()
         # WebSocket clients learn why: replaced (1012) or gone for good (1001).
         server.drain_close_code = 1012 if ctx.slot.restarting else 1001
-        # The master kills at graceful_timeout; close what is left just before.
-        give_up = aloop.time() + max(ctx.graceful_timeout - 0.5, 0.1)
+        # The master kills at graceful_timeout: close what is left just before,
+        # keeping the interface's shutdown its time (ASGI: the cancelled
+        # applications' cleanup and the lifespan shutdown; at most a quarter).
+        now = aloop.time()
+        server.stop_deadline = now + max(ctx.graceful_timeout - 0.5, 0.1)
+        reserve = getattr(server.request_callback, "shutdown_reserve", 0.0)
+        reserve = min(reserve, ctx.graceful_timeout / 4)
+        give_up = max(server.stop_deadline - reserve, now + 0.1)
         if server.drain_delay > 0:
             # Keep serving (readiness says 503) so the load balancer takes
             # this instance out before its listeners close.
@@ -183,9 +189,11 @@ def attach(
                 loop.stop()
             elif aloop.time() >= give_up:
                 log.warning(
-                    "worker %d: %d connection(s) still open at graceful_timeout; closing them",
+                    "worker %d: %d connection(s) still open at graceful_timeout "
+                    "(less %.1f s kept for the shutdown); closing them",
                     ctx.index,
                     server.connection_count,
+                    (server.stop_deadline or give_up) - give_up,
                 )
                 server.close_connections_now()
                 loop.stop()

@@ -9,6 +9,8 @@ until stopped.  Paths:
 * ``/stream?n=N``     N chunks of a streamed body (chunked: no content-length);
 * ``/big?mb=N``       N MiB with a content-length, sent in 64 KiB pieces (back-pressure);
 * ``/slow-read``      reads nothing for a while (``mark`` file written), then the body;
+* ``/hang``           never answers (marks ``hang-started``; when cancelled,
+                      ``hang-cleanup-done`` after a 0.6 s cleanup);
 * ``/wait-disconnect`` answers only once ``receive()`` says ``http.disconnect``
   (and writes ``disconnected`` to the mark file);
 * ``/file``           ``http.response.pathsend`` of this file;
@@ -179,6 +181,15 @@ async def app(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
             await asyncio.sleep(0.01)
         body, chunks = await read_body(receive)
         await respond(send, 200, b"%d" % len(body))
+    elif path == "/hang":
+        # Never answers: a worker's stop has to cancel it; its cleanup takes
+        # a moment (marks ``hang-started``, ``hang-cleanup-done``).
+        mark("hang-started")
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            await asyncio.sleep(0.6)
+            mark("hang-cleanup-done")
     elif path == "/wait-disconnect":
         message = await receive()  # the (empty) body
         mark("waiting")

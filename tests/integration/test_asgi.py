@@ -605,6 +605,34 @@ def _start_cli(tmp_path: Path, *args: str, env: dict[str, str]) -> Cli:
     return Cli(tmp_path, "--interface", "asgi", *args, env=env, app=LIFESPAN_APP)
 
 
+def test_a_request_still_running_at_the_graceful_timeout_gets_its_cleanup_and_the_shutdown(
+    tmp_path: Path,
+) -> None:
+    """A request that never answers, then TERM with --graceful-timeout 6: the
+    worker closes it early enough (a quarter of the timeout, at most 3 s, is
+    kept) that the cancelled application finishes its cleanup and the
+    lifespan shutdown runs, before the master's kill (which used to come
+    0.5 s after the close: neither ran, and the worker died by SIGKILL)."""
+    notes = tmp_path / "marks"
+    server = _start_cli(
+        tmp_path, "-w", "1", "--graceful-timeout", "6", env={"ASGI_TEST_MARK": str(notes)}
+    )
+    try:
+        port = server.port()
+        server.wait_workers(1)
+        with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
+            sock.sendall(b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
+            wait_for(lambda: "hang-started" in marks(notes), 5, "the request to be in flight")
+            assert server.stop() == 0
+            assert sock.recv(100) == b""  # closed without an answer
+        assert marks(notes) == ["startup", "hang-started", "hang-cleanup-done", "shutdown"]
+        log = server.log()
+        assert "SIGKILL" not in log and "(exit status 0)" in log, log[-2000:]
+        assert "still open at graceful_timeout (less 1.5 s kept for the shutdown)" in log
+    finally:
+        server.kill_group()
+
+
 def test_lifespan_runs_in_every_worker_around_its_life(tmp_path: Path) -> None:
     notes = tmp_path / "marks"
     server = _start_cli(tmp_path, "-w", "2", env={"ASGI_TEST_MARK": str(notes)})
