@@ -440,9 +440,10 @@ class _HTTPCycle:
             if self.started:
                 raise RuntimeError("ASGI: 'http.response.start' sent twice")
             status = message.get("status")
-            if type(status) is not int or not 200 <= status <= 999:
+            if type(status) is not int or not 200 <= status <= 599:
                 # (1xx: an interim answer is the server's to send, never the
-                # response: a 101 would switch the client to another protocol)
+                # response: a 101 would switch the client to another protocol;
+                # 600-999 are no HTTP status, RFC 9110 15: as the denial response)
                 raise TypeError(f"ASGI: invalid status {status!r} in 'http.response.start'")
             headers = message.get("headers", ())
             declared: int | None = None

@@ -468,6 +468,8 @@ def test_no_100_continue_when_the_application_answers_without_the_body(server) -
         ("/misuse/length-invalid", "invalid or conflicting Content-Length"),
         ("/misuse/length-conflict", "invalid or conflicting Content-Length"),
         ("/misuse/informational", "invalid status 101"),
+        ("/status/600", "invalid status 600"),
+        ("/status/999", "invalid status 999"),
     ],
 )
 def test_misuse_before_the_body_is_a_500(server, path: str, log: str) -> None:
