@@ -93,10 +93,10 @@ pytestmark = pytest.mark.skipif(not loopback_client_ok(), reason=f"cannot bind {
 
 
 def _seconds(value: str) -> float:
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m)?", value)
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h)?", value)
     assert match, value
     number = float(match.group(1))
-    return number * {"ms": 0.001, "s": 1, "m": 60, None: 1}[match.group(2)]
+    return number * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[match.group(2)]
 
 
 def _active(text: str) -> str:
@@ -127,7 +127,12 @@ def test_nginx_upstream_keepalive_is_shorter_than_prefork_keep_alive() -> None:
         assert re.search(r"keepalive\s+\d+;", body), f"upstream {name}: no keepalive pool"
     location = text[text.index("location /") :]
     assert "proxy_http_version 1.1;" in location
-    assert 'proxy_set_header Connection "";' in location
+    # Connection is empty (keep-alive) unless the client asked for an upgrade.
+    assert "proxy_set_header Connection $connection_upgrade;" in location
+    assert "proxy_set_header Upgrade $http_upgrade;" in location
+    assert re.search(
+        r"map \$http_upgrade \$connection_upgrade \{\s*default upgrade;\s*''\s*'';", text
+    )
     for header in ("X-Forwarded-For", "X-Real-IP", "X-Forwarded-Proto", "X-Scheme", "Host"):
         assert f"proxy_set_header {header} " in location, header
 
@@ -155,6 +160,8 @@ def test_haproxy_timeouts_are_in_order() -> None:
         assert purge < PREFORK_KEEP_ALIVE
     graceful = next(s.default for s in SETTINGS if s.name == "graceful_timeout")
     assert timeouts["server"] <= graceful
+    ping = next(s.default for s in SETTINGS if s.name == "ws_ping_interval")
+    assert timeouts["tunnel"] > ping  # an idle WebSocket is pinged before HAProxy cuts it
     assert "option httpchk" in text and "uri /readyz" in text
     assert "send-proxy-v2" in text
     for header in ("X-Real-IP", "X-Forwarded-Proto"):

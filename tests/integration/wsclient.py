@@ -151,6 +151,7 @@ class RawWebSocket:
         extra: str = "",
         timeout: float = TIMEOUT,
         expect_status: int = 101,
+        host: str | None = None,
     ) -> None:
         self.timeout = timeout
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
@@ -158,7 +159,7 @@ class RawWebSocket:
         self.key = base64.b64encode(os.urandom(16)).decode()
         lines = [
             f"GET {path} HTTP/1.1",
-            f"Host: 127.0.0.1:{port}",
+            f"Host: {host or f'127.0.0.1:{port}'}",
             "Upgrade: websocket",
             "Connection: Upgrade",
             f"Sec-WebSocket-Key: {self.key}",
