@@ -1243,7 +1243,10 @@ class HTTPConnection(asyncio.Protocol):
         a WebSocket's closing handshake does; a response with a length runs
         to its end (a download must not be cut).  Called as such a response
         starts while draining, or as the drain starts during one."""
-        if self._resp_expected is None and not self._bodyless and not self._closed:
+        # (_bodyless belongs to the framed way of answering: a raw response's
+        # head said no length, and a raw no-body answer finishes at once)
+        bodyless = self._bodyless and self._resp_state == _R_FRAMED_STREAM
+        if self._resp_expected is None and not bodyless and not self._closed:
             self._waiting = _T_STREAM
             self.deadline = self._drain_until
 
