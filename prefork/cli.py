@@ -288,6 +288,7 @@ class _Service:
         # new user may not be able to read the interpreter's own files.
         import asyncio
         import concurrent.futures.thread  # noqa: F401  (the WSGI thread pool)
+        import inspect
 
         from prefork.worker import wsgi  # noqa: F401
         from prefork.worker.httpserver import HTTPServer
@@ -334,8 +335,12 @@ class _Service:
             left = config.graceful_timeout if deadline is None else deadline - loop.time()
             left = max(left, 0.1)
             if asyncio.iscoroutinefunction(shutdown):
+                # (a request callback of the user's own may have a shutdown()
+                # without the timeout ASGIAdapter takes)
+                takes_timeout = "timeout" in inspect.signature(shutdown).parameters
+                done = shutdown(timeout=left) if takes_timeout else shutdown()
                 try:
-                    loop.run_until_complete(asyncio.wait_for(shutdown(timeout=left), left))
+                    loop.run_until_complete(asyncio.wait_for(done, left))
                 except asyncio.TimeoutError:
                     log.warning("ASGI lifespan shutdown did not finish within --graceful-timeout")
             else:

@@ -635,6 +635,30 @@ def test_a_request_still_running_at_the_graceful_timeout_gets_its_cleanup_and_th
         server.kill_group()
 
 
+def test_a_callbacks_own_async_shutdown_without_a_timeout_is_awaited(tmp_path: Path) -> None:
+    """The CLI gives ASGIAdapter.shutdown() the time left before the master's
+    kill; a request callback of the user's own with ``async def shutdown(self)``
+    is still awaited, without the argument it does not take."""
+    mark = tmp_path / "mark"
+    server = Cli(
+        tmp_path,
+        "-w",
+        "1",
+        "--interface",
+        "callback",
+        env={"SHUTDOWN_MARK": str(mark)},
+        app="tests.apps.callback_shutdown_app:app",
+    )
+    try:
+        port = server.port()
+        server.wait_workers(1)
+        assert request(port, "GET", "/")[0] == 200
+        assert server.stop() == 0
+        assert mark.read_text().startswith("shutdown "), server.log()[-2000:]
+    finally:
+        server.kill_group()
+
+
 def test_lifespan_runs_in_every_worker_around_its_life(tmp_path: Path) -> None:
     notes = tmp_path / "marks"
     server = _start_cli(tmp_path, "-w", "2", env={"ASGI_TEST_MARK": str(notes)})
