@@ -248,7 +248,7 @@ class WebSocketSession(WebSocketConnection):
             # The spec says to use the ``subprotocol`` key; an application that
             # names it as a header (the older way) gets the same treatment.
             named = [value for name, value in extra if name.lower() == "sec-websocket-protocol"]
-            subprotocol = named[-1].strip() if named else None
+            subprotocol = (named[-1].strip() or None) if named else None
         if subprotocol is not None and subprotocol not in (self.scope.get("subprotocols") or ()):
             raise RuntimeError(f"subprotocol {subprotocol!r} was not offered by the client")
         headers = [
