@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -11,6 +12,16 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
 
 import proxy_harness as h  # noqa: E402
+
+
+@pytest.fixture
+def workdir():
+    """A folder other users can traverse (nginx's workers run as nobody); removed after."""
+    path = h.private_dir("pf-proxy-")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

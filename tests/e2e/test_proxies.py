@@ -36,7 +36,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import struct
@@ -65,16 +64,6 @@ ELSEWHERE = "10.213.255.1"  # a trusted-proxy address that is not the real proxy
 
 def root_only():
     return pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
-
-
-@pytest.fixture
-def workdir():
-    """A folder other users can traverse (nginx's workers run as nobody); removed after."""
-    path = h.private_dir("pf-proxy-")
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def loopback_client_ok() -> bool:
@@ -192,7 +181,7 @@ def _start_behind_nginx(
     )
     nginx = h.Nginx(workdir / "nginx", site)
     procs.append(nginx)
-    h.wait_for(lambda: _connects(listen), 10, "nginx to listen")
+    h.wait_for(lambda: h.connects(listen), 10, "nginx to listen")
     return prefork, nginx, listen
 
 
@@ -206,14 +195,6 @@ def _wait_served(nginx: h.Nginx, count: int, what: str) -> int:
         return found if found >= count else 0
 
     return h.wait_for(served, 15, what)
-
-
-def _connects(port: int, host: str = "127.0.0.1") -> bool:
-    try:
-        socket.create_connection((host, port), timeout=1).close()
-    except OSError:
-        return False
-    return True
 
 
 @root_only()

@@ -10,13 +10,9 @@ reconnects to the new worker.
 
 from __future__ import annotations
 
-import shutil
 import signal
-import socket
 import sys
 from pathlib import Path
-
-import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
 import proxy_harness as h  # noqa: E402
@@ -25,14 +21,6 @@ from tests.integration.wsclient import RawWebSocket  # noqa: E402
 
 APP = "ws_app:app"
 ASGI = ["--interface", "asgi", "--access-log", "off"]
-
-
-def _connects(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except OSError:
-        return False
-    return True
 
 
 def _echo(ws: RawWebSocket, text: str) -> None:
@@ -55,15 +43,6 @@ def _roll_and_reconnect(prefork: h.Prefork, port: int, host: str | None) -> None
         ws.close()
 
 
-@pytest.fixture
-def workdir():
-    path = h.private_dir("pf-proxy-ws-")
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
 def test_a_websocket_through_the_nginx_config(workdir: Path, procs: list) -> None:
     prefork = h.Prefork(["--bind", "127.0.0.1:0", *ASGI], workdir, app=APP, workers=1)
     procs.append(prefork)
@@ -71,7 +50,7 @@ def test_a_websocket_through_the_nginx_config(workdir: Path, procs: list) -> Non
     site = h.nginx_site(listen_port=listen, unix_socket=None, tcp_port=prefork.port)
     nginx = h.Nginx(workdir / "nginx", site)
     procs.append(nginx)
-    h.wait_for(lambda: _connects(listen), 10, "nginx to listen")
+    h.wait_for(lambda: h.connects(listen), 10, "nginx to listen")
     with RawWebSocket(listen, "/echo", host="example.com", timeout=15) as ws:
         _echo(ws, "through nginx")
         ws.send_message(2, b"\x00\xff" * 40000)  # 80 KB: a large frame both ways

@@ -49,6 +49,15 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def connects(port: int, host: str = "127.0.0.1") -> bool:
+    """Something accepts TCP connections on ``host``:``port`` now."""
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
 def replace_once(text: str, old: str, new: str, *, count: int = 1) -> str:
     """``text.replace(old, new)``, asserting that ``old`` occurs ``count`` times."""
     found = text.count(old)
