@@ -798,9 +798,11 @@ class ASGIAdapter:
                     # (or closed) and logged it; or the worker stopped with it still
                     # running (shutdown()). Nothing is left to do.
                     return
-                if cycle.disconnected and isinstance(exc, Exception):
+                if cycle.disconnected and not cycle.complete and isinstance(exc, Exception):
                     # The client left and the application stopped on it (our
-                    # ClientGone, or the framework's own ClientDisconnect): no error.
+                    # ClientGone, or the framework's own ClientDisconnect): no
+                    # error.  Once the response is whole, what fails (a
+                    # framework's background task) is the application's own.
                     cycle.fail()
                     return
                 request = cycle.request

@@ -233,6 +233,12 @@ async def app(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
         raise RuntimeError("application bug in the middle")
     elif path == "/misuse/no-response":
         return
+    elif path == "/misuse/raise-after-response":
+        # As a framework's background task: the response is whole, the
+        # client gone (Connection: close), then the application fails.
+        await respond(send, 200, b"done")
+        await asyncio.sleep(float(query.get("after", "0.2")))
+        raise RuntimeError("application bug after the response")
     elif path == "/bytearray-headers":
         # bytearray pairs and body: bytes-like, accepted as bytes (as uvicorn does)
         headers = [(bytearray(b"x-made-of"), bytearray(b"bytearray"))]

@@ -536,6 +536,25 @@ def test_an_exception_mid_body_cuts_the_response(server) -> None:
     wait_for(lambda: "application bug in the middle" in server.stderr_text(), 5, "the traceback")
 
 
+def test_an_exception_after_a_whole_response_is_logged_though_the_client_left(server) -> None:
+    """A framework's background task runs after the response is complete,
+    often once the client has gone (``Connection: close``, a one-shot
+    client): its exception is the application's error all the same, and is
+    logged with its traceback (it was taken for the client's leaving and
+    dropped)."""
+    response = raw(
+        server.port,
+        b"GET /misuse/raise-after-response?after=0.2 HTTP/1.1\r\nHost: x\r\n"
+        b"Connection: close\r\n\r\n",
+    )
+    assert response.startswith(b"HTTP/1.1 200 OK\r\n") and response.endswith(b"done")
+    wait_for(
+        lambda: "RuntimeError: application bug after the response" in server.stderr_text(),
+        5,
+        "the background failure's traceback",
+    )
+
+
 @pytest.mark.parametrize(
     ("path", "log"),
     [
