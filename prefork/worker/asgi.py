@@ -253,11 +253,14 @@ def build_scope(
     server = getattr(conn, "asgi_server", _UNKNOWN)
     if server is _UNKNOWN:
         server = _server_address(conn)
-    # The peer, or the client a PROXY header named; X-Forwarded-For changes the IP.
+    # The peer, or the client a PROXY header named; a trusted X-Forwarded-For
+    # or X-Real-Ip names the IP alone: its port is unknown (0, as uvicorn),
+    # never the proxy's own.
     address = getattr(conn, "address", None)
     client = None
     if type(address) is tuple and len(address) >= 2:
-        client = (request.remote_ip or address[0], address[1])
+        ip = request.remote_ip
+        client = (address[0], address[1]) if not ip or ip == address[0] else (ip, 0)
     fields = request.headers
     # One value per name (the usual case): the dict's own items, no generator.
     pairs = dict.items(fields) if fields._as_list is None else fields.get_all()

@@ -331,6 +331,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--lifespan", default="auto")
     parser.add_argument("--root-path", default="")
+    parser.add_argument("--xheaders", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(stream=sys.stderr, level=logging.INFO)
     from prefork.settings import make_config
@@ -338,7 +339,7 @@ def main() -> None:
     adapter = ASGIAdapter(app, make_config(lifespan=args.lifespan, root_path=args.root_path))
     loop = IOLoop.instance()
     loop.asyncio_loop.run_until_complete(adapter.startup())
-    server = HTTPServer(adapter)
+    server = HTTPServer(adapter, xheaders=args.xheaders)
     sockets = bind_sockets(0, "127.0.0.1")
     server.add_sockets(sockets)
     print(sockets[0].getsockname()[1], flush=True)

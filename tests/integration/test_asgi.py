@@ -21,7 +21,7 @@ import pytest
 
 from prefork.worker.asgi import ASGIAdapter
 from prefork.worker.interfaces import detect_interface, request_callback_for
-from tests.conftest import APPS, ROOT, post_expecting_continue, wait_for
+from tests.conftest import APPS, ROOT, post_expecting_continue, read_until_closed, wait_for
 from tests.integration.test_cli_config import Cli
 
 
@@ -167,6 +167,31 @@ def test_asterisk_form_keeps_its_star_under_a_root_path(rooted) -> None:
     assert head.startswith(b"HTTP/1.1 200 "), response
     scope = json.loads(body)
     assert (scope["method"], scope["path"], scope["raw_path"]) == ("OPTIONS", "*", "*")
+
+
+@pytest.mark.parametrize(
+    ("forwarded", "client_ip", "port_kept"),
+    [
+        (b"X-Forwarded-For: 10.9.9.9\r\n", "10.9.9.9", False),
+        (b"X-Real-Ip: 10.8.8.8\r\n", "10.8.8.8", False),
+        (b"", "127.0.0.1", True),  # no proxy header: the peer, with its port
+    ],
+)
+def test_a_client_named_by_a_trusted_proxy_has_no_port(
+    module_spawn, forwarded: bytes, client_ip: str, port_kept: bool
+) -> None:
+    """``--xheaders``: the proxy names the client's IP, not its port; the
+    scope's port is then 0 (as uvicorn), never the proxy's own port, which
+    belongs to another host (WSGI leaves REMOTE_PORT out the same way)."""
+    served = module_spawn(APPS / "asgi_app.py", "--xheaders")
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+        sock.sendall(
+            b"GET /scope/x HTTP/1.1\r\nHost: h\r\n%sConnection: close\r\n\r\n" % forwarded
+        )
+        response = read_until_closed(sock)
+        own_port = sock.getsockname()[1]
+    scope = json.loads(response.partition(b"\r\n\r\n")[2])
+    assert scope["client"] == [client_ip, own_port if port_kept else 0]
 
 
 def test_http_1_0_scope(server) -> None:
