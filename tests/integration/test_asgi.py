@@ -185,9 +185,7 @@ def test_a_client_named_by_a_trusted_proxy_has_no_port(
     belongs to another host (WSGI leaves REMOTE_PORT out the same way)."""
     served = module_spawn(APPS / "asgi_app.py", "--xheaders")
     with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
-        sock.sendall(
-            b"GET /scope/x HTTP/1.1\r\nHost: h\r\n%sConnection: close\r\n\r\n" % forwarded
-        )
+        sock.sendall(b"GET /scope/x HTTP/1.1\r\nHost: h\r\n%sConnection: close\r\n\r\n" % forwarded)
         response = read_until_closed(sock)
         own_port = sock.getsockname()[1]
     scope = json.loads(response.partition(b"\r\n\r\n")[2])
