@@ -104,6 +104,13 @@ _T_HEAD = 1  # a request head (header_timeout, header_min_rate, header_timeout_m
 _T_BODY = 2  # more request body (body_timeout, body_min_rate)
 _T_IDLE = 3  # the next request on an idle keep-alive connection
 _T_STREAM = 4  # draining: a response of unknown length ends at the drain's bound
+_T_LINGER = 5  # answered and half-closed: the client's unread bytes are discarded
+
+#: How long a connection closed with the client's bytes unread (a body
+#: answered before it was read, a refused request, pipelined requests after
+#: the last answer) goes on reading them after its answer and our FIN,
+#: before the close: see ``_linger``.
+LINGER = 2.0
 
 #: How long past ``drain_grace`` a draining worker lets a long-lived answer
 #: run: a WebSocket's close handshake, a stream of unknown length.
@@ -591,7 +598,7 @@ class HTTPConnection(asyncio.Protocol):
                 self._resp_status = status
                 self._resp_bytes = 0
                 self._send(error_response(status, date=self._date()))
-        self._close()
+        self._linger()  # (the client may still be sending what was refused)
 
     def _continue_soon(self, request: HTTPRequest) -> None:
         """The application waits for the body of ``request``: ask the client for
@@ -1061,14 +1068,19 @@ class HTTPConnection(asyncio.Protocol):
             observer = server.observer
             if observer is not None:
                 observer.request_finished(request, self._resp_status, self._resp_bytes)
+        unread = False
         if self._body_stream is not None:
             # Answered before the body was all read: the rest of it would be
             # taken for the next request, so the connection ends here.
             self._body_stream.abort()
             self._body_stream = None
             self._keep_alive = False
+            unread = True
         if self._closed or not self._keep_alive or self._draining:
-            self._close()
+            if unread or self.parser.buffered:
+                self._linger()  # (pipelined requests left unanswered count too)
+            else:
+                self._close()
             return
         parser = self.parser
         parser.start_next_cycle()
@@ -1176,7 +1188,27 @@ class HTTPConnection(asyncio.Protocol):
         self._reading_paused = True
         self.transport.pause_reading()
 
-    def _close(self) -> None:
+    def _linger(self) -> None:
+        """Close in stages (RFC 9112 9.6), when the client's bytes may be unread.
+
+        Closing a socket with received bytes unread makes the kernel answer
+        with a reset, which can destroy the answer before the client reads
+        it (the unsent and unacknowledged part of it is dropped, and a
+        client still sending gets an error instead of the response). So the
+        answer goes, then our FIN (``write_eof``), and what the client still
+        sends is read and dropped until it closes, for at most
+        :data:`LINGER` seconds (nginx's ``lingering_close``).  On TLS, or once
+        the client has ended its side, a plain close.
+        """
+        if self._closed:
+            return
+        transport = self.transport
+        if self._eof or self.is_tls or not transport.can_write_eof():
+            self._close()
+            return
+        self._close(linger=True)
+
+    def _close(self, linger: bool = False) -> None:
         if not self._closed:
             self._closed = True
             self.deadline = 0.0
@@ -1184,10 +1216,27 @@ class HTTPConnection(asyncio.Protocol):
                 self._file_sender.cancel()  # (what it held is dropped: the body is cut)
             if self._batch is not None:
                 self._flush_batch()
-            self.transport.close()
+            transport = self.transport
+            if linger and not transport.is_closing():
+                # data_received drops what arrives now; eof_received (the
+                # client's close) returns None, which closes the transport.
+                transport.write_eof()
+                if self._reading_paused:
+                    self._reading_paused = False
+                    transport.resume_reading()
+                self._waiting = _T_LINGER
+                self.deadline = self._loop.time() + LINGER  # type: ignore[union-attr]
+                return
+            transport.close()
 
     def close(self) -> None:
-        """Close the connection (pending output is still sent)."""
+        """Close the connection (pending output is still sent; a lingering
+        one stops lingering)."""
+        if self._waiting == _T_LINGER and self._closed:
+            self._waiting = _T_NONE
+            self.deadline = 0.0
+            self.transport.close()
+            return
         self._close()
 
     def closed(self) -> bool:
@@ -1258,6 +1307,8 @@ class HTTPConnection(asyncio.Protocol):
         deadline (:mod:`prefork.worker.deadlines`); one too slow, 408.
         """
         if self._closed:
+            if self._waiting == _T_LINGER:
+                self.close()  # (still sending after LINGER s: its reset is its own)
             return
         waiting = self._waiting
         if waiting == _T_IDLE or (waiting == _T_HEAD and not self.parser.started):

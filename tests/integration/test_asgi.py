@@ -14,12 +14,14 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from prefork.worker.asgi import ASGIAdapter
+from prefork.worker.connection import LINGER
 from prefork.worker.interfaces import detect_interface, request_callback_for
 from tests.conftest import APPS, ROOT, post_expecting_continue, read_until_closed, wait_for
 from tests.integration.test_cli_config import Cli
@@ -467,6 +469,63 @@ def test_no_100_continue_when_the_application_answers_without_the_body(server) -
     first, rest = post_expecting_continue(server.port, "/status/204", b"hello")
     assert first.startswith(b"HTTP/1.1 204 "), first
     assert rest == b""
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        # answered before the body is read (a 401, a 405 as frameworks do)
+        (b"POST /status/401 HTTP/1.1\r\nHost: x\r\nContent-Length: 50000000\r\n\r\n", 401),
+        # refused at the head: over --max-body-size (100 MiB)
+        (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 200000000\r\n\r\n", 413),
+    ],
+)
+def test_a_client_still_sending_gets_the_answer_then_a_clean_close(
+    server, head: bytes, status: int
+) -> None:
+    """RFC 9112 9.6: closing with the client's bytes unread would make the
+    kernel reset the connection, which can destroy the answer before the
+    client reads it; the server half-closes after its answer and drops what
+    still comes, so the client reads the answer and then an orderly end
+    (not ECONNRESET), and its sending ends within LINGER seconds."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    stopped = threading.Event()
+    sent_error: list[BaseException] = []
+
+    def keep_sending() -> None:
+        piece = b"x" * 65536
+        try:
+            # More with the head than one read takes (uvloop reads 256 KiB at
+            # most): bytes are unread in the kernel when the answer goes.
+            sock.sendall(head + b"x" * (4 << 20))
+            while not stopped.is_set():
+                sock.sendall(piece)
+        except OSError as exc:  # the server's close, after its linger
+            sent_error.append(exc)
+
+    try:
+        sender = threading.Thread(target=keep_sending, daemon=True)
+        sender.start()
+        received = b""
+        deadline = time.monotonic() + 10
+        while chunk := sock.recv(65536):  # (a reset raises ConnectionResetError)
+            received += chunk
+            assert time.monotonic() < deadline, "no close after the answer"
+        assert received.startswith(b"HTTP/1.1 %d " % status), received[:100]
+        assert b"Connection: close" in received or b"connection: close" in received
+        # The server still reads (and drops) what comes after its FIN: the
+        # client's sending goes on, it is not reset at once.  (Without the
+        # linger the reset comes within milliseconds; the sender or the
+        # reader above sees it, whichever asks the socket first.)
+        sender.join(timeout=LINGER / 4)
+        assert sender.is_alive(), f"the client was cut at once: {sent_error}"
+        sender.join(timeout=LINGER + 5)
+        assert not sender.is_alive(), "the server kept reading past its linger"
+        assert sent_error, "the sender stopped without the server's close"
+    finally:
+        stopped.set()
+        sock.close()
+    assert request(server.port, "GET", "/state")[0] == 200  # the worker is fine
 
 
 # -- an application that gets ASGI wrong ---------------------------------------------------------
