@@ -725,6 +725,10 @@ class HTTPConnection(asyncio.Protocol):
             return  # (as write(): the client is gone, or was refused, see _reject)
         if self._resp_state != _R_NONE:
             raise RuntimeError("write_headers() called after the response started")
+        if not isinstance(status, int) or not 200 <= status <= 599:
+            # (a 1xx here would be taken for the answer: the client would wait
+            # for the final one; an interim 100 is the server's to send)
+            raise ValueError(f"write_headers() needs a final status (200-599), got {status!r}")
         if headers is None:
             pairs: list[tuple[str, str]] = []
         elif isinstance(headers, HTTPHeaders):
@@ -830,8 +834,16 @@ class HTTPConnection(asyncio.Protocol):
         """
         expected = self._resp_expected
         assert expected is not None
-        room = max(0, expected - self._resp_bytes)
         request = self._request
+        if expected == 0 and (
+            (request is not None and request.method == "HEAD") or self._resp_status in (204, 304)
+        ):
+            # No body may follow this head (RFC 9110 9.3.2, 15.3.5, 15.4.5):
+            # what the application wrote as one is dropped, quietly (an
+            # application written for GET answers HEAD with its body), and
+            # the connection goes on.
+            return b""
+        room = max(0, expected - self._resp_bytes)
         error_log.error(
             "Response body longer than its Content-Length (%d): %d byte(s) dropped: %s %s",
             expected,

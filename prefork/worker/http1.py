@@ -605,6 +605,12 @@ class RequestParser:
             content_length = int(first)
             if content_length > limits.max_body_size:
                 raise ProtocolError(413, "request body too large")
+            if len(content_lengths) > 1:
+                # The same length repeated (``5, 5``, two fields): RFC 9110
+                # 8.6 lets a recipient take it only as one value, so the
+                # application sees one (int("5, 5") fails in Django & co.).
+                headers = [field for field in headers if field[0] != "Content-Length"]
+                headers.append(("Content-Length", str(content_length)))
 
         if is_11:
             keep_alive = "close" not in connection_tokens

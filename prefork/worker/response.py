@@ -195,8 +195,8 @@ def frame_raw(
       Content-Length, not chunked, and a body may follow: only the close
       tells the client where it ends), nor when the head says ``Connection:
       close``;
-    * the body length the head promises (None: no promise, or no body may
-      follow), to check with :func:`body_complete` at the end;
+    * the body length the head promises (None: no promise; 0 when no body
+      may follow: HEAD, 204, 304), to check with :func:`body_complete` at the end;
     * whether the body is chunked, so that it must end with :data:`LAST_CHUNK`.
 
     A head that does not parse (no status line, a Content-Length that is not
@@ -241,7 +241,11 @@ def frame_raw(
             cut = head.length - 2
             data = data[:cut] + _CLOSE_HEADER + data[cut:]
     if no_body:
-        return data, head, keep_alive, None, False
+        # Nothing may follow the head (HEAD, 204, 304): a length of 0, so the
+        # connection drops what the application writes after it (the seed's
+        # handler writes its body to HEAD too).  A 1xx is an interim head:
+        # what follows it is the application's next head, passed on as sent.
+        return data, head, keep_alive, 0 if head.status >= 200 else None, False
     return data, head, keep_alive, head.content_length, head.chunked
 
 

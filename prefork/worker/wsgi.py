@@ -49,6 +49,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 
+from prefork.worker.bodystream import ClientDisconnected
 from prefork.worker.filesend import SendfileUnavailable, regular_file_fd
 from prefork.worker.request import under_root
 from prefork.worker.response import bodyless, build_response_head
@@ -81,7 +82,13 @@ SEND_TIMEOUT = 60.0
 FILE_READ_BLOCK = 64 * 1024
 
 _POLL = 0.5  # how often a waiting app thread checks that the loop still runs
-_ERROR_HEAD = (500, None, [("Content-Type", "text/plain; charset=utf-8")])
+_ERROR_HEAD = (
+    500,
+    None,
+    # (closed after, as on the other interfaces: what the failed application
+    # left unread of the request cannot be trusted to frame the next one)
+    [("Content-Type", "text/plain; charset=utf-8"), ("Connection", "close")],
+)
 _ERROR_BODY = b"500 Internal Server Error\n"
 
 # Where a request's WSGI call is, for --request-timeout (_Response.phase).
@@ -242,6 +249,10 @@ def _parse_status(status: str) -> tuple[int, str | None]:
     code = status[:3]
     if len(code) != 3 or not code.isdigit() or status[3:4] not in ("", " "):
         raise ValueError(f"invalid WSGI status {status!r} (expected '200 OK')")
+    if not "200" <= code <= "599":
+        # A 1xx would leave the client waiting for the final answer (an
+        # interim one is the server's to send); 600-999 are no HTTP status.
+        raise ValueError(f"invalid WSGI status {status!r} (a final status, 200-599)")
     return int(code), status[4:] or None
 
 
@@ -384,6 +395,17 @@ class _Response:
                 if close is not None:
                     close()
             self._complete(whole)
+        except ClientDisconnected as exc:
+            # wsgi.input: the client's body ended early or was refused (the
+            # connection answered 400/408/413 and closed, see _reject): the
+            # client's doing, told in one line, not an application traceback.
+            error_log.info(
+                "WSGI application stopped reading: %s %s: %s",
+                self.request.method,
+                self.request.uri,
+                exc,
+            )
+            self._post(self._loop_abort)
         except BaseException:  # a pool thread has nobody else to tell
             error_log.exception("Error in WSGI application: %s", self.request.uri)
             if self.headers_sent or self.gone:

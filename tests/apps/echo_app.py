@@ -197,6 +197,16 @@ def handle_request(request) -> None:
         request.write(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nab")
         request.write(b"cHTTP/1.1 200 OK\r\n\r\n")
         request.finish()
+    elif path == "/raw/seed":  # the README's seed handler: its body even to HEAD
+        message = "You requested %s\n" % request.uri
+        request.write(
+            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(message), message.encode())
+        )
+        request.finish()
+    elif path == "/raw/204-body":  # a body no client may read (RFC 9110 15.3.5)
+        request.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+        request.write(b"stray")
+        request.finish()
     elif path == "/raw/unframed":
         request.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nunframed body")
         request.finish()

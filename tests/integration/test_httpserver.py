@@ -226,6 +226,45 @@ def xheaders_app(module_spawn):
     return module_spawn(APP, "--xheaders")
 
 
+def test_a_raw_answer_to_head_or_a_204_sends_no_body_and_keeps_the_connection(app):
+    """RFC 9110 9.3.2, 15.3.5: nothing follows these heads. The seed's
+    handler writes its body to HEAD too: the bytes are dropped, quietly, and
+    the connection goes on (sent, a client would read them as the start of
+    the next response: curl's 'Excess found')."""
+    response = exchange_until_close(
+        app.port,
+        b"HEAD /raw/seed HTTP/1.1\r\nHost: h\r\n\r\n"
+        b"GET /raw/204-body HTTP/1.1\r\nHost: h\r\n\r\n"
+        b"GET /raw/seed HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    )
+    assert response == (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 24\r\n\r\n"
+        b"HTTP/1.1 204 No Content\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Length: 24\r\nConnection: close\r\n\r\n"
+        b"You requested /raw/seed\n"
+    )
+    assert "dropped" not in app.stderr_text()  # (quietly: not the Content-Length error)
+
+
+@pytest.mark.parametrize("status", ["103", "100", "600"])
+def test_write_headers_with_no_final_status_is_the_applications_error(app, status):
+    """A 1xx would be taken for the answer (the client would wait for the
+    final one); 600+ is no HTTP status: write_headers refuses it, so the
+    callback fails and the client gets a 500."""
+    response = exchange_until_close(
+        app.port, b"GET /framed?status=%s HTTP/1.1\r\nHost: h\r\n\r\n" % status.encode()
+    )
+    assert response.startswith(b"HTTP/1.1 500 "), response
+    assert response.count(b"HTTP/1.1 ") == 1
+    wait_for(
+        lambda: (
+            f"write_headers() needs a final status (200-599), got {status}" in app.stderr_text()
+        ),
+        TIMEOUT,
+        "the traceback",
+    )
+
+
 # ---------------------------------------------------------------- HTTPRequest
 
 

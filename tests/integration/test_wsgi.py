@@ -483,6 +483,45 @@ def test_head_204_304_have_no_body_on_a_kept_alive_connection(wsgi: Server) -> N
         assert conn.getresponse().read() == b"one,two,three"
 
 
+@pytest.mark.parametrize("code", ["103", "100", "600", "999"])
+def test_a_status_that_is_no_final_answer_is_the_applications_error(wsgi: Server, code) -> None:
+    """A 1xx from start_response would be taken for the answer, leaving the
+    client waiting for the final one (an interim answer is the server's to
+    send); 600-999 are no HTTP status: a 500 and the reason in the log."""
+    response = raw_exchange(
+        wsgi.port, b"GET /status?code=%s HTTP/1.1\r\nHost: h\r\n\r\n" % code.encode()
+    )
+    assert response.startswith(b"HTTP/1.1 500 "), response
+    assert response.count(b"HTTP/1.1 ") == 1
+    wait_for(
+        lambda: (
+            f"invalid WSGI status '{code} Whatever' (a final status, 200-599)"
+            in wsgi.process.stderr_text()
+        ),
+        TIMEOUT,
+        "the log line",
+    )
+
+
+def test_a_request_body_the_client_cuts_is_no_application_traceback(wsgi: Server) -> None:
+    """wsgi.input raising ClientDisconnected (a malformed chunked body: 400)
+    is the client's doing: one INFO line, not 'Error in WSGI application'
+    with a traceback for every such request (a client could flood the log)."""
+    response = raw_exchange(
+        wsgi.port,
+        b"POST /digest HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello0\r\n\r\n",
+    )
+    assert response.startswith(b"HTTP/1.1 400 "), response
+    wait_for(
+        lambda: "WSGI application stopped reading: POST /digest" in wsgi.process.stderr_text(),
+        TIMEOUT,
+        "the one-line note",
+    )
+    assert "Error in WSGI application: /digest" not in wsgi.process.stderr_text()
+    assert wsgi.get("/write").text == "one,two,three"  # the worker is fine
+
+
 def test_pipelined_requests_are_answered_in_order(wsgi: Server) -> None:
     raw = raw_exchange(
         wsgi.port,

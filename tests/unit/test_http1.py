@@ -542,14 +542,26 @@ def test_unknown_but_valid_method_token_accepted() -> None:
 
 @pytest.mark.parametrize("name", ["cl-duplicate-comma", "cl-duplicate-lines"])
 def test_identical_duplicate_content_length_accepted(name: str) -> None:
+    """Accepted as the one value it is, and the application sees that one
+    value (RFC 9110 8.6: a list of the same length may be replaced by it)."""
     [request] = parse_requests(VALID[name])
     assert request.head.content_length == 5
     assert request.body == b"hello"
+    assert [field for field in request.head.headers if field[0] == "Content-Length"] == [
+        ("Content-Length", "5")
+    ]
 
 
 def test_equal_content_lengths_with_leading_zeros_accepted() -> None:
     head = first_event(req(b"POST / HTTP/1.1", b"Host: a\r\nContent-Length: 5, 005\r\n"))
     assert head.content_length == 5
+    assert ("Content-Length", "5") in head.headers
+
+
+def test_a_single_content_length_is_left_as_sent() -> None:
+    head = first_event(req(b"POST / HTTP/1.1", b"Host: a\r\nContent-Length: 005\r\n"))
+    assert head.content_length == 5
+    assert ("Content-Length", "005") in head.headers
 
 
 def test_empty_host_accepted() -> None:
