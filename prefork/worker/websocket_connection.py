@@ -64,6 +64,11 @@ FAIL_GRACE = 1.0
 #: Received messages the application may leave unread before the socket is
 #: no longer read (also bounded by ``ws_max_size`` bytes).
 MAX_QUEUED = 16
+#: Frames parsed in one go (one read, or one later turn of the loop) before
+#: the rest waits for the loop's next turn, the socket unread meanwhile: a
+#: read of 256 KiB of empty frames is ~40,000 of them, ~0.5 s of parsing,
+#: and the worker's other connections must not wait that long.
+FRAMES_PER_TURN = 128
 #: Unsent bytes above which ``send()`` waits for the client to read.
 HIGH_WATER = 64 * 1024
 #: Larger messages go out as fragments of this size, with the loop free in
@@ -126,8 +131,21 @@ class WebSocketConnection(asyncio.Protocol):
         self._queued_bytes = 0
         self._waiter: asyncio.Future[Message | None] | None = None
         self._final: Message | None = None  # the websocket.disconnect event, once known
-        self._parts: list[Any] = []  # pieces of the message being received
+        self._parts: list[Any] = []  # pieces of the message being received (joined)
+        self._pieces: list[Any] = []  # its latest pieces, joined into _parts by the 256
+        #: the application has too many unread messages (or bytes): no more is
+        #: taken from the socket until it reads (see _deliver / _taken)
+        self._app_full = False
+        #: bytes received and not looked at yet (the fast path takes them later)
+        self._held = b""
+        #: wsproto may hold frames not turned into events yet
+        self._wsproto_pending = False
+        self._continue_scheduled = False
+        #: the transport is not being read (for any of the reasons above)
         self._reading_paused = False
+        #: the latest ping not answered while the client did not read (RFC
+        #: 6455 5.5.3: only the most recent one needs its pong)
+        self._pong_owed: bytes | None = None
         # what the application sends
         self._write_paused = False
         self._writable: asyncio.Future[None] | None = None
@@ -182,26 +200,57 @@ class WebSocketConnection(asyncio.Protocol):
             return
         self._inbox.append(item)
         self._queued_bytes += size
-        if not self._reading_paused and (
+        if not self._app_full and (
             len(self._inbox) > MAX_QUEUED or self._queued_bytes > self.config.ws_max_size
         ):
-            # The application is not keeping up: stop reading the socket
+            # The application is not keeping up: take no more from the socket
             # (the client then feels TCP back-pressure) until it catches up.
-            self._reading_paused = True
-            if self._transport is not None:
-                self._transport.pause_reading()
+            self._app_full = True
+            self._sync_reading()
 
     def _taken(self, item: Message) -> None:
         self._queued_bytes -= len(item.get("text") or item.get("bytes") or b"")
         if (
-            self._reading_paused
+            self._app_full
             and len(self._inbox) <= MAX_QUEUED // 2
             and self._queued_bytes <= self.config.ws_max_size // 2
         ):
-            self._reading_paused = False
-            if self._transport is not None and not self._gone:
-                self._transport.resume_reading()
-                self._last_seen = self._loop.time()  # (the silence was ours)
+            self._app_full = False
+            self._last_seen = self._loop.time()  # (the silence was ours)
+            self._continue_soon()
+            self._sync_reading()
+
+    def _sync_reading(self) -> None:
+        """Read the socket only while nothing received waits to be looked at
+        and the application keeps up."""
+        paused = self._app_full or bool(self._held) or self._wsproto_pending
+        if paused == self._reading_paused or self._transport is None or self._gone:
+            return
+        self._reading_paused = paused
+        if paused:
+            self._transport.pause_reading()
+        else:
+            self._transport.resume_reading()
+
+    def _continue_soon(self) -> None:
+        """Look at what is held on the loop's next turn (other connections first)."""
+        if (self._held or self._wsproto_pending) and not self._continue_scheduled:
+            self._continue_scheduled = True
+            self._loop.call_soon(self._continue)
+
+    def _continue(self) -> None:
+        self._continue_scheduled = False
+        if self._discarding or self._state == CLOSED:
+            return
+        if self._app_full:
+            return  # (_taken comes back here)
+        if self._wsproto_pending:
+            self._parse_events()
+        if self._held and not self._wsproto_pending and not self._app_full:
+            data, self._held = self._held, b""
+            self._consume(data)
+        self._continue_soon()
+        self._sync_reading()
 
     def _set_final(self, code: int, reason: str = "") -> None:
         """The disconnect event the application gets once the queue is read."""
@@ -266,12 +315,37 @@ class WebSocketConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._discarding or self._state == CLOSED:
             return
+        self._last_seen = self._loop.time()
+        if self._held or self._wsproto_pending or self._app_full:
+            # (a read the transport made before it was paused: after the rest)
+            self._held += data
+            self._continue_soon()
+            self._sync_reading()
+            return
+        self._consume(data)
+        if self._held or self._wsproto_pending:
+            self._continue_soon()
+            self._sync_reading()
+
+    def _consume(self, data: bytes) -> None:
+        """Take messages and control frames from ``data``, as many as may be
+        taken now; what is left is held (``_held``, or inside
+        wsproto) for a later turn of the loop."""
         conn = self._conn
         assert conn is not None
-        self._last_seen = self._loop.time()
         if FAST_PATH and wsproto_idle(conn):
+            # How many messages, and bytes, may be taken now: what the
+            # application may leave unread (at least one: the limit is
+            # checked as it is delivered), and the work of one turn.
+            if self._state == OPEN:
+                max_messages = MAX_QUEUED + 1 - len(self._inbox)
+                if max_messages > FRAMES_PER_TURN or max_messages < 1:
+                    max_messages = FRAMES_PER_TURN if max_messages > 0 else 1
+                max_bytes = self.config.ws_max_size - self._queued_bytes
+            else:  # (they are dropped: only the work is bounded)
+                max_messages, max_bytes = FRAMES_PER_TURN, 1 << 62
             messages, data, failure = take_simple_frames(
-                data, self._inflater, self.config.ws_max_size
+                data, self._inflater, self.config.ws_max_size, max_messages, max_bytes
             )
             if self._state == OPEN:  # (our close is out: what still comes is dropped)
                 for message in messages:
@@ -284,7 +358,19 @@ class WebSocketConnection(asyncio.Protocol):
                 return
             if not data:
                 return
+            if len(messages) >= max_messages or self._app_full:
+                self._held = data  # (the fast path takes it up again later)
+                return
         conn.receive_data(data)
+        self._parse_events()
+
+    def _parse_events(self) -> None:
+        """Act on what wsproto parses, :data:`FRAMES_PER_TURN` frames at most,
+        and no message more once the application has enough unread."""
+        conn = self._conn
+        assert conn is not None
+        budget = FRAMES_PER_TURN
+        self._wsproto_pending = False
         event: Any
         for event in conn.events():
             kind = type(event)
@@ -292,7 +378,10 @@ class WebSocketConnection(asyncio.Protocol):
                 self._on_message(event)
             elif kind is Ping:
                 if conn.state is ConnectionState.OPEN:
-                    self._transport.write(conn.send(event.response()))
+                    if self._write_paused:
+                        self._pong_owed = bytes(event.payload)  # (sent when it reads)
+                    else:
+                        self._transport.write(conn.send(event.response()))
             elif kind is Pong:
                 if event.payload == self._ping_payload:
                     self._ping_payload = None
@@ -300,17 +389,31 @@ class WebSocketConnection(asyncio.Protocol):
             elif kind is CloseConnection:
                 self._on_close_frame(event)
                 return
+            if self._discarding or self._state == CLOSED:
+                return
+            budget -= 1
+            if budget == 0 or self._app_full:
+                # (wsproto parses frame by frame: the rest stays in its buffer)
+                self._wsproto_pending = True
+                return
 
     def _on_message(self, event: Any) -> None:
         data = event.data
         if not event.message_finished:
-            self._parts.append(data)
+            pieces = self._pieces
+            pieces.append(data)
+            if len(pieces) >= 256:  # (one piece per 256: a message of small
+                # fragments is kept at about its size, each byte copied twice)
+                self._parts.append(("" if type(data) is str else b"").join(pieces))
+                self._pieces = []
             return
         parts = self._parts
-        if parts:
+        if parts or self._pieces:
+            parts.extend(self._pieces)
             parts.append(data)
             data = ("" if type(data) is str else b"").join(parts)
             self._parts = []
+            self._pieces = []
         if self._state != OPEN:
             return  # (our close is out: what still comes is dropped)
         if type(data) is str:
@@ -365,9 +468,10 @@ class WebSocketConnection(asyncio.Protocol):
             transport = self._transport
             if transport.can_write_eof():
                 transport.write_eof()  # (the client sees the end after our close frame)
-            if self._reading_paused:
-                self._reading_paused = False
-                transport.resume_reading()  # (to see the client's EOF)
+            # (no more input is looked at: read on, to see the client's EOF)
+            self._held = b""
+            self._wsproto_pending = self._app_full = False
+            self._sync_reading()
         self._set_final(code, reason)
         assert self._final is not None
         return dict(self._final)
@@ -377,9 +481,14 @@ class WebSocketConnection(asyncio.Protocol):
         if self._state != OPEN:
             return
         self._send_close_frame(code, reason)
-        if self._reading_paused:
-            self._reading_paused = False
-            self._transport.resume_reading()  # (the client's close frame must be read)
+        self._read_for_the_close()
+
+    def _read_for_the_close(self) -> None:
+        """Our close frame is out: the client's must be read, behind whatever
+        the application left unread (dropped now)."""
+        self._app_full = False
+        self._continue_soon()
+        self._sync_reading()
 
     def _send_close_frame(self, code: int, reason: str) -> None:
         conn = self._conn
@@ -394,6 +503,13 @@ class WebSocketConnection(asyncio.Protocol):
         self._end(abort=True)
 
     def eof_received(self) -> bool | None:
+        # What came before the end is looked at first, all of it (it is here
+        # already: at most one read, as the socket is not read while some is held).
+        while (self._held or self._wsproto_pending) and not self._discarding:
+            if self._state == CLOSED:
+                break
+            self._app_full = False
+            self._continue()
         self._set_final(1006)
         self._end(abort=False)
         return None
@@ -403,6 +519,11 @@ class WebSocketConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        owed = self._pong_owed
+        if owed is not None and self._conn is not None:
+            self._pong_owed = None
+            if self._conn.state is ConnectionState.OPEN:
+                self._transport.write(self._conn.send(Ping(payload=owed).response()))
         waiter = self._writable
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -490,9 +611,7 @@ class WebSocketConnection(asyncio.Protocol):
         if self._state == OPEN:
             self._send_close_frame(code, reason)
             self._set_final(code, reason)
-            if self._reading_paused:
-                self._reading_paused = False
-                self._transport.resume_reading()
+            self._read_for_the_close()
         self.deadline = self._loop.time() + self.config.drain_grace + 5.0
 
     def on_timeout(self) -> None:

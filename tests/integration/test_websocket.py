@@ -1143,6 +1143,76 @@ def cli_server(spawner, free_port, *args: str):
     return process, port
 
 
+def _http_get(port: int, timeout: float) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        return sock.recv(65536)
+
+
+@pytest.mark.parametrize("flood", ["empty pings", "empty fragments"])
+def test_a_flood_of_tiny_frames_does_not_stall_the_worker(plain_port, flood):
+    """Frames cost ~12 µs each to parse whatever their size, so a read of
+    256 KiB of 6-byte frames is ~0.5 s of work: the worker parses a bounded
+    number per turn of its loop (FRAMES_PER_TURN), its other connections are
+    served in between (the flood stalled them for many seconds). A message
+    of empty fragments also fails as too big (1009) after FREE_FRAGMENTS: it
+    grew the worker's memory without a byte counted against --ws-max-size."""
+    ws = RawWebSocket(plain_port)
+    blob = (
+        build_frame(9, b"") * 20000
+        if flood == "empty pings"
+        else build_frame(0, b"", fin=False) * 20000
+    )
+    stop = threading.Event()
+
+    def pump() -> None:
+        try:
+            if flood == "empty fragments":
+                ws.sock.sendall(build_frame(1, b"a", fin=False))
+            while not stop.is_set():
+                ws.sock.sendall(blob)
+        except OSError:
+            pass  # (closed: the 1009)
+
+    received = bytearray()
+
+    def drain() -> None:  # the pongs: the client reads what it is sent
+        while not stop.is_set():
+            try:
+                data = ws.sock.recv(1 << 20)
+                if not data:
+                    return
+                if len(received) < 4096:
+                    received.extend(data[:4096])
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    threads = [
+        threading.Thread(target=pump, daemon=True),
+        threading.Thread(target=drain, daemon=True),
+    ]
+    try:
+        ws.sock.settimeout(1)
+        for thread in threads:
+            thread.start()
+        for _ in range(3):  # (the flood runs: its first reads are in)
+            started = time.monotonic()
+            assert _http_get(plain_port, timeout=5).startswith(b"HTTP/1.1 200 ")
+            assert time.monotonic() - started < 1.0
+        if flood == "empty fragments":
+            closing = build_frame(8, close_payload(1009, b"message too big"), mask=False)
+            wait_for(lambda: closing in received, 5, "the 1009 close frame")
+        else:
+            assert received.startswith(build_frame(10, b"", mask=False))  # pongs
+    finally:
+        stop.set()
+        ws.sock.close()
+        for thread in threads:
+            thread.join(5)
+
+
 @pytest.mark.parametrize(
     "sig,code,reason",
     [(signal.SIGTERM, 1001, b"server shutting down"), (signal.SIGHUP, 1012, b"server restarting")],

@@ -166,11 +166,15 @@ class _Transport:
     def set_protocol(self, protocol) -> None:
         pass
 
+    paused = False
+
     def pause_reading(self) -> None:
-        pass
+        assert not self.paused, "paused twice"
+        self.paused = True
 
     def resume_reading(self) -> None:
-        pass
+        assert self.paused, "resumed while reading"
+        self.paused = False
 
 
 class _Connection:
@@ -201,7 +205,9 @@ class _Request:
         self.connection = _Connection(transport)
 
 
-def run_session(chunks: list[bytes], fast: bool, deflate: bool) -> tuple[list, bytes]:
+def run_session(
+    chunks: list[bytes], fast: bool, deflate: bool, max_size: int = 3000
+) -> tuple[list, bytes]:
     """Feed ``chunks`` to an accepted session; what the application and the client see."""
     import asyncio
 
@@ -210,7 +216,7 @@ def run_session(chunks: list[bytes], fast: bool, deflate: bool) -> tuple[list, b
 
     async def main():
         transport = _Transport()
-        config = make_config(None, ws_ping_interval=0, ws_max_size=3000)
+        config = make_config(None, ws_ping_interval=0, ws_max_size=max_size)
         request = _Request(transport, "permessage-deflate" if deflate else None)
         session = websocket.WebSocketSession({"subprotocols": []}, request, config, "a" * 24)
         await session.receive()
@@ -221,6 +227,9 @@ def run_session(chunks: list[bytes], fast: bool, deflate: bool) -> tuple[list, b
         events = []
         while True:
             if not session._inbox and session._final is None:
+                if session._held or session._wsproto_pending:
+                    await asyncio.sleep(0)  # (held for a later turn: the loop's)
+                    continue
                 session.connection_lost(None)  # (the stream ended: the client went away)
             event = await session.receive()
             events.append(event)
@@ -295,3 +304,147 @@ def test_fast_path_and_wsproto_agree_on_random_streams(deflate):
         assert run_session(chunks, True, deflate) == run_session(chunks, False, deflate)
 
     check()
+
+
+# -- bounded work and memory per connection (an outside probe's floods) -------------------
+
+
+class _Session:
+    """An accepted session on the recording transport, driven from a test."""
+
+    def __init__(self, max_size: int = 3000, deflate: bool = False) -> None:
+        from prefork.settings import make_config
+        from prefork.worker import websocket
+
+        self.transport = _Transport()
+        config = make_config(None, ws_ping_interval=0, ws_max_size=max_size)
+        request = _Request(self.transport, "permessage-deflate" if deflate else None)
+        self.session = websocket.WebSocketSession({"subprotocols": []}, request, config, "a" * 24)
+
+    async def accept(self):
+        await self.session.receive()
+        await self.session.send({"type": "websocket.accept"})
+        self.transport.out.clear()
+        return self.session
+
+
+def _pongs(out: bytes) -> list[bytes]:
+    """The payloads of the (unmasked, short) pong frames in ``out``."""
+    found, pos = [], 0
+    while pos + 2 <= len(out):
+        opcode, size = out[pos] & 0x0F, out[pos + 1] & 0x7F
+        if opcode == 10:
+            found.append(bytes(out[pos + 2 : pos + 2 + size]))
+        pos += 2 + size
+    return found
+
+
+def test_a_read_of_many_frames_is_parsed_a_bounded_number_per_loop_turn():
+    """~12 µs a frame: one read of 256 KiB of empty pings would hold the
+    worker ~0.5 s. FRAMES_PER_TURN are parsed at once, the socket is not read
+    meanwhile, and the rest follows on the loop's next turns (every ping is
+    still answered, in order)."""
+    import asyncio
+
+    from prefork.worker.websocket_connection import FRAMES_PER_TURN
+
+    async def main():
+        driver = _Session()
+        session = await driver.accept()
+        pings = [b"%d" % i for i in range(FRAMES_PER_TURN * 5)]
+        session.data_received(b"".join(frame(9, payload) for payload in pings))
+        assert len(_pongs(driver.transport.out)) == FRAMES_PER_TURN
+        assert session._reading_paused and driver.transport.paused
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert _pongs(driver.transport.out) == pings
+        assert not session._reading_paused and not driver.transport.paused
+
+    asyncio.run(main())
+
+
+def test_pings_while_the_client_does_not_read_get_one_pong_the_latest():
+    """RFC 6455 5.5.3: only the most recent ping needs its pong. Answering
+    every ping of a client that reads nothing grew the worker by the pongs
+    (180 MiB in a probe)."""
+    import asyncio
+
+    async def main():
+        driver = _Session()
+        session = await driver.accept()
+        session.pause_writing()  # (the transport's buffer is over its high-water mark)
+        session.data_received(b"".join(frame(9, b"p%d" % i) for i in range(100)))
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert _pongs(driver.transport.out) == []
+        session.resume_writing()
+        assert _pongs(driver.transport.out) == [b"p99"]
+
+    asyncio.run(main())
+
+
+def test_compressed_messages_the_application_leaves_unread_are_bounded_in_bytes():
+    """Each of these inflates to just under the limit: the socket stops being
+    read at ws_max_size unread bytes (or 16 messages), give or take one
+    message -- not one whole read of them (60 MiB queued at a 1 MiB limit in
+    a probe)."""
+    import asyncio
+
+    async def main():
+        driver = _Session(max_size=3000, deflate=True)
+        session = await driver.accept()
+        message = deflate_raw(b"z" * 2900)
+        session.data_received(b"".join(frame(2, message, rsv=4) for _ in range(50)))
+        assert session._queued_bytes <= 2 * 3000
+        assert len(session._inbox) <= 2
+        assert session._reading_paused and session._held  # (the rest waits, unread)
+        received = 0
+        while received < 50:  # the application reads: all of them come, in turn
+            event = await asyncio.wait_for(session.receive(), 5)
+            assert event == {"type": "websocket.receive", "bytes": b"z" * 2900}
+            received += 1
+        assert not session._held and not session._reading_paused
+
+    asyncio.run(main())
+
+
+def test_a_message_of_many_tiny_fragments_fails_as_too_big_and_small_ones_pass():
+    """Past FREE_FRAGMENTS, fragments must carry MIN_FRAGMENT_AVERAGE bytes
+    each on average: empty fragments never counted against the size limit,
+    yet each cost a parse and a kept piece."""
+    from prefork.worker.websocket_frames import FREE_FRAGMENTS, MIN_FRAGMENT_AVERAGE
+
+    empty = [frame(1, b"a", fin=False)] + [frame(0, b"", fin=False)] * FREE_FRAGMENTS
+    for fast in (True, False):
+        events, out = run_session([b"".join(empty), frame(0, b"b")], fast, False)
+        assert [e["type"] for e in events] == ["websocket.disconnect"]
+        assert events[-1]["code"] == 1009 and out.startswith(b"\x88")
+    size = MIN_FRAGMENT_AVERAGE
+    pieces = [frame(2, b"x" * size, fin=False)]
+    pieces += [frame(0, b"x" * size, fin=False)] * (FREE_FRAGMENTS + 100)
+    pieces.append(frame(0, b"x" * size))
+    total = size * (FREE_FRAGMENTS + 102)
+    events, _ = run_session([b"".join(pieces)], True, False, max_size=total)
+    assert events[0] == {"type": "websocket.receive", "bytes": b"x" * total}
+
+
+def test_the_pieces_of_a_fragmented_message_are_joined_as_they_come():
+    """A kept piece per fragment cost ~30x the message's size for 2-byte
+    fragments; they are joined by the 256, so a message is kept at about
+    its size."""
+    import asyncio
+
+    async def main():
+        driver = _Session(max_size=1 << 20)
+        session = await driver.accept()
+        session.data_received(frame(2, b"ab", fin=False))
+        for _ in range(1000):
+            session.data_received(frame(0, b"cd", fin=False))
+            for _ in range(2):
+                await asyncio.sleep(0)
+        assert len(session._pieces) < 256 and len(session._parts) <= 4
+        session.data_received(frame(0, b"ef"))
+        event = await asyncio.wait_for(session.receive(), 5)
+        assert event == {"type": "websocket.receive", "bytes": b"ab" + b"cd" * 1000 + b"ef"}
+
+    asyncio.run(main())
