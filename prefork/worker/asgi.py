@@ -462,6 +462,10 @@ class _HTTPCycle:
                     if declared is None and value.isdigit():
                         declared = int(value)
                     else:
+                        if declared is not None:
+                            # The same length twice goes out once (nginx refuses
+                            # an upstream's duplicate): the framed path sends one.
+                            self._reframe = True
                         declared = _content_length(value, declared)
                 elif size == 17 and name.lower() == b"transfer-encoding":
                     # The framing is the server's: chunked (or the close on

@@ -129,6 +129,7 @@ _FRAMING = {
     "/framing/te-and-length": [(b"transfer-encoding", b"chunked"), (b"content-length", b"6")],
     "/framing/204-length": [(b"content-length", b"6")],
     "/framing/length-ows": [(b"content-length", b" 6\t")],
+    "/framing/length-twice": [(b"content-length", b"6"), (b"content-length", b"6")],
 }
 
 #: ``/misuse/header-*``: a response header no client could read safely
