@@ -276,7 +276,10 @@ class Master:
         log.info(
             "master %d listening on %s, %d worker(s)",
             self.pid,
-            ", ".join(describe_socket(s) for s in self.sockets),
+            ", ".join(
+                describe_socket(s, "https" if self.config.certfile else "http")
+                for s in self.sockets
+            ),
             self._target,
         )
         return None

@@ -468,16 +468,17 @@ def listeners_from_specs(
 # Logging and cleanup
 
 
-def describe_socket(sock: socket.socket) -> str:
-    """A short name for logs: ``http://127.0.0.1:8000``, ``http://[::1]:8000``, ``unix:/run/x.sock``."""
+def describe_socket(sock: socket.socket, scheme: str = "http") -> str:
+    """A short name for logs: ``http://127.0.0.1:8000``, ``http://[::1]:8000``,
+    ``unix:/run/x.sock`` (``scheme``: ``https`` when the workers speak TLS)."""
     try:
         name = sock.getsockname()
     except OSError:
         return f"<socket fd={sock.fileno()}>"
     if sock.family == socket.AF_INET:
-        return f"http://{name[0]}:{name[1]}"
+        return f"{scheme}://{name[0]}:{name[1]}"
     if sock.family == socket.AF_INET6:
-        return f"http://[{name[0]}]:{name[1]}"
+        return f"{scheme}://[{name[0]}]:{name[1]}"
     if sock.family == socket.AF_UNIX:
         if not name:
             return "unix:(unnamed)"

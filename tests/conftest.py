@@ -281,7 +281,7 @@ class MasterWatch:
         match = wait_for(
             lambda: (
                 self.proc.poll() is None
-                and re.search(r"listening on http://127\.0\.0\.1:(\d+)", self.log())
+                and re.search(r"listening on https?://127\.0\.0\.1:(\d+)", self.log())
             ),
             20,
             "the master to log its address",

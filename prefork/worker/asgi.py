@@ -69,6 +69,9 @@ _HTTP_EXTENSIONS: dict[str, Any] = {"http.response.pathsend": {}}
 _HTTP_EXTENSIONS_TRAILERS: dict[str, Any] = {**_HTTP_EXTENSIONS, "http.response.trailers": {}}
 #: Unsent bytes in the socket's buffer above which ``send()`` waits.
 HIGH_WATER = 64 * 1024
+#: A streaming application gives the loop a turn after this many body bytes
+#: that did not have to wait for the client (see ``send``).
+YIELD_EVERY = 1 << 20
 #: Bytes of a file read at a time for ``http.response.pathsend``.
 FILE_CHUNK = 256 * 1024
 #: Seconds the applications still running at shutdown have to end once cancelled.
@@ -317,6 +320,8 @@ class _HTTPCycle:
     _length: int | None = None
     #: body bytes the application has sent, counted against ``_length``
     _sent = 0
+    #: streamed body bytes sent since the task last gave the loop a turn
+    _streamed = 0
     #: the server adds a ``date`` header (``--date-header``) unless the
     #: application gave one
     send_date = True
@@ -429,8 +434,24 @@ class _HTTPCycle:
             elif body and not self.bodyless:
                 self.request.write(body)
             if more:
-                if self.transport.get_write_buffer_size() > HIGH_WATER:
+                transport = self.transport
+                if transport.get_write_buffer_size() > HIGH_WATER:
                     await self._drain()
+                elif transport.is_closing():
+                    # Reset by the client (or cut by the drain): what is written
+                    # goes nowhere and the buffer never fills, so an application
+                    # streaming from memory would never give the loop a turn in
+                    # which connection_lost could tell it (the worker froze).
+                    self.disconnected = True
+                    raise ClientGone("the client disconnected")
+                else:
+                    self._streamed += len(body)
+                    if self._streamed >= YIELD_EVERY:
+                        # A fast reader keeps the buffer empty: without a
+                        # suspension now and then, one stream would hold the
+                        # worker's other connections for its whole length.
+                        self._streamed = 0
+                        await asyncio.sleep(0)
             elif self._trailers:
                 self._awaiting_trailers = True  # the end goes with the trailers
             else:

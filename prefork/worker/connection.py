@@ -340,7 +340,10 @@ class HTTPConnection(asyncio.Protocol):
                 # Whole: answer it, then close (after what is pipelined, if any).
                 if not self.parser.buffered:
                     self._keep_alive = False
-                return True
+                # (TLS has no half-close: the TLS layer closes the transport
+                # whatever is returned, and warns for a True: the application
+                # then sees the client gone, connection_lost)
+                return None if self.is_tls else True
         self._input_ended()
         return None
 

@@ -176,6 +176,17 @@ async def app(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
             await send({"type": "http.response.body", "body": piece, "more_body": True})
         mark("big-sent")
         await send({"type": "http.response.body", "body": b""})
+    elif path == "/stream-forever":
+        # An endless stream made in memory: no await but send() (a generator
+        # of chunks, as many SSE/export endpoints are). Marks how it ended.
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        piece = b"y" * 65536
+        try:
+            while True:
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+        except Exception as exc:
+            mark(f"stream-ended:{type(exc).__name__}")
+            raise
     elif path == "/slow-read":
         mark("slow-read-started")
         while not os.path.exists(query["go"]):

@@ -160,6 +160,7 @@ def _der(leaf) -> bytes:
 
 def test_s_client_negotiates_tls13_and_alpn(tmp_path: Path, procs: list, pki: Pki) -> None:
     server = _start(tmp_path, procs, *pki.server_args())
+    assert server.addresses == [f"https://127.0.0.1:{server.port}"]  # (the log says TLS)
     rc, out = s_client(
         server.port,
         "-alpn",

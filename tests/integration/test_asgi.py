@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -454,6 +455,25 @@ def test_http_disconnect_reaches_a_waiting_app(server, mark_file) -> None:
         sock.sendall(b"GET /wait-disconnect HTTP/1.1\r\nHost: x\r\n\r\n")
         wait_for(lambda: "waiting" in marks(mark_file), 10, "the app to wait in receive()")
     wait_for(lambda: "http.disconnect" in marks(mark_file), 10, "http.disconnect")
+
+
+def test_a_stream_whose_client_resets_ends_and_the_worker_serves_on(server, mark_file) -> None:
+    """A reset leaves the transport closing: writes go nowhere and its buffer
+    never fills, so an application streaming from memory never waited in
+    send(), the loop never got the turn in which it would learn of the
+    reset, and the worker froze (the master killed it as hung). send() now
+    raises ClientGone at once (a disconnect: no error logged)."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    sock.sendall(b"GET /stream-forever HTTP/1.1\r\nHost: x\r\n\r\n")
+    got = 0
+    while got < 65536:  # the stream runs
+        chunk = sock.recv(65536)
+        assert chunk
+        got += len(chunk)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()  # a reset
+    assert request(server.port, "GET", "/state")[0] == 200  # (froze: timed out)
+    wait_for(lambda: "stream-ended:ClientGone" in marks(mark_file), 5, "the application's end")
 
 
 def test_100_continue_goes_out_when_the_application_reads_the_body(server) -> None:

@@ -6,6 +6,7 @@ committed).  Servers are ``tests/apps/echo_app.py`` in a subprocess.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import re
 import socket
@@ -292,3 +293,35 @@ def test_valid_ssl_options_construct(certs):
     )
     assert isinstance(server.ssl_context, ssl.SSLContext)
     assert server.ssl_context.minimum_version >= ssl.TLSVersion.TLSv1_2
+
+
+def test_a_client_ending_its_tls_side_after_its_request_is_no_warning(tls_dict, certs):
+    """TLS has no half-close: after the client's close_notify the TLS layer
+    closes the connection whatever the protocol returns, and logged asyncio's
+    "returning true from eof_received() has no effect when using ssl" for
+    every such client (a log any client could fill); the application sees the
+    client gone. The request and the close_notify leave in one write, so the
+    EOF comes while the request is in hand."""
+    context = ssl.create_default_context(cafile=str(certs.ca))
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+    with socket.create_connection(("127.0.0.1", tls_dict.port), timeout=TIMEOUT) as sock:
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                sock.sendall(outgoing.read())
+                data = sock.recv(65536)
+                assert data, "the server closed during the handshake"
+                incoming.write(data)
+        sock.sendall(outgoing.read())
+        tls.write(b"GET /delay?ms=200&i=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        with contextlib.suppress(ssl.SSLWantReadError):
+            tls.unwrap()  # close_notify, behind the request
+        sock.sendall(outgoing.read())
+        with contextlib.suppress(OSError):  # the server acts on the EOF: it closes
+            while sock.recv(65536):
+                pass
+    assert https_echo(tls_dict.port, certs)  # the worker serves on
+    assert "eof_received() has no effect" not in tls_dict.stderr_text()
