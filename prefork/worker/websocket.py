@@ -33,6 +33,7 @@ from prefork.worker.websocket_connection import (
     FRAME_SIZE,
     HANDSHAKE,
     OPEN,
+    YIELD_EVERY,
     ClientDisconnected,
     ProtocolFailure,
     WebSocketConnection,
@@ -231,6 +232,12 @@ class WebSocketSession(WebSocketConnection):
                 await self._send_slowly(data, opcode)
         else:
             self._write_data(opcode, data, True, True)
+            self._unyielded += len(data)
+            if self._unyielded >= YIELD_EVERY:
+                # A client reading as fast as it is sent never makes send()
+                # wait: a turn of the loop now and then for the others.
+                self._unyielded = 0
+                await asyncio.sleep(0)
 
     # -- the handshake (an HTTP request still) -----------------------------------------
 

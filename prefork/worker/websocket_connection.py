@@ -71,6 +71,8 @@ MAX_QUEUED = 16
 FRAMES_PER_TURN = 128
 #: Unsent bytes above which ``send()`` waits for the client to read.
 HIGH_WATER = 64 * 1024
+#: Bytes sent without waiting after which ``send()`` gives the loop a turn.
+YIELD_EVERY = 1 << 20
 #: Larger messages go out as fragments of this size, with the loop free in
 #: between (compressing 16 MiB at once would hold it ~90 ms).
 FRAME_SIZE = 256 * 1024
@@ -153,6 +155,7 @@ class WebSocketConnection(asyncio.Protocol):
         self._deflater: Deflater | None = None
         self._inflater: Inflater | None = None
         self._out_compressed = False  # the message being sent is compressed
+        self._unyielded = 0  # bytes sent since send() last gave the loop a turn
         # timers
         self._timer: asyncio.TimerHandle | None = None  # keepalive, close or failure grace
         self._last_seen = 0.0
@@ -265,7 +268,10 @@ class WebSocketConnection(asyncio.Protocol):
 
     def _write_data(self, opcode: int, data: bytes, first: bool, fin: bool) -> None:
         """Write one data frame (compressed when deflate was negotiated and it pays)."""
-        if self._state != OPEN:
+        if self._state != OPEN or self._transport.is_closing():
+            # (closing: reset by the client, connection_lost is a turn of the
+            # loop away; writes would go nowhere, and an application sending
+            # from memory would never give the loop that turn)
             raise ClientDisconnected("the WebSocket is closed")
         head = (0x80 if fin else 0) | (opcode if first else 0)  # (continuations: opcode 0)
         if first:

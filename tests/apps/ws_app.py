@@ -191,6 +191,14 @@ async def websocket_app(scope, receive, send) -> None:
             if (i + 1) % 10 == 0 or i + 1 == n:
                 Path(log).write_text(str(i + 1))
         await send({"type": "websocket.close", "code": 1000})
+    elif path == "/send-forever":
+        # Sends from memory, awaiting nothing but send(); logs how it ended.
+        try:
+            while True:
+                await send({"type": "websocket.send", "bytes": b"z" * 16384})
+        except Exception as exc:
+            Path(args["log"]).write_text(type(exc).__name__)
+            raise
     elif path == "/bad-send":
         try:
             await send({"type": "websocket.send", "text": "a", "bytes": b"b"})

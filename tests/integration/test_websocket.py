@@ -1149,6 +1149,21 @@ def _http_get(port: int, timeout: float) -> bytes:
         return sock.recv(65536)
 
 
+def test_an_application_sending_to_a_client_that_reset_ends_and_the_worker_serves_on(
+    plain_port, tmp_path
+):
+    """After a reset the transport is closing: writes go nowhere and never
+    fill its buffer, so an application sending from memory never waited in
+    send() and the worker froze. send() raises ClientDisconnected at once."""
+    log = tmp_path / "ended"
+    ws = RawWebSocket(plain_port, f"/send-forever?log={log}")
+    ws.recv_frame()  # (it sends)
+    ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    ws.sock.close()  # a reset
+    assert _http_get(plain_port, timeout=5).startswith(b"HTTP/1.1 200 ")  # (froze: timed out)
+    wait_for(lambda: log.exists() and log.read_text() == "ClientDisconnected", 5, "its end")
+
+
 @pytest.mark.parametrize("flood", ["empty pings", "empty fragments"])
 def test_a_flood_of_tiny_frames_does_not_stall_the_worker(plain_port, flood):
     """Frames cost ~12 µs each to parse whatever their size, so a read of
