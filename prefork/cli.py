@@ -181,6 +181,26 @@ def _argument_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def tls_problem(config: Config) -> str | None:
+    """Why the TLS settings cannot make a server context (a key that is not
+    the certificate's, a file that is no PEM...), in one line naming the
+    setting; None when they can.  Checked in the master, at start and on
+    HUP, so that the mistake is not a traceback from every worker."""
+    if not config.certfile:
+        return None
+    from prefork.worker.tls import options_from_config, server_context
+
+    try:
+        server_context(options_from_config(config) or {})
+    except ValueError as exc:
+        reason = str(exc).removeprefix("ssl_options: ")
+        setting = "--ca-certs" if "ca_certs" in reason else "--certfile/--keyfile"
+        if "cert_reqs" in reason:
+            setting = "--cert-reqs"
+        return f"{setting}: {reason}"
+    return None
+
+
 def _fail(message: str, status: int = 2) -> NoReturn:
     print(f"prefork: error: {message}", file=sys.stderr)
     sys.exit(status)
@@ -209,11 +229,14 @@ def _make_error_handler(config: Config) -> logging.Handler:
 
 def _configure_logging(config: Config) -> None:
     global _error_handler, _logging_config
+    # The new handler first: if its file cannot be opened (a HUP's new
+    # path), the error propagates with the old logging still in place.
+    handler = _make_error_handler(config)
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
+    for old in list(root.handlers):
+        root.removeHandler(old)
     _release_own_loggers()
-    _error_handler = _make_error_handler(config)
+    _error_handler = handler
     root.addHandler(_error_handler)
     root.setLevel(getattr(logging, config.log_level.upper()))
     _logging_config = config
@@ -406,6 +429,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ConfigError as exc:
         _fail(str(exc))
     config = loaded.config
+    problem = tls_problem(config)
+    if problem is not None:
+        _fail(problem)
     if printing:
         print_config(config)
         sys.exit(0)
@@ -466,6 +492,9 @@ def _run(config: Config, app: Callable[..., Any] | None, cli: dict[str, Any]) ->
     def reload() -> Config:
         """HUP: read the file and the environment again; new workers get the result."""
         loaded = config_file.reload(master.config, cli, os.environ)
+        problem = tls_problem(loaded.config)
+        if problem is not None:
+            raise ValueError(problem)
         for warning in loaded.warnings:
             log.warning("%s", warning)
         _configure_logging(loaded.config)

@@ -87,6 +87,19 @@ def _number(kind: type, minimum: float, *, above: bool = False) -> Callable[[Any
     return parse
 
 
+def _bounded(parse: Callable[[Any], Any], maximum: float) -> Callable[[Any], Any]:
+    """``parse``, and the value must be at most ``maximum``."""
+
+    def bounded(value: Any) -> Any:
+        number = parse(value)
+        if number > maximum:
+            shown = maximum if isinstance(maximum, int) else f"{maximum:g}"
+            raise ValueError(f"must be <= {shown}, got {value!r}")
+        return number
+
+    return bounded
+
+
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*", re.IGNORECASE)
 
 
@@ -136,6 +149,28 @@ def _existing_file(value: Any) -> str | None:
     if path is not None and not os.path.isfile(path):
         raise ValueError(f"no such file: {path!r}")
     return path
+
+
+def _file_to_write(value: Any, *special: str) -> str | None:
+    """A file prefork will create or append to: its directory must exist and
+    the path must not be a directory (checked now, so that a typo is one line
+    at start or a refused HUP, not a traceback from the logging setup).
+    ``special``: values that name no file (``-``, ``off``...)."""
+    import os.path
+
+    path = _optional_str(value)
+    if path is None or path.lower() in special:
+        return path
+    if os.path.isdir(path):
+        raise ValueError(f"{path!r} is a directory, not a file")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ValueError(f"no such directory: {directory!r}")
+    return path
+
+
+def _log_file(value: Any) -> str | None:
+    return _file_to_write(value, "-", "off", "none", "logging")
 
 
 def _url_path(value: Any) -> str | None:
@@ -263,6 +298,10 @@ class Setting:
             return self.parse(value)
         except ValueError as exc:
             raise ConfigError(self.name, str(exc)) from None
+        except TypeError:  # (a config file's value of the wrong kind: bind = 8000)
+            raise ConfigError(
+                self.name, f"expected {self.metavar or 'a value'}, got {value!r}"
+            ) from None
 
 
 def _s(
@@ -422,7 +461,7 @@ class Config:
     )
     backlog: int = _s(
         2048,
-        _number(int, 1),
+        _bounded(_number(int, 1), 2**31 - 1),  # (a C int: listen() takes no more)
         "listen backlog: connections the kernel queues for the workers (where they wait "
         "while every worker is at --max-connections / --max-concurrency)",
         "binding",
@@ -649,7 +688,7 @@ class Config:
     # -- logging
     access_log: str | None = _s(
         "-",
-        _optional_str,
+        _log_file,
         "access log file ('-': stdout, 'off': none, 'logging': a LogRecord per line on the "
         "'prefork.access' logger, for your own logging config; slower)",
         "logging",
@@ -663,7 +702,7 @@ class Config:
         metavar="FORMAT",
     )
     error_log: str | None = _s(
-        "-", _optional_str, "error log file ('-': stderr)", "logging", metavar="FILE"
+        "-", _log_file, "error log file ('-': stderr)", "logging", metavar="FILE"
     )
     log_level: str = _s(
         "info",
@@ -731,7 +770,7 @@ class Config:
     # -- deployment
     pidfile: str | None = _s(
         None,
-        _optional_str,
+        _file_to_write,
         "write the master's pid to this file (and PIDFILE.scoreboard for prefork status)",
         "deployment",
         metavar="FILE",

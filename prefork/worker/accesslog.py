@@ -287,6 +287,10 @@ def configure(target: str | None, fmt: str = "combined") -> None:
     logger's handlers), ``off``/None (no access log).
     """
     global _sink
+    sink: AccessLogHandler | AccessLogFileHandler | None = None
+    if target is not None and target.lower() not in ("off", "none", "logging", "-"):
+        # (opened first: a file that cannot be opened leaves the old log in place)
+        sink = AccessLogFileHandler(target)
     set_format(fmt)
     for handler in list(access_log.handlers):
         access_log.removeHandler(handler)
@@ -302,7 +306,8 @@ def configure(target: str | None, fmt: str = "combined") -> None:
         access_log.propagate = True
         return
     access_log.propagate = False
-    sink = AccessLogHandler(sys.stdout) if target == "-" else AccessLogFileHandler(target)
+    if sink is None:
+        sink = AccessLogHandler(sys.stdout)
     sink.setFormatter(logging.Formatter("%(message)s"))
     access_log.addHandler(sink)
     _sink = sink

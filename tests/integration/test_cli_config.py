@@ -312,6 +312,27 @@ def test_hup_applies_a_changed_worker_count_and_limit(cli, tmp_path: Path) -> No
     assert server.stop() == 0
 
 
+def test_a_hup_with_a_log_file_that_cannot_be_opened_keeps_the_logging(cli, tmp_path) -> None:
+    """The new error log is checked before anything is changed: the reload is
+    refused in the log that works (the master's handlers were removed first,
+    and every later line was lost)."""
+    conf = tmp_path / "prefork.conf.py"
+    conf.write_text("workers = 1\n")
+    server = cli("-c", str(conf))
+    server.wait_workers(1, generation=1)
+    conf.write_text("workers = 1\nerrorlog = '/nonexistent/dir/e.log'\n")
+    os.kill(server.proc.pid, signal.SIGHUP)
+    wait_for(
+        lambda: "reload failed, keeping the old configuration" in server.log(),
+        10,
+        "the refused reload",
+    )
+    assert "--error-log: no such directory: '/nonexistent/dir'" in server.log()
+    os.kill(server.proc.pid, signal.SIGTTIN)  # the master still logs where it did
+    wait_for(lambda: "workers 1 -> 2" in server.log(), 10, "the next master line")
+    assert server.stop() == 0
+
+
 # -- server hooks --------------------------------------------------------------------------------
 
 HOOKS_FILE = """

@@ -143,3 +143,67 @@ def test_a_config_file_that_raises_names_its_line(tmp_path: Path) -> None:
     assert (
         result.stderr.strip() == f"prefork: error: --config: {conf}, line 2: ValueError: conf boom"
     )
+
+
+@pytest.fixture(scope="module")
+def mismatched_tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, str]:
+    import trustme
+
+    directory = tmp_path_factory.mktemp("tls")
+    ca = trustme.CA()
+    one, two = ca.issue_cert("127.0.0.1"), ca.issue_cert("127.0.0.1")
+    cert, key, bad = directory / "c1.pem", directory / "k2.pem", directory / "bad.pem"
+    one.cert_chain_pems[0].write_to_path(str(cert))
+    two.private_key_pem.write_to_path(str(key))
+    bad.write_text("-----BEGIN CERTIFICATE-----\nnot a certificate\n")
+    return str(cert), str(key), str(bad)
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["--pidfile", "/nonexistent/dir/p.pid"],
+            "--pidfile: no such directory: '/nonexistent/dir'",
+        ),
+        (["--pidfile", "/tmp"], "--pidfile: '/tmp' is a directory, not a file"),
+        (["--error-log", "/nonexistent/e.log"], "--error-log: no such directory: '/nonexistent'"),
+        (["--access-log", "/tmp"], "--access-log: '/tmp' is a directory, not a file"),
+        (["--backlog", "99999999999"], "--backlog: must be <= 2147483647, got '99999999999'"),
+        (["-c", "CONF:bind = 47762"], "--bind: expected ADDRESS, got 47762"),
+        (["-c", "CONF:reload_dir = 5"], "--reload-dir: expected DIR, got 5"),
+        (
+            ["TLS:mismatch"],
+            "--certfile/--keyfile: cannot load certfile/keyfile: [X509: KEY_VALUES_MISMATCH]",
+        ),
+        (["TLS:bad"], "--certfile/--keyfile: cannot load certfile/keyfile: [SSL] PEM lib"),
+    ],
+)
+def test_a_setting_that_cannot_work_is_one_line_exit_2(
+    tmp_path: Path, mismatched_tls, args: list[str], line: str
+) -> None:
+    """Paths the master will write (pid file, logs), a backlog past a C int,
+    a config file value of the wrong type, TLS files that make no context:
+    each was a traceback (exit 1, or 3 from every worker for TLS) and
+    --check-config said OK; now one line naming the setting, at start and
+    with --check-config."""
+    cert, key, bad = mismatched_tls
+    expanded: list[str] = []
+    for arg in args:
+        if arg.startswith("CONF:"):
+            conf = tmp_path / "bad.conf.py"
+            conf.write_text(arg[5:] + "\n")
+            expanded.append(str(conf))
+        elif arg == "TLS:mismatch":
+            expanded += ["--certfile", cert, "--keyfile", key]
+        elif arg == "TLS:bad":
+            expanded += ["--certfile", bad]
+        else:
+            expanded.append(arg)
+    (tmp_path / "ok_app.py").write_text(WSGI_APP)
+    env = {"PYTHONPATH": str(tmp_path)}
+    for check in ([], ["--check-config"]):
+        result = run_cli(*check, *expanded, "ok_app:app", env=env)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith(f"prefork: error: {line}"), result.stderr
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
