@@ -104,6 +104,14 @@ def load(cli: Mapping[str, Any], environ: Mapping[str, str] = os.environ) -> Loa
             values[name] = BY_NAME[name](value)
     config = Config(**values, hooks=hooks)
     validate(config)
+    if "forwarded_allow_ips" in values and not (config.xheaders or config.proxy_protocol):
+        # (gunicorn reads X-Forwarded-* from these peers on its own: here that
+        # is --xheaders; without it the list trusts nobody for anything)
+        warnings.append(
+            "--forwarded-allow-ips has no effect without --xheaders (X-Forwarded-For, "
+            "X-Forwarded-Proto, X-Real-Ip) or --proxy-protocol: the client address and "
+            "scheme stay the proxy's"
+        )
     return Loaded(config, tuple(warnings))
 
 
@@ -180,6 +188,7 @@ def read_config_file(path: str) -> tuple[dict[str, Any], Hooks, list[str]]:
     values: dict[str, Any] = {}
     hooks: dict[str, Callable[..., Any]] = {}
     warnings: list[str] = []
+    unknown: list[str] = []
     for name, value in namespace.items():
         if name.startswith("_") or isinstance(value, types.ModuleType):
             continue
@@ -200,12 +209,23 @@ def read_config_file(path: str) -> tuple[dict[str, Any], Hooks, list[str]]:
             )
             continue
         if setting_name not in BY_NAME:
-            close = difflib.get_close_matches(name, [*BY_NAME, *HOOKS], n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError("config", f"{path}: unknown setting {name!r}{hint}")
+            # A near miss of a setting is a typo (it would otherwise run with
+            # the default, unnoticed); anything else is the file's own helper
+            # variable (gunicorn config files are full of them), ignored and
+            # named once below.
+            close = difflib.get_close_matches(name, [*BY_NAME, *HOOKS], n=1, cutoff=0.85)
+            if close:
+                raise ConfigError(
+                    "config", f"{path}: unknown setting {name!r}; did you mean {close[0]!r}?"
+                )
+            if not name.isupper():
+                unknown.append(name)
+            continue
         if setting_name == "config":
             raise ConfigError("config", f"{path}: a config file cannot name another one")
         values[setting_name] = BY_NAME[setting_name](value)
+    if unknown:
+        warnings.append(f"{path}: not settings, ignored (helper variables?): {', '.join(unknown)}")
     return values, Hooks(**hooks), warnings
 
 

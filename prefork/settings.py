@@ -220,6 +220,14 @@ def _strings(value: Any) -> tuple[str, ...]:
     return tuple(part.strip() for item in items for part in str(item).split(",") if part.strip())
 
 
+def _comma_list(value: Any) -> str:
+    """A comma-separated list as one string; a config file may give a list
+    (gunicorn takes ``forwarded_allow_ips = ["10.0.0.1", "10.0.0.2"]``)."""
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return ",".join(str(item).strip() for item in value)
+    return str(value)
+
+
 def _metrics_bind(value: Any) -> str | None:
     from prefork.bindspec import parse_bind
 
@@ -741,7 +749,7 @@ class Config:
     )
     forwarded_allow_ips: str = _s(
         "127.0.0.1,::1",
-        str,
+        _comma_list,
         "comma-separated IPs/networks whose X-Forwarded-* and PROXY headers are trusted ('*': all)",
         "proxies",
         metavar="IPS",

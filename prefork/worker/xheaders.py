@@ -70,9 +70,16 @@ def parse_networks(
         if item == "*":
             return None
         try:
-            networks.append(ipaddress.ip_network(item, strict=False))
+            network = ipaddress.ip_network(item, strict=False)
         except ValueError:
             raise ValueError(
                 f"forwarded_allow_ips: {item!r} is not an IP address or network"
             ) from None
+        if "/" in item and network.network_address != ipaddress.ip_address(item.split("/")[0]):
+            # (10.0.0.5/8 would trust all of 10.0.0.0/8: say so rather than guess)
+            raise ValueError(
+                f"forwarded_allow_ips: {item!r} has host bits set: did you mean "
+                f"{str(network)!r} (or {item.split('/')[0]!r} alone)?"
+            )
+        networks.append(network)
     return networks

@@ -221,6 +221,59 @@ def test_config_file_errors_are_one_line(tmp_path: Path) -> None:
         loader.load({"config": str(tmp_path / "missing.py")})
 
 
+# The shape of the widely copied FastAPI image's gunicorn_conf.py: helper
+# variables beside the settings, the way gunicorn config files are written.
+HELPER_VARIABLES_FILE = """
+import json
+import multiprocessing
+import os
+
+workers_per_core_str = os.getenv("WORKERS_PER_CORE", "1")
+web_concurrency_str = os.getenv("WEB_CONCURRENCY", None)
+host = os.getenv("HOST", "127.0.0.1")
+port = os.getenv("PORT", "8000")
+use_loglevel = os.getenv("LOG_LEVEL", "info")
+cores = multiprocessing.cpu_count()
+default_web_concurrency = float(workers_per_core_str) * cores
+DEFAULT_PORT = 80
+
+loglevel = use_loglevel
+workers = 2
+bind = f"{host}:{port}"
+keepalive = 5
+forwarded_allow_ips = ["10.0.0.1", "10.0.0.0/24"]
+log_data = {"loglevel": loglevel, "workers": workers, "bind": bind}
+"""
+
+
+def test_a_gunicorn_file_with_helper_variables_runs(tmp_path: Path) -> None:
+    """gunicorn reads the names it knows and ignores the rest; prefork too,
+    naming the ignored ones in one warning (upper-case constants unnamed). A
+    near miss of a setting is still an error (a typo would run unnoticed)."""
+    loaded = loader.load({"config": write(tmp_path, HELPER_VARIABLES_FILE)})
+    config = loaded.config
+    assert (config.workers, config.bind, config.keep_alive) == (2, ("127.0.0.1:8000",), 5.0)
+    assert config.forwarded_allow_ips == "10.0.0.1,10.0.0.0/24"  # (a list, as gunicorn takes)
+    [ignored] = [w for w in loaded.warnings if "not settings, ignored" in w]
+    assert ignored.endswith(
+        "workers_per_core_str, web_concurrency_str, host, port, use_loglevel, cores, "
+        "default_web_concurrency, log_data"
+    )
+    assert "DEFAULT_PORT" not in ignored
+    # ... and the trusted proxies it names do nothing without --xheaders: said.
+    assert any(
+        "--forwarded-allow-ips has no effect without --xheaders" in w for w in loaded.warnings
+    )
+    loaded = loader.load({"config": write(tmp_path, HELPER_VARIABLES_FILE), "xheaders": True})
+    assert not any("no effect" in w for w in loaded.warnings)
+
+
+def test_a_trusted_network_with_host_bits_is_refused_not_widened() -> None:
+    with pytest.raises(ConfigError, match=r"has host bits set: did you mean '10\.0\.0\.0/8'"):
+        loader.load({"forwarded_allow_ips": "10.0.0.5/8"})
+    assert loader.load({"forwarded_allow_ips": "10.0.0.0/8"}).config
+
+
 GUNICORN_FILE = """
 import multiprocessing
 
