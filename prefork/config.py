@@ -98,6 +98,8 @@ def load(cli: Mapping[str, Any], environ: Mapping[str, str] = os.environ) -> Loa
         values.update(file_values)
     for setting in SETTINGS:
         if setting.env in environ:
+            if setting.name == "workers" and not environ[setting.env].strip():
+                continue  # (PREFORK_WORKERS= in a compose file: unset, as WEB_CONCURRENCY=)
             values[setting.name] = setting(environ[setting.env])
     for name, value in cli.items():
         if value is not None and name in BY_NAME:

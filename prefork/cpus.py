@@ -336,6 +336,8 @@ def _workers_from_env(environ: Mapping[str, str]) -> tuple[str, int] | None:
         if raw is None or not raw.strip():
             continue
         value = raw.strip()
+        if name == "PREFORK_WORKERS" and value == "0":
+            continue  # (--workers 0: one per CPU, as documented; WEB_CONCURRENCY may say)
         if not _WHOLE_NUMBER.fullmatch(value) or int(value) < 1:
             raise ValueError(f"{name}={raw!r}: must be a whole number of workers >= 1")
         return name, int(value)

@@ -84,4 +84,9 @@ def call_hook(config: Config, name: str, *args: Any) -> bool:
     except Exception:
         log.exception("server hook %s raised", name)
         return False
+    except SystemExit as exc:
+        # (sys.exit() in a hook is its failure too, named as such: it ended
+        # the master with a bare message that did not say where it came from)
+        log.error("server hook %s called sys.exit(%r)", name, exc.code)
+        return False
     return True

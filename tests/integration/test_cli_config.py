@@ -424,15 +424,26 @@ def test_gunicorn_style_hooks_run_where_and_when_documented(cli, tmp_path: Path)
     assert notes[0][0] == "on_starting" and notes[-1][0] == "on_exit"
 
 
+@pytest.mark.parametrize("how", ["raise", "sys.exit"])
 @pytest.mark.parametrize("hook", ["on_starting", "when_ready"])
-def test_a_raising_start_hook_exits_2_naming_it(cli, tmp_path: Path, hook: str) -> None:
+def test_a_raising_start_hook_exits_2_naming_it(cli, tmp_path: Path, hook: str, how: str) -> None:
+    """sys.exit() in a hook is its failure too, named (it ended the master
+    with exit 1 and a bare message that did not say where it came from)."""
     conf = tmp_path / "c.py"
-    conf.write_text(f"def {hook}(server):\n    raise RuntimeError('database unreachable')\n")
+    body = (
+        "raise RuntimeError('database unreachable')"
+        if how == "raise"
+        else "import sys; sys.exit('database unreachable')"
+    )
+    conf.write_text(f"def {hook}(server):\n    {body}\n")
     server = cli("-w", "1", "-c", str(conf))
     assert server.proc.wait(STOP_TIMEOUT) == 2
     log = server.log()
-    assert f"server hook {hook} raised" in log
-    assert "RuntimeError: database unreachable" in log
+    if how == "raise":
+        assert f"server hook {hook} raised" in log
+        assert "RuntimeError: database unreachable" in log
+    else:
+        assert f"server hook {hook} called sys.exit('database unreachable')" in log
     assert f"server hook {hook} failed" in log
     assert server.stop() == 2
 

@@ -268,6 +268,12 @@ def test_a_gunicorn_file_with_helper_variables_runs(tmp_path: Path) -> None:
     assert not any("no effect" in w for w in loaded.warnings)
 
 
+def test_an_empty_prefork_workers_is_unset() -> None:
+    """As WEB_CONCURRENCY= in a compose file (it was 'expected an integer')."""
+    assert loader.load({}, {"PREFORK_WORKERS": ""}).config.workers == 0
+    assert loader.load({}, {"PREFORK_WORKERS": "0"}).config.workers == 0
+
+
 def test_a_trusted_network_with_host_bits_is_refused_not_widened() -> None:
     with pytest.raises(ConfigError, match=r"has host bits set: did you mean '10\.0\.0\.0/8'"):
         loader.load({"forwarded_allow_ips": "10.0.0.5/8"})

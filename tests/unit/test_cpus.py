@@ -333,8 +333,22 @@ def test_default_workers_empty_value_counts_as_unset(quota_tree: dict[str, str])
     assert default_workers({"PREFORK_WORKERS": " 6 "}, **quota_tree) == 6
 
 
-@pytest.mark.parametrize("value", ["abc", "0", "-1", "2.5", "1e3", "+2", "4 workers", "٣"])
-@pytest.mark.parametrize("name", ["PREFORK_WORKERS", "WEB_CONCURRENCY"])
+def test_prefork_workers_0_is_one_per_cpu_as_workers_0(quota_tree: dict[str, str]) -> None:
+    """The settings table says 0 is one per usable CPU: PREFORK_WORKERS=0
+    said so too, then this refused it ('must be >= 1'), exit 2."""
+    assert default_workers({"PREFORK_WORKERS": "0"}, **quota_tree) == 2
+    assert default_workers({"PREFORK_WORKERS": "0", "WEB_CONCURRENCY": "4"}, **quota_tree) == 4
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        (name, value)
+        for name in ("PREFORK_WORKERS", "WEB_CONCURRENCY")
+        for value in ("abc", "0", "-1", "2.5", "1e3", "+2", "4 workers", "٣")
+        if (name, value) != ("PREFORK_WORKERS", "0")  # (the setting's own 0: above)
+    ],
+)
 def test_default_workers_bad_values(name: str, value: str, quota_tree: dict[str, str]) -> None:
     with pytest.raises(ValueError) as info:
         default_workers({name: value}, **quota_tree)
