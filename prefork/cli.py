@@ -313,12 +313,14 @@ class _Service:
         import concurrent.futures.thread  # noqa: F401  (the WSGI thread pool)
         import inspect
 
+        from prefork.lifecycle import enable_hang_tracebacks
         from prefork.worker import wsgi  # noqa: F401
         from prefork.worker.httpserver import HTTPServer
         from prefork.worker.interfaces import InterfaceMismatch, request_callback_for
         from prefork.worker.ioloop import IOLoop, new_event_loop
         from prefork.worker.runner import attach
 
+        enable_hang_tracebacks()  # (a hung import or lifespan startup shows where)
         config: Config = ctx.config
         IOLoop(new_event_loop()).install()  # imports uvloop, if used, as the old user
         drop_privileges(*_credentials(config))

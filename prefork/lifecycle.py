@@ -138,6 +138,23 @@ class WorkerLifecycle:
 _HANDLED = (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT, signal.SIGUSR1)
 
 
+def enable_hang_tracebacks() -> None:
+    """The master's SIGABRT to a hung worker prints every thread's traceback.
+
+    Called as the worker starts (a hang while importing the application or
+    in its lifespan startup is the likeliest kind at boot) and again by
+    :func:`install`.  SIGABRT cannot be ``faulthandler.register()``ed;
+    ``enable()`` covers it (and SIGSEGV & co.): the tracebacks, then the
+    default action.
+    """
+    if faulthandler.is_enabled():
+        return
+    try:
+        faulthandler.enable(all_threads=True)
+    except (RuntimeError, ValueError, AttributeError, OSError):
+        log.warning("worker %d: no usable stderr, hang tracebacks are lost", os.getpid())
+
+
 def install(
     loop: asyncio.AbstractEventLoop,
     ctx: WorkerContext,
@@ -167,13 +184,7 @@ def install(
     signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
     loop.call_soon(signal.pthread_sigmask, signal.SIG_UNBLOCK, _HANDLED)
     set_parent_death_signal(signal.SIGTERM)
-    if not faulthandler.is_enabled():
-        # SIGABRT cannot be faulthandler.register()ed; enable() covers it (and
-        # SIGSEGV & co.): traceback of every thread, then the default action.
-        try:
-            faulthandler.enable(all_threads=True)
-        except (RuntimeError, ValueError, AttributeError, OSError):
-            log.warning("worker %d: no usable stderr, hang tracebacks are lost", os.getpid())
+    enable_hang_tracebacks()
     loop.add_signal_handler(signal.SIGTERM, lc.graceful_stop)
     loop.add_signal_handler(signal.SIGQUIT, lc.fast_stop)
     loop.add_signal_handler(signal.SIGINT, lc.fast_stop)

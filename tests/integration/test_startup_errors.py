@@ -207,3 +207,19 @@ def test_a_setting_that_cannot_work_is_one_line_exit_2(
         assert result.returncode == 2, result.stderr
         assert result.stderr.startswith(f"prefork: error: {line}"), result.stderr
         assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_a_worker_hung_in_its_lifespan_startup_shows_where(tmp_path: Path) -> None:
+    """--boot-timeout's SIGABRT dumps the hung worker's traceback: tracebacks
+    on SIGABRT were set up only once the worker served, after the import and
+    the lifespan startup, so a boot hang showed nothing."""
+    (tmp_path / "hang_app.py").write_text(
+        "import time\n"
+        "async def app(scope, receive, send):\n"
+        "    if scope['type'] == 'lifespan':\n"
+        "        await receive()\n"
+        "        time.sleep(3600)  # blocks the worker's loop: a hang\n"
+    )
+    result = serve(tmp_path, "-w", "1", "--boot-timeout", "2", "hang_app:app")
+    assert result.returncode == 3, result.stderr
+    assert 'hang_app.py", line 5 in app' in result.stderr, result.stderr
