@@ -136,6 +136,13 @@ def validate(config: Config) -> None:
         parse_networks(config.forwarded_allow_ips)
     except ValueError as exc:
         raise ConfigError("forwarded_allow_ips", str(exc).split(": ", 1)[-1]) from None
+    if config.drain_delay and config.drain_delay >= config.graceful_timeout:
+        # (the master kills at --graceful-timeout: the worker would never drain)
+        raise ConfigError(
+            "drain_delay",
+            f"must be less than --graceful-timeout ({config.graceful_timeout:g} s), "
+            f"got {config.drain_delay:g}",
+        )
     if (config.keyfile or config.ca_certs) and not config.certfile:
         raise ConfigError("certfile", "is required when --keyfile or --ca-certs is given")
     if config.cert_reqs != "none" and not config.ca_certs:

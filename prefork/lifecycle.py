@@ -58,6 +58,10 @@ class WorkerLifecycle:
         self._recycle_asked = False
         self._timer: asyncio.TimerHandle | None = None
         self.stopping: str | None = None  # None, "graceful" or "fast"
+        #: called once if the master dies while a graceful stop is under way
+        #: (the worker's --drain-delay is for a load balancer the master's
+        #: stop informs: without the master it ends at once)
+        self.on_master_gone: Callable[[], None] | None = None
 
     # -- called by the worker -------------------------------------------------
     def mark_ready(self) -> None:
@@ -120,9 +124,15 @@ class WorkerLifecycle:
 
     def _beat(self) -> None:
         self.ctx.slot.heartbeat()
-        if os.getppid() != self.ctx.master_pid and self.stopping is None:
-            log.warning("worker %d: master %d is gone, stopping", os.getpid(), self.ctx.master_pid)
-            self.graceful_stop()
+        if os.getppid() != self.ctx.master_pid:
+            if self.stopping is None:
+                log.warning(
+                    "worker %d: master %d is gone, stopping", os.getpid(), self.ctx.master_pid
+                )
+                self.graceful_stop()
+            elif self.on_master_gone is not None:
+                callback, self.on_master_gone = self.on_master_gone, None
+                callback()
         self._timer = self.loop.call_later(self.ctx.heartbeat_interval, self._beat)
 
     def _on_usr1(self) -> None:

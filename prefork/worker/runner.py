@@ -17,7 +17,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prefork.hooks import WorkerView, call_hook, worker_view
 from prefork.lifecycle import WorkerLifecycle, install, install_abort_hook
@@ -174,14 +174,28 @@ def attach(
         reserve = getattr(server.request_callback, "shutdown_reserve", 0.0)
         reserve = min(reserve, ctx.graceful_timeout / 4)
         give_up = max(server.stop_deadline - reserve, now + 0.1)
-        if server.drain_delay > 0:
+        if server.drain_delay > 0 and os.getppid() == ctx.master_pid:
             # Keep serving (readiness says 503) so the load balancer takes
-            # this instance out before its listeners close.
-            aloop.call_later(server.drain_delay, drain, give_up)
+            # this instance out before its listeners close.  Not without the
+            # master: its death must free the port at once (see on_master_gone).
+            delayed.append(aloop.call_later(server.drain_delay, drain, give_up))
+            delayed.append(give_up)
         else:
             drain(give_up)
 
+    #: the --drain-delay's timer and its give_up time, while it runs
+    delayed: list[Any] = []
+
+    def drain_now() -> None:
+        """The master died during the drain delay: the delay ends now."""
+        if delayed:
+            handle, give_up = delayed
+            handle.cancel()
+            log.warning("worker %d: master gone: draining now", ctx.index)
+            drain(give_up)
+
     def drain(give_up: float) -> None:
+        delayed.clear()
         server.drain()
 
         def check() -> None:
@@ -209,6 +223,7 @@ def attach(
         loop.stop()
 
     lifecycle = install(aloop, ctx, graceful_stop=graceful_stop, fast_stop=fast_stop)
+    lifecycle.on_master_gone = drain_now
     observer.set_lifecycle(lifecycle)
     if hooks.worker_abort is not None:
         install_abort_hook(lambda: call_hook(config, "worker_abort", view))

@@ -241,7 +241,7 @@ class Server:
 
     def port(self) -> int:
         m = wait_for(
-            lambda: re.search(r"listening on http://127\.0\.0\.1:(\d+)", self.log()),
+            lambda: re.search(r"listening on https?://127\.0\.0\.1:(\d+)", self.log()),
             15,
             "the master to log its address",
         )
@@ -752,6 +752,25 @@ def test_blocked_loop_dumps_its_traceback_then_is_replaced(server) -> None:
     assert "Fatal Python error: Aborted" in stderr
     # The Python frame the loop was stuck in: the application's.
     assert re.search(r'File ".*/master_app\.py", line \d+ in block\n', stderr), stderr
+
+
+def test_kill9_master_during_a_drain_delay_ends_the_delay(server) -> None:
+    """--drain-delay keeps a stopping worker serving for a load balancer the
+    master's stop informs; with the master killed, the worker served on (and
+    held the port) for the whole delay. It now drains at its next heartbeat."""
+    srv = server("-w", "1", "--drain-delay", "30", "--graceful-timeout", "60")
+    srv.port()
+    [worker] = srv.wait_workers(1)
+    os.kill(srv.proc.pid, signal.SIGTERM)
+    wait_for(lambda: "graceful stop" in srv.log(), 10, "the worker's drain delay to begin")
+    os.kill(srv.proc.pid, signal.SIGKILL)
+    srv.proc.wait(timeout=5)
+    wait_for(
+        lambda: srv.reap(worker) is not None or not psutil.pid_exists(worker),
+        5,  # (a heartbeat, 1 s, then the drain of no connection)
+        "the worker to exit, well before its 30 s drain delay",
+    )
+    assert "master gone: draining now" in srv.log()
 
 
 def _get_quietly(port: int, path: str) -> None:

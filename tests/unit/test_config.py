@@ -268,6 +268,14 @@ def test_a_gunicorn_file_with_helper_variables_runs(tmp_path: Path) -> None:
     assert not any("no effect" in w for w in loaded.warnings)
 
 
+def test_a_drain_delay_past_the_graceful_timeout_is_refused() -> None:
+    """The master kills at --graceful-timeout: such a worker never drains
+    (--drain-delay 1e308 made a TERM never finish)."""
+    with pytest.raises(ConfigError, match=r"^--drain-delay: must be less than --graceful-timeout"):
+        loader.load({"drain_delay": "1e308"})
+    assert loader.load({"drain_delay": "5", "graceful_timeout": "30"}).config.drain_delay == 5
+
+
 def test_an_empty_prefork_workers_is_unset() -> None:
     """As WEB_CONCURRENCY= in a compose file (it was 'expected an integer')."""
     assert loader.load({}, {"PREFORK_WORKERS": ""}).config.workers == 0
