@@ -124,9 +124,19 @@ class _VersionAction(argparse.Action):
         parser.exit(0)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with an unknown or malformed option in one line (exit 2)
+    rather than the whole usage (33 lines that hid the line that mattered),
+    and no abbreviations (``--proxy`` silently meant ``--proxy-protocol``)."""
+
+    def error(self, message: str) -> NoReturn:
+        _fail(f"{message} (prefork --help lists the options)")
+
+
 def _argument_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="prefork",
+        allow_abbrev=False,
         description="Serve MODULE:CALLABLE (a request callback, a WSGI or an ASGI application) "
         "with a pre-fork master.",
         epilog="Every option can also be set as PREFORK_<NAME> in the environment "

@@ -228,6 +228,18 @@ def _comma_list(value: Any) -> str:
     return str(value)
 
 
+def _directories(value: Any) -> tuple[str, ...]:
+    """Several existing directories (a watcher given one that is not there
+    died with a traceback, or watched nothing, silently)."""
+    import os.path
+
+    paths = _strings(value)
+    for path in paths:
+        if not os.path.isdir(path):
+            raise ValueError(f"no such directory: {path!r}")
+    return paths
+
+
 def _metrics_bind(value: Any) -> str | None:
     from prefork.bindspec import parse_bind
 
@@ -855,7 +867,7 @@ class Config:
     )
     reload_dir: tuple[str, ...] = _s(
         (),
-        _strings,
+        _directories,
         "directories --reload watches (default: the application's and the config "
         "file's); repeatable",
         "development",

@@ -177,6 +177,11 @@ def mismatched_tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, 
             "--certfile/--keyfile: cannot load certfile/keyfile: [X509: KEY_VALUES_MISMATCH]",
         ),
         (["TLS:bad"], "--certfile/--keyfile: cannot load certfile/keyfile: [SSL] PEM lib"),
+        (["--reload-dir", "/nonexistent"], "--reload-dir: no such directory: '/nonexistent'"),
+        # an option from another server: one line, not the whole usage
+        (["--port", "8000"], "unrecognized arguments: --port"),
+        # no abbreviations: --proxy silently meant --proxy-protocol
+        (["--proxy"], "unrecognized arguments: --proxy"),
     ],
 )
 def test_a_setting_that_cannot_work_is_one_line_exit_2(
