@@ -392,6 +392,18 @@ def _credentials(config: Config) -> tuple[int | None, int | None]:
     return uid, gid
 
 
+def _apply_process_settings(config: Config) -> None:
+    """--chdir, --pythonpath, --env: in the master before the application is
+    loaded anywhere (the workers inherit all three across fork)."""
+    if config.chdir:
+        os.chdir(config.chdir)
+    for path in reversed(config.pythonpath):
+        sys.path.insert(0, os.path.abspath(path))
+    for pair in config.env:
+        name, _, value = pair.partition("=")
+        os.environ[name] = value
+
+
 def _import_now(config: Config, checking: bool) -> Callable[..., Any] | None:
     """Import the app where it must be imported now (--preload, --check-config)."""
     if not config.app:
@@ -451,6 +463,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         from prefork import appmetrics
 
         appmetrics.prepare()  # before the application imports prometheus_client
+    _apply_process_settings(config)
     app = _import_now(config, checking)
     if checking:
         for warning in loaded.warnings:

@@ -59,15 +59,16 @@ GUNICORN_ALIASES = {
     "limit_request_fields": "max_headers",
     "proxy_allow_ips": "forwarded_allow_ips",
     "worker_connections": "max_connections",
+    "raw_env": "env",
 }
 
 #: gunicorn settings that have no meaning for prefork: ignored with a warning.
 GUNICORN_IGNORED = frozenset(
-    """worker_class daemon raw_env chdir capture_output worker_tmp_dir
+    """worker_class daemon capture_output worker_tmp_dir
     reload_extra_files spew check_config print_config statsd_host
     statsd_prefix dogstatsd_tags syslog syslog_addr syslog_prefix syslog_facility
     enable_stdio_inheritance logger_class logconfig logconfig_dict logconfig_json
-    tmp_upload_dir secure_scheme_headers forwarder_headers paste pythonpath sendfile
+    tmp_upload_dir secure_scheme_headers forwarder_headers paste sendfile
     strip_header_spaces permit_unconventional_http_method permit_unconventional_http_version
     casefold_http_method header_map limit_request_field_size ssl_version ciphers
     do_handshake_on_connect suppress_ragged_eofs initgroups disable_redirect_access_to_syslog

@@ -228,6 +228,28 @@ def _comma_list(value: Any) -> str:
     return str(value)
 
 
+def _directory(value: Any) -> str | None:
+    import os.path
+
+    path = _optional_str(value)
+    if path is not None and not os.path.isdir(path):
+        raise ValueError(f"no such directory: {path!r}")
+    return path
+
+
+def _env_pairs(value: Any) -> tuple[str, ...]:
+    """``NAME=VALUE`` strings (a list in a config file); the value may hold
+    commas, so each item is one pair (repeat the option for more)."""
+    items = [value] if isinstance(value, str) else list(value or ())
+    pairs = []
+    for item in items:
+        name, equals, _ = str(item).partition("=")
+        if not equals or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ValueError(f"expected NAME=VALUE, got {item!r}")
+        pairs.append(str(item))
+    return tuple(pairs)
+
+
 def _directories(value: Any) -> tuple[str, ...]:
     """Several existing directories (a watcher given one that is not there
     died with a traceback, or watched nothing, silently)."""
@@ -425,6 +447,34 @@ class Config:
         "MODULE:CALLABLE is a factory: call it (no arguments) to get the application",
         "application",
         flag=True,
+    )
+    chdir: str | None = _s(
+        None,
+        _directory,
+        "directory to change into before loading the application (gunicorn's chdir)",
+        "application",
+        metavar="DIR",
+        restart=True,
+    )
+    pythonpath: tuple[str, ...] = _s(
+        (),
+        _directories,
+        "directories put first on the import path before loading the application "
+        "(gunicorn's pythonpath); repeatable or comma-separated",
+        "application",
+        multiple=True,
+        metavar="DIR",
+        restart=True,
+    )
+    env: tuple[str, ...] = _s(
+        (),
+        _env_pairs,
+        "NAME=VALUE set in the environment of the master, the workers and the "
+        "application (gunicorn's raw_env); repeatable",
+        "application",
+        multiple=True,
+        metavar="NAME=VALUE",
+        restart=True,
     )
     lifespan: str = _s(
         "auto",

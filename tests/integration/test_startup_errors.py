@@ -228,3 +228,28 @@ def test_a_worker_hung_in_its_lifespan_startup_shows_where(tmp_path: Path) -> No
     result = serve(tmp_path, "-w", "1", "--boot-timeout", "2", "hang_app:app")
     assert result.returncode == 3, result.stderr
     assert 'hang_app.py", line 5 in app' in result.stderr, result.stderr
+
+
+def test_gunicorn_chdir_pythonpath_and_raw_env_reach_the_application(tmp_path: Path) -> None:
+    """A gunicorn config file's chdir, pythonpath and raw_env were ignored
+    ('no meaning for prefork'): its application then failed to import."""
+    (tmp_path / "code").mkdir()
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "helper_lib.py").write_text("VALUE = 'from the pythonpath'\n")
+    (tmp_path / "code" / "where_app.py").write_text(
+        "import os\nimport helper_lib\n"
+        "MESSAGE = f'{os.getcwd()}|{helper_lib.VALUE}|{os.environ[\"GREETING\"]}'\n"
+        "def app(environ, start_response):\n    return []\n"
+    )
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text(
+        f"chdir = {str(tmp_path / 'code')!r}\n"
+        f"pythonpath = {str(tmp_path / 'lib')!r}\n"
+        "raw_env = ['GREETING=hello, world']\n"
+    )
+    # The import itself proves all three: where_app is found only from the
+    # chdir, helper_lib only on the pythonpath, GREETING only from raw_env.
+    result = run_cli("--check-config", "-c", str(conf), "where_app:app", env={})
+    assert result.returncode == 0, result.stderr
+    assert "configuration OK, application 'where_app:app' imports" in result.stdout
+    assert "no meaning for prefork" not in result.stderr
