@@ -428,7 +428,14 @@ def print_config(config: Config) -> None:
         print(f"# {group}")
         for setting in SETTINGS:
             if setting.group == group:
-                print(f"{setting.name} = {getattr(config, setting.name)!r}")
+                value = getattr(config, setting.name)
+                if setting.name == "config":
+                    # (a config file cannot name another one: shown, not a setting)
+                    print(f"# config = {value!r}")
+                elif setting.name in ("umask", "unix_socket_mode") and value is not None:
+                    print(f"{setting.name} = {value:#o}")  # (as written: 0o600, not 384)
+                else:
+                    print(f"{setting.name} = {value!r}")
     hooks = config.hooks.names()
     print(f"# server hooks: {', '.join(hooks) if hooks else 'none'}")
 

@@ -211,6 +211,20 @@ def test_print_config_shows_the_merged_settings(tmp_path: Path) -> None:
     assert "# server hooks: post_fork" in lines
 
 
+def test_print_config_output_is_a_config_file_that_loads_the_same(tmp_path: Path) -> None:
+    """It said ``config = ...`` (a config file cannot name another: refused)
+    and modes in decimal (unix_socket_mode = 384)."""
+    first = run_cli("--print-config", "--umask", "027", APP)
+    assert first.returncode == 0, first.stderr
+    assert "unix_socket_mode = 0o600" in first.stdout.splitlines()
+    conf = tmp_path / "printed.conf.py"
+    conf.write_text(first.stdout)
+    again = run_cli("--print-config", "-c", str(conf), APP)
+    assert again.returncode == 0, again.stderr
+    differ = set(first.stdout.splitlines()) ^ set(again.stdout.splitlines())
+    assert differ == {"# config = None", f"# config = {str(conf)!r}"}
+
+
 def test_check_config_imports_the_application() -> None:
     ok = run_cli("--check-config", APP)
     assert ok.returncode == 0 and "configuration OK" in ok.stdout
