@@ -301,8 +301,9 @@ class Master:
             try:
                 server.bind(retry_if_busy=self._upgrade.old_master_pid is not None)
             except (OSError, ValueError) as e:
+                # (as --bind: an address that cannot be had is the setting's mistake)
                 log.error("--metrics-bind: %s", getattr(e, "strerror", None) or e)
-                return 2 if isinstance(e, ValueError) else 1
+                return 2
             self._metrics_server = server
         return None
 

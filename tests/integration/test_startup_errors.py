@@ -253,3 +253,18 @@ def test_gunicorn_chdir_pythonpath_and_raw_env_reach_the_application(tmp_path: P
     assert result.returncode == 0, result.stderr
     assert "configuration OK, application 'where_app:app' imports" in result.stdout
     assert "no meaning for prefork" not in result.stderr
+
+
+def test_a_metrics_address_in_use_is_exit_2_naming_it(tmp_path: Path) -> None:
+    """As --bind (it was exit 1)."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        (tmp_path / "ok_app.py").write_text(WSGI_APP)
+        result = serve(tmp_path, "--metrics-bind", f"127.0.0.1:{port}", "ok_app:app")
+    assert result.returncode == 2, result.stderr
+    assert "--metrics-bind: " in result.stderr and "Address already in use" in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
