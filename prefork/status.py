@@ -106,7 +106,12 @@ def report(master_pid: int, board: Scoreboard) -> dict[str, Any]:
 
 def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="prefork status", description=__doc__.splitlines()[0])
-    parser.add_argument("--pidfile", required=True, help="the master's --pidfile")
+    parser.add_argument(
+        "--pidfile",
+        default=os.environ.get("PREFORK_PIDFILE") or None,
+        required=not os.environ.get("PREFORK_PIDFILE"),
+        help="the master's --pidfile (default: $PREFORK_PIDFILE, as the master reads it)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(list(argv))
     opened = open_board("status", args.pidfile)

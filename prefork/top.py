@@ -132,7 +132,12 @@ def _sample(master_pid: int, board: Scoreboard) -> tuple[dict[str, Any], float]:
 
 def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="prefork top", description=__doc__.splitlines()[0])
-    parser.add_argument("--pidfile", required=True, help="the master's --pidfile")
+    parser.add_argument(
+        "--pidfile",
+        default=os.environ.get("PREFORK_PIDFILE") or None,
+        required=not os.environ.get("PREFORK_PIDFILE"),
+        help="the master's --pidfile (default: $PREFORK_PIDFILE, as the master reads it)",
+    )
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between frames [1.0]")
     parser.add_argument("--once", action="store_true", help="print one frame and exit")
     args = parser.parse_args(list(argv))

@@ -181,6 +181,18 @@ def test_status_says_why_it_cannot_read_an_old_scoreboard(tmp_path: Path, capsys
     assert "layout version 1" in capsys.readouterr().out
 
 
+def test_status_reads_the_pidfile_from_the_environment(tmp_path: Path, capsys, monkeypatch) -> None:
+    """As the master does (PREFORK_PIDFILE): `prefork status` with no option
+    finds the same master (it required --pidfile)."""
+    from prefork import status
+
+    pidfile = tmp_path / "master.pid"
+    pidfile.write_text("999999999\n")  # no such process
+    monkeypatch.setenv("PREFORK_PIDFILE", str(pidfile))
+    assert status.main([]) == 1
+    assert f"no running master (pidfile {str(pidfile)!r})" in capsys.readouterr().out
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="TCP_INFO is Linux's")
 def test_listen_queue_from_tcp_info() -> None:
     listener = socket.socket()
