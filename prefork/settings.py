@@ -228,6 +228,12 @@ def _comma_list(value: Any) -> str:
     return str(value)
 
 
+def _proc_name(value: Any) -> str:
+    """gunicorn's ``proc_name = None`` (its default) is prefork's default,
+    not a process titled "None: master"."""
+    return "prefork" if value is None or str(value).strip() == "" else str(value)
+
+
 def _directory(value: Any) -> str | None:
     import os.path
 
@@ -872,7 +878,7 @@ class Config:
     )
     proc_name: str = _s(
         "prefork",
-        str,
+        _proc_name,
         "process title prefix: PROC_NAME: master, PROC_NAME: worker N",
         "deployment",
         metavar="NAME",

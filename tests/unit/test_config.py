@@ -276,6 +276,15 @@ def test_a_drain_delay_past_the_graceful_timeout_is_refused() -> None:
     assert loader.load({"drain_delay": "5", "graceful_timeout": "30"}).config.drain_delay == 5
 
 
+def test_gunicorns_proc_name_none_is_the_default_name(tmp_path: Path) -> None:
+    """gunicorn config files say proc_name = None (its default): the master
+    was titled "None: master"."""
+    conf = write(tmp_path, "proc_name = None\n")
+    assert loader.load({"config": conf}).config.proc_name == "prefork"
+    assert loader.load({}, {"PREFORK_PROC_NAME": ""}).config.proc_name == "prefork"
+    assert loader.load({"proc_name": "shop"}).config.proc_name == "shop"
+
+
 def test_an_empty_prefork_workers_is_unset() -> None:
     """As WEB_CONCURRENCY= in a compose file (it was 'expected an integer')."""
     assert loader.load({}, {"PREFORK_WORKERS": ""}).config.workers == 0
