@@ -476,6 +476,31 @@ def test_a_stream_whose_client_resets_ends_and_the_worker_serves_on(server, mark
     wait_for(lambda: "stream-ended:ClientGone" in marks(mark_file), 5, "the application's end")
 
 
+def test_a_stream_whose_request_is_refused_mid_body_ends_at_once(server, mark_file) -> None:
+    """The request body turns out malformed while the response streams: the
+    connection is refused (400 is too late: a close), lingering to read what
+    the client still sends, its writes dropped. The application learns it at
+    its next send(), not when the linger ends (it streamed into the void
+    until then)."""
+    before = marks(mark_file).count("stream-ended:ClientGone")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /stream-forever HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n"
+        )
+        got = 0
+        while got < 65536:  # the stream runs
+            chunk = sock.recv(65536)
+            assert chunk
+            got += len(chunk)
+        sock.sendall(b"zz\r\n")  # not a chunk size: refused
+        wait_for(
+            lambda: marks(mark_file).count("stream-ended:ClientGone") > before,
+            LINGER / 2,  # (the client keeps its socket: the linger runs its 2 s)
+            "the application's end, before the linger's",
+        )
+
+
 def test_100_continue_goes_out_when_the_application_reads_the_body(server) -> None:
     first, rest = post_expecting_continue(server.port, "/echo", b"hello")
     assert first == b"HTTP/1.1 100 Continue\r\n\r\n"
