@@ -222,7 +222,6 @@ class HTTPConnection(asyncio.Protocol):
         self._bodyless = False
         self._framed: tuple[int, str | None, list[tuple[str, str]]] | None = None
         self._held: bytes | None = None
-        self._held_callback: Callable[[], Any] | None = None
         if stream is not None:
             self.connection_made(stream)
 
@@ -336,6 +335,13 @@ class HTTPConnection(asyncio.Protocol):
             if callback is not None:
                 self._eof_callback = None
                 callback()
+            elif not self._stream_bodies and self._close_callback is not None:
+                # A request callback watching for the client the 2.x way
+                # (set_close_callback: a long poll) learns of its end as the
+                # close, as under tornado; kept half-open, it never learned and
+                # the socket stayed in CLOSE-WAIT.
+                self._close()
+                return None
             if self._body_stream is None and not self._closed:
                 # Whole: answer it, then close (after what is pipelined, if any).
                 if not self.parser.buffered:
@@ -596,7 +602,7 @@ class HTTPConnection(asyncio.Protocol):
             stream.abort()
             if self._resp_state != _R_RAW_BODY and self._resp_state != _R_FRAMED_STREAM:
                 # Nothing is out yet (a raw or framed head may be held): say why.
-                self._raw_head = self._framed = self._held = self._held_callback = None
+                self._raw_head = self._framed = self._held = None
                 self._resp_state = _R_RAW_BODY
                 self._resp_status = status
                 self._resp_bytes = 0
@@ -700,9 +706,10 @@ class HTTPConnection(asyncio.Protocol):
                 else:
                     batch.append(data)
         elif state == _R_FRAMED_HELD:
-            if self._held is None:
+            if self._held is None and callback is None:
+                # (held: if finish() comes next, the body is whole and gets a
+                # Content-Length; a callback asks for it to go now: it streams)
                 self._held = bytes(chunk)
-                self._held_callback = callback
                 return
             self._start_framed(None)
             self._write_framed_body(chunk)
@@ -747,7 +754,6 @@ class HTTPConnection(asyncio.Protocol):
         self._resp_status = status
         self._resp_state = _R_FRAMED_HELD
         self._held = None
-        self._held_callback = None
 
     def flush_headers(self) -> None:
         """Send a framed head now, with the body piece held back so far.
@@ -787,7 +793,6 @@ class HTTPConnection(asyncio.Protocol):
         if whole_body is None and self._draining:
             self._bound_stream()
         held, self._held = self._held, None
-        callback, self._held_callback = self._held_callback, None
         if whole_body is not None:
             body = response.body
             if response.expected is not None and len(body) > response.expected:
@@ -806,8 +811,6 @@ class HTTPConnection(asyncio.Protocol):
             self._send(response.head)
             if held:
                 self._write_framed_body(held)
-        if callback is not None:
-            self._on_sent(callback)
 
     def _write_framed_body(self, chunk: bytes) -> None:
         if not chunk or self._bodyless:
@@ -1188,7 +1191,7 @@ class HTTPConnection(asyncio.Protocol):
         state = self._resp_state
         if not self._closed and state != _R_RAW_BODY and state != _R_FRAMED_STREAM:
             # Nothing is out yet (a raw or framed head may be held): 503.
-            self._raw_head = self._framed = self._held = self._held_callback = None
+            self._raw_head = self._framed = self._held = None
             self._resp_state = _R_RAW_BODY
             self._resp_status = 503
             self._resp_bytes = 0

@@ -580,3 +580,19 @@ def parse_body_arguments(
                 return
             break
     raise HTTPInputError("multipart/form-data without a boundary")
+
+
+def url_concat(url: str, args: Mapping[str, str] | Iterable[tuple[str, str]] | None) -> str:
+    """``url`` with ``args`` added to its query (tornado's ``url_concat``):
+    ``url_concat("/a?x=1", {"y": "2"})`` is ``/a?x=1&y=2``."""
+    if not args:
+        return url
+    from urllib.parse import urlencode
+
+    pairs = list(args.items()) if isinstance(args, Mapping) else list(args)
+    if not pairs:
+        return url
+    separator = "&" if "?" in url and not url.endswith(("?", "&")) else ""
+    if "?" not in url:
+        separator = "?"
+    return url + separator + urlencode(pairs)

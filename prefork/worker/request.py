@@ -99,6 +99,22 @@ class HTTPRequest:
         return rest[slash:] if slash >= 0 else "/"
 
     @cached_property
+    def cookies(self) -> Any:
+        """The ``Cookie`` header as an ``http.cookies.SimpleCookie`` (tornado
+        2.x's ``request.cookies``), parsed on first use; empty when there is
+        none, or when it does not parse (as tornado did)."""
+        from http.cookies import CookieError, SimpleCookie
+
+        cookies: SimpleCookie = SimpleCookie()
+        header = self.headers.get("Cookie") if self.headers is not None else None
+        if header:
+            try:
+                cookies.load(header)
+            except CookieError:
+                return SimpleCookie()
+        return cookies
+
+    @cached_property
     def arguments(self) -> dict[str, list[bytes]]:
         """The query string's arguments (and a form body's, added by the
         connection), parsed on first use: WSGI and ASGI never ask."""
@@ -112,9 +128,13 @@ class HTTPRequest:
         """Write bytes of the response; ``callback`` runs once they are sent."""
         if not isinstance(chunk, (bytes, bytearray, memoryview)):
             raise TypeError(f"write() takes bytes, not {type(chunk).__name__}")
-        if self.connection is None:
+        connection = self.connection
+        if connection is None:
             raise RuntimeError("this request has no connection to write to")
-        self.connection.write(chunk, callback)
+        current = getattr(connection, "_request", None)
+        if current is not None and current is not self:
+            _over(self)  # (raises)
+        connection.write(chunk, callback)
 
     def write_headers(
         self,
@@ -123,22 +143,35 @@ class HTTPRequest:
         reason: str | None = None,
     ) -> None:
         """Start a response that the server frames (Content-Length or chunked)."""
-        if self.connection is None:
+        connection = self.connection
+        if connection is None:
             raise RuntimeError("this request has no connection to write to")
-        self.connection.write_headers(status, headers, reason)
+        current = getattr(connection, "_request", None)
+        if current is not None and current is not self:
+            _over(self)  # (raises)
+        connection.write_headers(status, headers, reason)
 
     def finish(self, trailers: list[tuple[str, str]] | None = None) -> None:
         """Complete the response (``trailers``: fields after a chunked body)."""
-        if self.connection is not None:
+        connection = self.connection
+        if connection is not None:
+            current = getattr(connection, "_request", None)
+            if current is not None and current is not self:
+                _over(self)  # (raises)
             if trailers:
-                self.connection.finish(trailers)
+                connection.finish(trailers)
             else:
-                self.connection.finish()
+                connection.finish()
         self._finish_time = time.time()
 
     def full_url(self) -> str:
-        """The reconstructed URL: protocol + "://" + host + uri."""
-        return self.protocol + "://" + self.host + self.uri
+        """The reconstructed URL: protocol + "://" + host + the origin-form
+        target (an absolute-form target's own scheme and authority are not
+        repeated: ``http://h/a`` was ``http://hhttp://h/a``)."""
+        target = self.uri
+        if target[:1] != "/" and "://" in target:
+            target = self.origin_path + ("?" + self.query if self.query else "")
+        return self.protocol + "://" + self.host + target
 
     def request_time(self) -> float:
         """Seconds this request took (so far, if it is not finished)."""
@@ -166,3 +199,13 @@ def under_root(root_path: str, raw_path: str) -> bool:
     ``/%61pi`` nor ``/api%2Fx`` passes for ``/api`` (``root_path`` as a
     path would be sent: ASCII, or percent-encoded)."""
     return raw_path == root_path or raw_path.startswith(root_path + "/")
+
+
+def _over(request: HTTPRequest) -> None:
+    """A write or finish for a request that is over, while the connection
+    answers the next one: it would go into that response (another client's,
+    behind a proxy that reuses connections), so it is refused."""
+    raise RuntimeError(
+        f"write()/finish() for a request that is over ({request.method} {request.uri}): "
+        "its connection is answering the next request"
+    )

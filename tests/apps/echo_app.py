@@ -36,7 +36,39 @@ STATS = {
     "streams_done": 0,
     "closed_mid_stream": 0,
     "last_error": "",
+    "parked_closed": 0,
+    "late_write": "",
 }
+
+
+def park(request) -> None:
+    """A long poll, the 2.x way: parked until the client goes (close callback)."""
+
+    def gone() -> None:
+        STATS["parked_closed"] += 1
+
+    request.connection.set_close_callback(gone)
+
+
+def framed_with_callbacks(request) -> None:
+    """Each piece written from the previous one's write callback."""
+    request.write_headers(200, {"Content-Type": "text/plain"})
+    request.write(b"part1;", lambda: request.write(b"part2;", lambda: request.finish()))
+
+
+def late_write(request) -> None:
+    """A bug: a timer writes after finish(), while the connection may answer
+    the next request."""
+    request.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    request.finish()
+
+    def late() -> None:
+        try:
+            request.write(b"SECRET-OF-A")
+        except RuntimeError as exc:
+            STATS["late_write"] = f"RuntimeError: {exc}"
+
+    IOLoop.current().call_later(0.2, late)
 
 
 def _text(value: bytes) -> str:
@@ -185,11 +217,17 @@ def slow_stream(request) -> None:
 
 
 def handle_request(request) -> None:
-    path = request.path
+    path = request.origin_path  # (an absolute-form target routes by its path too)
     if path == "/echo":
         echo(request)
     elif path == "/framed":
         framed(request)
+    elif path == "/park":
+        park(request)
+    elif path == "/framed-callbacks":
+        framed_with_callbacks(request)
+    elif path == "/late-write":
+        late_write(request)
     elif path == "/raw/long":  # a body past its own Content-Length, in one write
         request.write(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcHTTP/1.1 200 OK\r\n\r\n")
         request.finish()

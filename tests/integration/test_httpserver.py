@@ -312,6 +312,68 @@ def test_request_attributes_http10_without_host(app):
     assert data["arguments"] == {"q": ["1"]}
 
 
+def test_full_url_of_an_absolute_form_target(app):
+    """It was protocol + host + the whole target: http://hhttp://h/a."""
+    with RawClient(app.port) as client:
+        response = client.request(
+            b"GET http://other.example:81/echo?b=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+    assert response.json()["full_url"] == "http://other.example:81/echo?b=1"
+
+
+def _stats(port: int) -> dict:
+    with RawClient(port) as client:
+        return client.request(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n").json()
+
+
+@pytest.mark.parametrize("how", ["close", "half-close"])
+def test_a_parked_request_learns_the_client_went_by_its_close_callback(app, how):
+    """The 2.x long poll: the callback parks the request and watches with
+    set_close_callback. A client that closes (or half-closes) is its close, as
+    under tornado: it never fired (the connection was kept half-open to
+    answer) and the socket stayed in CLOSE-WAIT."""
+    before = _stats(app.port)["parked_closed"]
+    sock = socket.create_connection(("127.0.0.1", app.port), timeout=TIMEOUT)
+    sock.sendall(b"GET /park HTTP/1.1\r\nHost: x\r\n\r\n")
+    if how == "close":
+        sock.close()
+    else:
+        sock.shutdown(socket.SHUT_WR)
+    try:
+        wait_for(
+            lambda: _stats(app.port)["parked_closed"] == before + 1, TIMEOUT, "the close callback"
+        )
+    finally:
+        sock.close()
+
+
+def test_framed_writes_each_from_the_previous_ones_callback(app):
+    """write_headers(), then write(chunk, callback): the first piece was held
+    (to see whether the body came whole) and its callback never ran."""
+    response = exchange_until_close(
+        app.port, b"GET /framed-callbacks HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK") and b"Transfer-Encoding: chunked" in head
+    assert body == b"6\r\npart1;\r\n6\r\npart2;\r\n0\r\n\r\n"
+
+
+def test_a_write_after_finish_never_reaches_the_next_response(app):
+    """A timer writes after its request finished while the connection
+    answers the next one: it went into that response (another client's,
+    behind a proxy reusing connections). Now it raises RuntimeError."""
+    response = exchange_until_close(
+        app.port,
+        b"GET /late-write HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /delay?ms=500&i=2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    assert b"SECRET" not in response
+    assert response.count(b"HTTP/1.1 200 OK") == 2 and response.endswith(b'{"i": "2"}')
+    assert _stats(app.port)["late_write"].startswith(
+        "RuntimeError: write()/finish() for a request that is over (GET /late-write)"
+    )
+
+
 def test_urlencoded_post_arguments_merge_with_the_query(app):
     response = requests.post(
         f"http://127.0.0.1:{app.port}/echo?a=1",

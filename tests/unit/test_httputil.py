@@ -913,3 +913,12 @@ def test_body_unknown_content_type_ignored(content_type: str) -> None:
     headers = HTTPHeaders({"Content-Encoding": "gzip"})
     parse_body_arguments(content_type, b"a=1&b=2", arguments, files, headers=headers)
     assert arguments == {} and files == {}
+
+
+def test_url_concat_as_tornado() -> None:
+    from prefork.httputil import url_concat
+
+    assert url_concat("/a", {"y": "2"}) == "/a?y=2"
+    assert url_concat("/a?x=1", {"y": "2 3"}) == "/a?x=1&y=2+3"
+    assert url_concat("/a?", [("y", "2"), ("y", "3")]) == "/a?y=2&y=3"
+    assert url_concat("/a?x=1", None) == "/a?x=1"

@@ -44,3 +44,14 @@ def test_path_query_and_origin_path(uri: str, path: str, query: str, origin_path
 )
 def test_under_root_at_a_segment_boundary_of_the_bytes_sent(raw_path: str, under: bool) -> None:
     assert under_root("/api", raw_path) is under
+
+
+def test_cookies_as_tornado_2() -> None:
+    """tornado 2.x's request.cookies (a SimpleCookie; empty when absent or unparsable)."""
+    from prefork.worker.httputil import HTTPHeaders
+
+    request = HTTPRequest("GET", "/", headers=HTTPHeaders({"Cookie": 'a=1; b="two words"'}))
+    assert {k: v.value for k, v in request.cookies.items()} == {"a": "1", "b": "two words"}
+    assert dict(HTTPRequest("GET", "/").cookies) == {}
+    broken = HTTPRequest("GET", "/", headers=HTTPHeaders({"Cookie": 'a="unterminated'}))
+    assert dict(broken.cookies) == {}
