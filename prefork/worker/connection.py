@@ -266,6 +266,9 @@ class HTTPConnection(asyncio.Protocol):
         self.deadline = 0.0
         if self.server is not None:
             self.server._connection_closed(self)
+        self._run_close_callback()
+
+    def _run_close_callback(self) -> None:
         callback = self._close_callback
         if callback is not None:
             self._close_callback = None
@@ -1244,6 +1247,10 @@ class HTTPConnection(asyncio.Protocol):
                     transport.resume_reading()
                 self._waiting = _T_LINGER
                 self.deadline = self._loop.time() + LINGER  # type: ignore[union-attr]
+                # For the application the connection is closed now: a
+                # streaming one waiting for the client to read must not wait
+                # for the linger's end (its writes are dropped meanwhile).
+                self._run_close_callback()
                 return
             transport.close()
 

@@ -622,10 +622,12 @@ class NsSystemd:
             if not self.pid:
                 try:
                     children = psutil.Process(self.popen.pid).children()
+                    # (a child may exit between the two calls: unshare's own
+                    # fork before systemd; asked again on the next turn)
+                    if children and children[0].name() == "systemd":
+                        self.pid = children[0].pid
                 except psutil.Error:
-                    children = []
-                if children and children[0].name() == "systemd":
-                    self.pid = children[0].pid
+                    pass
             if self.pid:
                 state = self.run("systemctl", "is-system-running", check=False).stdout.strip()
                 if state in ("running", "degraded"):
