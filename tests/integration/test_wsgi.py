@@ -507,11 +507,17 @@ def test_a_request_body_the_client_cuts_is_no_application_traceback(wsgi: Server
     """wsgi.input raising ClientDisconnected (a malformed chunked body: 400)
     is the client's doing: one INFO line, not 'Error in WSGI application'
     with a traceback for every such request (a client could flood the log)."""
-    response = raw_exchange(
-        wsgi.port,
-        b"POST /digest HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
-        b"5\r\nhello0\r\n\r\n",
-    )
+    with socket.create_connection(("127.0.0.1", wsgi.port), timeout=TIMEOUT) as sock:
+        # The 100 Continue says the application is reading wsgi.input now.
+        sock.sendall(
+            b"POST /digest HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+            b"Expect: 100-continue\r\n\r\n"
+        )
+        assert sock.recv(65536).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        sock.sendall(b"5\r\nhello0\r\n\r\n")  # a chunk not ended by CRLF: refused
+        response = b""
+        while chunk := sock.recv(65536):
+            response += chunk
     assert response.startswith(b"HTTP/1.1 400 "), response
     wait_for(
         lambda: "WSGI application stopped reading: POST /digest" in wsgi.process.stderr_text(),
