@@ -35,7 +35,21 @@ __all__ = [
     "MasterArea",
     "MasterCounters",
     "RequestCounts",
+    "put_shared",
 ]
+
+
+def put_shared(packer: struct.Struct, mm: mmap.mmap, offset: int, *values: object) -> None:
+    """Write ``values`` into shared memory as one copy of finished bytes.
+
+    ``struct.pack_into`` zero-fills its target before it packs into it, so
+    a process reading at that moment saw 0: a counter that went to 0 and
+    back (Prometheus takes it for a reset), a heartbeat of 0 (a worker that
+    looks hung).  A slice assignment copies the packed bytes at once: a
+    reader sees each value old or new, never zero.
+    """
+    mm[offset : offset + packer.size] = packer.pack(*values)
+
 
 #: Request method classes and status classes of the per-slot request counters.
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other")
@@ -121,10 +135,10 @@ class RequestCounts:
         )
 
     def write(self, mm: mmap.mmap, totals_at: int, tables_at: int) -> None:
-        TOTALS.pack_into(
-            mm, totals_at, self.body_in, self.body_out, self.duration_sum, self.requests
+        put_shared(
+            TOTALS, mm, totals_at, self.body_in, self.body_out, self.duration_sum, self.requests
         )
-        TABLES.pack_into(mm, tables_at, *self.cells, *self.buckets, *self.rejected)
+        put_shared(TABLES, mm, tables_at, *self.cells, *self.buckets, *self.rejected)
 
     def add(self, other: RequestCounts) -> None:
         self.body_in += other.body_in
@@ -165,7 +179,7 @@ class MasterArea:
         self._mm = mm
 
     def started_now(self) -> None:
-        _F64.pack_into(self._mm, _OFF_INFO, time.time())
+        put_shared(_F64, self._mm, _OFF_INFO, time.time())
 
     def count_start(self, reason: str) -> None:
         """A worker was forked (``START_REASONS``)."""
@@ -182,11 +196,11 @@ class MasterArea:
         self._bump(_OFF_UPGRADES)
 
     def _bump(self, offset: int) -> None:
-        _U64.pack_into(self._mm, offset, _U64.unpack_from(self._mm, offset)[0] + 1)
+        put_shared(_U64, self._mm, offset, _U64.unpack_from(self._mm, offset)[0] + 1)
 
     def set_info(self, workers_desired: int, generation: int) -> None:
         started = _F64.unpack_from(self._mm, _OFF_INFO)[0]
-        _INFO.pack_into(self._mm, _OFF_INFO, started, workers_desired, generation)
+        put_shared(_INFO, self._mm, _OFF_INFO, started, workers_desired, generation)
 
     def counters(self) -> MasterCounters:
         values = _MASTER_COUNTERS.unpack_from(self._mm, _OFF_STARTS)
@@ -213,14 +227,14 @@ class MasterArea:
         """Add a reaped worker's ``counts`` to the retired totals, then ``clear``
         its slot, with the fold sequence odd meanwhile."""
         seq = _U64.unpack_from(self._mm, _OFF_FOLD_SEQ)[0]
-        _U64.pack_into(self._mm, _OFF_FOLD_SEQ, seq + 1)
+        put_shared(_U64, self._mm, _OFF_FOLD_SEQ, seq + 1)
         try:
             total = self.retired()
             total.add(counts)
             self.set_retired(total)
             clear()
         finally:
-            _U64.pack_into(self._mm, _OFF_FOLD_SEQ, seq + 2)
+            put_shared(_U64, self._mm, _OFF_FOLD_SEQ, seq + 2)
 
     def consistent(self, read: Callable[[], _T]) -> tuple[_T, RequestCounts]:
         """``read()`` and the retired totals, taken while no fold was under way

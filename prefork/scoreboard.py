@@ -48,6 +48,7 @@ from prefork.counters import (
     TABLES,
     MasterArea,
     RequestCounts,
+    put_shared,
 )
 from prefork.settings import DEFAULTS, Config
 
@@ -190,7 +191,8 @@ class SlotSnapshot:
 
 
 class Slot:
-    """One worker's slot. The worker-side methods are cheap: one ``pack_into`` each."""
+    """One worker's slot. The worker-side methods are cheap: one write each
+    (``put_shared``: never ``pack_into``, which zero-fills first)."""
 
     __slots__ = (
         "_mm",
@@ -238,23 +240,23 @@ class Slot:
     # -- worker side ------------------------------------------------------
     def heartbeat(self) -> None:
         """Record that the worker's event loop is alive (call it from the loop)."""
-        _F64.pack_into(self._mm, self._off + _OFF_HEARTBEAT, _monotonic())
+        put_shared(_F64, self._mm, self._off + _OFF_HEARTBEAT, _monotonic())
 
     def set_ready(self) -> None:
         """The worker accepts connections: the master may now count on it."""
         self.heartbeat()
         flags = self._mm[self._off + _OFF_FLAGS]
-        _U8.pack_into(self._mm, self._off + _OFF_FLAGS, flags | FLAG_BOOTED)
-        _U8.pack_into(self._mm, self._off + _OFF_STATE, SlotState.READY)
+        put_shared(_U8, self._mm, self._off + _OFF_FLAGS, flags | FLAG_BOOTED)
+        put_shared(_U8, self._mm, self._off + _OFF_STATE, SlotState.READY)
 
     def set_draining(self) -> None:
         """The worker stopped accepting and is finishing its connections."""
-        _U8.pack_into(self._mm, self._off + _OFF_STATE, SlotState.DRAINING)
+        put_shared(_U8, self._mm, self._off + _OFF_STATE, SlotState.DRAINING)
 
     def request_recycle(self) -> None:
         """Ask the master to replace this worker (max_requests reached)."""
         flags = self._mm[self._off + _OFF_FLAGS]
-        _U8.pack_into(self._mm, self._off + _OFF_FLAGS, flags | FLAG_RECYCLE)
+        put_shared(_U8, self._mm, self._off + _OFF_FLAGS, flags | FLAG_RECYCLE)
 
     def request_started(self, summary: str) -> None:
         """Record the request now being served (e.g. ``"GET /path"``), for hang reports.
@@ -263,21 +265,21 @@ class Slot:
         cannot write anything else, and this is what the master reports.
         """
         data = summary.encode("utf-8", "replace")[:SUMMARY_SIZE]
-        _CURRENT.pack_into(self._mm, self._off_current, _monotonic(), len(data), data)
+        put_shared(_CURRENT, self._mm, self._off_current, _monotonic(), len(data), data)
 
     def request_finished(self) -> None:
         """Count one served request and clear the current one (one write)."""
         self._requests += 1
-        _DONE.pack_into(self._mm, self._off_requests, self._requests, 0, 0.0, 0)
+        put_shared(_DONE, self._mm, self._off_requests, self._requests, 0, 0.0, 0)
 
     # With metrics on, these two replace request_started/request_finished:
-    # a few pack_into calls per request, no read of shared memory.
+    # a few writes per request, no read of shared memory.
     def request_begun(self, summary: str) -> None:
         """``request_started``, and one more request in flight (one write)."""
         data = summary.encode("utf-8", "replace")[:SUMMARY_SIZE]
         self._in_flight += 1
-        _BEGUN.pack_into(
-            self._mm, self._off_in_flight, self._in_flight, _monotonic(), len(data), data
+        put_shared(
+            _BEGUN, self._mm, self._off_in_flight, self._in_flight, _monotonic(), len(data), data
         )
 
     def request_done(
@@ -296,33 +298,33 @@ class Slot:
             seconds = 0.0  # (the wall clock stepped back)
         duration = self._duration = self._duration + seconds
         mm = self._mm
-        _METERED.pack_into(
-            mm, self._off_totals, body_in, body_out, duration, requests, in_flight, 0.0, 0
+        put_shared(
+            _METERED, mm, self._off_totals, body_in, body_out, duration, requests, in_flight, 0.0, 0
         )
         cell = METHOD_INDEX.get(method, 7) * 6 + (status // 100 if status < 600 else 0)
         cells = self._cells
         value = cells[cell] = cells[cell] + 1
-        _U64.pack_into(mm, self._off_cells + 8 * cell, value)
+        put_shared(_U64, mm, self._off_cells + 8 * cell, value)
         # (most requests take under 5 ms: no search for those)
         bucket = 0 if seconds <= 0.005 else bisect_left(DURATION_BUCKETS, seconds)
         buckets = self._buckets
         value = buckets[bucket] = buckets[bucket] + 1
-        _U64.pack_into(mm, self._off_buckets + 8 * bucket, value)
+        put_shared(_U64, mm, self._off_buckets + 8 * bucket, value)
 
     def request_rejected(self, status: int) -> None:
         """Count a request refused before the application saw it (400, 408, 413, ...)."""
         i = REJECTED_INDEX.get(status, len(REJECTED_STATUSES) - 1)
         rejected = self._rejected
         rejected[i] += 1
-        _U64.pack_into(self._mm, self._off_rejected + 8 * i, rejected[i])
+        put_shared(_U64, self._mm, self._off_rejected + 8 * i, rejected[i])
 
     def set_websockets(self, n: int) -> None:
         """Record the number of open WebSocket connections (part of ``connections``)."""
-        _U32.pack_into(self._mm, self._off + _OFF_WEBSOCKETS, max(0, n))
+        put_shared(_U32, self._mm, self._off + _OFF_WEBSOCKETS, max(0, n))
 
     def set_connections(self, n: int) -> None:
         """Record the number of open connections."""
-        _U32.pack_into(self._mm, self._off + _OFF_CONNECTIONS, max(0, n))
+        put_shared(_U32, self._mm, self._off + _OFF_CONNECTIONS, max(0, n))
 
     @property
     def restarting(self) -> bool:
@@ -337,13 +339,14 @@ class Slot:
     def set_restarting(self, value: bool) -> None:
         """Say why a TERM is coming (see ``restarting``); a byte of its own,
         so it never races the worker's writes of ``flags``."""
-        _U8.pack_into(self._mm, self._off + _OFF_RESTART, 1 if value else 0)
+        put_shared(_U8, self._mm, self._off + _OFF_RESTART, 1 if value else 0)
 
     def reset(self, pid: int, generation: int, index: int) -> None:
         """Prepare the slot for a new worker (the master calls this around fork)."""
         now = _monotonic()
         self._mm[self._off : self._off + SLOT_SIZE] = _ZERO_SLOT
-        _WHOLE.pack_into(
+        put_shared(
+            _WHOLE,
             self._mm,
             self._off,
             pid,
@@ -368,7 +371,7 @@ class Slot:
         self._zero_counts()
 
     def set_pid(self, pid: int) -> None:
-        _I32.pack_into(self._mm, self._off + _OFF_PID, pid)
+        put_shared(_I32, self._mm, self._off + _OFF_PID, pid)
 
     def clear(self) -> None:
         """Mark the slot empty (its worker was reaped); see ``Scoreboard.retire``."""
@@ -484,7 +487,7 @@ class Scoreboard:
                 raise
             finally:
                 os.close(fd)
-        _HEADER.pack_into(self._mm, 0, _MAGIC, VERSION, capacity, os.getpid())
+        put_shared(_HEADER, self._mm, 0, _MAGIC, VERSION, capacity, os.getpid())
         self.version = VERSION
         #: the master's counters (worker starts and exits, reloads, retired totals)
         self.master = MasterArea(self._mm)

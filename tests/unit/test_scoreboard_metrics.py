@@ -268,3 +268,41 @@ def test_a_users_directory_is_used_and_kept(monkeypatch, tmp_path: Path) -> None
     fresh = appmetrics.prepare()
     assert fresh is not None and fresh.owned and fresh.path != str(tmp_path)
     fresh.remove()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="a writer process beside the reader")
+def test_a_reader_never_sees_a_counter_go_down_while_a_worker_writes() -> None:
+    """struct.pack_into zero-fills its target before packing: the master,
+    reading while a worker counted, saw 0 (a counter reset to Prometheus; a
+    probe caught worker_requests_total 108950 -> 0 under load) or a heartbeat
+    of 0. Writes are whole copies now: every read is old or new."""
+    import time
+
+    board = Scoreboard(2)
+    slot = board.slots[0]
+    slot.reset(os.getpid(), 1, 0)
+    serve(slot, "GET", 200, 0.001)
+    child = os.fork()
+    if child == 0:  # the worker: count as fast as it can for a while
+        try:
+            deadline = time.monotonic() + 2.0
+            while time.monotonic() < deadline:
+                for _ in range(200):
+                    serve(slot, "GET", 200, 0.001)
+                    slot.heartbeat()
+        finally:
+            os._exit(0)
+    try:
+        last_requests, last_duration, reads = 0, 0.0, 0
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            seen = slot.snapshot(with_counts=True)
+            assert seen.counts is not None
+            assert seen.requests >= last_requests, (seen.requests, last_requests)
+            assert seen.counts.duration_sum >= last_duration
+            assert seen.heartbeat > 0.0
+            last_requests, last_duration = seen.requests, seen.counts.duration_sum
+            reads += 1
+        assert reads > 1000 and last_requests > 1000  # (both sides really ran)
+    finally:
+        os.waitpid(child, 0)
