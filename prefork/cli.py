@@ -211,6 +211,19 @@ def tls_problem(config: Config) -> str | None:
     return None
 
 
+def _quiet_on_closed_pipe(command: Callable[[list[str]], int], args: list[str]) -> int:
+    """Run a reporting command; its reader going away (``prefork status |
+    head -2``) ends it quietly, as it ends ``ls``, not with a traceback."""
+    try:
+        status = command(args)
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # (Python's flush at exit fails no more)
+        return 1
+
+
 def _fail(message: str, status: int = 2) -> NoReturn:
     print(f"prefork: error: {message}", file=sys.stderr)
     sys.exit(status)
@@ -446,11 +459,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args[:1] == ["status"]:
         from prefork.status import main as status_main
 
-        sys.exit(status_main(args[1:]))
+        sys.exit(_quiet_on_closed_pipe(status_main, args[1:]))
     if args[:1] == ["top"]:
         from prefork.top import main as top_main
 
-        sys.exit(top_main(args[1:]))
+        sys.exit(_quiet_on_closed_pipe(top_main, args[1:]))
     parsed = vars(_argument_parser().parse_args(args))
     checking = parsed.pop("check_config")
     printing = parsed.pop("print_config")

@@ -312,9 +312,11 @@ class AcceptGate:
         if self.max_concurrency:
             tracker = self.tracker
             assert tracker is not None
+            setting_up = len(server._adopting)  # (counted by room() too)
             parts.append(
                 f"{len(tracker.in_flight)} requests in flight "
-                f"(+{len(self.fresh)} new connections) of --max-concurrency {self.max_concurrency}"
+                f"(+{len(self.fresh)} new connections, +{setting_up} being set up) "
+                f"of --max-concurrency {self.max_concurrency}"
             )
         again = (
             f" (stopped {self.pauses} times since the last such line)" if self.pauses > 1 else ""

@@ -306,3 +306,25 @@ def test_a_reader_never_sees_a_counter_go_down_while_a_worker_writes() -> None:
         assert reads > 1000 and last_requests > 1000  # (both sides really ran)
     finally:
         os.waitpid(child, 0)
+
+
+def test_status_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    """`prefork status | head -2`: the reader gone, no BrokenPipeError traceback."""
+    import subprocess
+
+    pidfile = tmp_path / "master.pid"
+    pidfile.write_text(f"{os.getpid()}\n")  # a live process
+    board = Scoreboard(2, f"{pidfile}.scoreboard")
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "prefork", "status", "--pidfile", str(pidfile)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()  # the reader is gone before anything is written
+        stderr = proc.stderr.read().decode()
+        assert proc.wait(30) == 1
+    finally:
+        board.close()
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
