@@ -32,6 +32,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import sys
 import time
 from typing import IO, TYPE_CHECKING
@@ -84,10 +85,22 @@ def _timestamp(now: float) -> str:
     return _stamp
 
 
+#: what a quoted field of the combined format writes escaped: the quote and the
+#: backslash, and as nginx does, \xHH for a byte that is not printable ASCII
+#: (a TAB, obs-text: the parser refused every other control)
+_UNSAFE = re.compile(r'["\\\x00-\x1f\x7f-\xff]')
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    return "\\" + char if char in '"\\' else "\\x%02X" % ord(char)
+
+
 def _quote(value: str) -> str:
-    """Escape what would end or confuse a quoted field (the parser let no control
-    through); called only when the value holds a quote or a backslash."""
-    return value.replace("\\", "\\\\").replace('"', '\\"')
+    """Escape what would end or confuse a quoted field; called only when the
+    value holds a quote, a backslash, a TAB or a byte past ASCII (header
+    values are latin-1: one character per byte sent)."""
+    return _UNSAFE.sub(_escape, value)
 
 
 _dict_get = dict.get
@@ -127,11 +140,11 @@ def log_request(request: HTTPRequest, status: int, size: int) -> None:
         uri = request.uri
         referer = get(headers, "Referer", "-")
         agent = get(headers, "User-Agent", "-")
-        if '"' in uri or "\\" in uri:
+        if '"' in uri or "\\" in uri:  # (the parser refused non-ASCII in a target)
             uri = _quote(uri)
-        if '"' in referer or "\\" in referer:
+        if not referer.isascii() or '"' in referer or "\\" in referer or "\t" in referer:
             referer = _quote(referer)
-        if '"' in agent or "\\" in agent:
+        if not agent.isascii() or '"' in agent or "\\" in agent or "\t" in agent:
             agent = _quote(agent)
         stamp = _stamp if int(now) == _stamp_second else _timestamp(now)
         # (an f-string: measured 0.25 us against 0.39 us for the same % format)

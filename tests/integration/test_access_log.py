@@ -14,6 +14,7 @@ import json
 import os
 import re
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -229,6 +230,30 @@ def test_combined_line_escapes_quotes_in_headers(cli, tmp_path: Path) -> None:
         "the line",
     )
     assert line.endswith('"-" "a \\"b\\" \\\\c"'), line
+    assert server.stop() == 0
+
+
+def test_combined_line_escapes_bytes_that_are_not_printable_ascii(cli, tmp_path: Path) -> None:
+    """As nginx: a TAB and obs-text bytes in a header value are written \\xHH
+    (they went raw: invisible C1 controls, a byte no reader could tell)."""
+    log = tmp_path / "access.log"
+    server: Cli = cli("-w", "1", "--access-log", str(log))
+    with socket.create_connection(("127.0.0.1", server.port()), timeout=10) as sock:
+        sock.sendall(
+            b"GET /bytes HTTP/1.1\r\nHost: x\r\nUser-Agent: a\tb\xff\xfe\x80\r\n"
+            b"Referer: r\xe9f\r\nConnection: close\r\n\r\n"
+        )
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+    line = wait_for(
+        lambda: (
+            next((x for x in log.read_text().splitlines() if "/bytes" in x), None)
+            if log.exists()
+            else None
+        ),
+        2,
+        "the line",
+    )
+    assert line.endswith('"r\\xE9f" "a\\x09b\\xFF\\xFE\\x80"'), line
     assert server.stop() == 0
 
 
