@@ -259,12 +259,9 @@ def _env_pairs(value: Any) -> tuple[str, ...]:
 def _directories(value: Any) -> tuple[str, ...]:
     """Several existing directories (a watcher given one that is not there
     died with a traceback, or watched nothing, silently)."""
-    import os.path
-
     paths = _strings(value)
     for path in paths:
-        if not os.path.isdir(path):
-            raise ValueError(f"no such directory: {path!r}")
+        _directory(path)
     return paths
 
 

@@ -437,9 +437,10 @@ class _HTTPCycle:
                 transport = self.transport
                 if transport.get_write_buffer_size() > HIGH_WATER:
                     await self._drain()
-                elif transport.is_closing() or (self.conn is not None and self.conn.closed()):
-                    # Reset by the client, cut by the drain, or refused (the
-                    # connection lingers, its writes dropped): what is written
+                elif transport.is_closing():
+                    # Reset by the client or cut by the drain (a refused
+                    # connection that lingers ran _on_close already: the
+                    # disconnected check above): what is written
                     # goes nowhere and the buffer never fills, so an application
                     # streaming from memory would never give the loop a turn in
                     # which connection_lost could tell it (the worker froze).

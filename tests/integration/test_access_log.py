@@ -213,6 +213,20 @@ def test_json_lines_round_trip_quotes_backslashes_and_non_ascii(cli, tmp_path: P
     assert server.stop() == 0
 
 
+def _logged_line(log: Path, marker: str) -> str:
+    """The access log line that holds ``marker`` (lines are written in
+    batches: waited for, 2 s at most)."""
+    return wait_for(
+        lambda: (
+            next((x for x in log.read_text().splitlines() if marker in x), None)
+            if log.exists()
+            else None
+        ),
+        2,
+        f"the line with {marker}",
+    )
+
+
 def test_combined_line_escapes_quotes_in_headers(cli, tmp_path: Path) -> None:
     log = tmp_path / "access.log"
     server: Cli = cli("-w", "1", "--access-log", str(log))
@@ -220,15 +234,7 @@ def test_combined_line_escapes_quotes_in_headers(cli, tmp_path: Path) -> None:
     conn.request("GET", "/quoted", headers={"User-Agent": 'a "b" \\c'})
     assert conn.getresponse().status == 200
     conn.close()
-    line = wait_for(
-        lambda: (
-            next((x for x in log.read_text().splitlines() if "/quoted" in x), None)
-            if log.exists()
-            else None
-        ),
-        2,
-        "the line",
-    )
+    line = _logged_line(log, "/quoted")
     assert line.endswith('"-" "a \\"b\\" \\\\c"'), line
     assert server.stop() == 0
 
@@ -244,15 +250,7 @@ def test_combined_line_escapes_bytes_that_are_not_printable_ascii(cli, tmp_path:
             b"Referer: r\xe9f\r\nConnection: close\r\n\r\n"
         )
         assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
-    line = wait_for(
-        lambda: (
-            next((x for x in log.read_text().splitlines() if "/bytes" in x), None)
-            if log.exists()
-            else None
-        ),
-        2,
-        "the line",
-    )
+    line = _logged_line(log, "/bytes")
     assert line.endswith('"r\\xE9f" "a\\x09b\\xFF\\xFE\\x80"'), line
     assert server.stop() == 0
 
