@@ -41,6 +41,7 @@ __all__ = [
     "ConfigError",
     "Loaded",
     "Setting",
+    "check_environment",
     "load",
     "parse_size",
     "reload",
@@ -76,6 +77,19 @@ GUNICORN_IGNORED = frozenset(
 )
 
 
+#: ``PREFORK_*`` variables that are not settings: read by other parts
+#: (the config file's name, sockets and the old master's pid handed over by
+#: an upgrade, the event loop's choice, the metrics directory, the unlinking
+#: of unix sockets) or by the test suite.
+OTHER_VARIABLES = frozenset(
+    """PREFORK_CONFIG PREFORK_FDS PREFORK_MASTER_PID PREFORK_UVLOOP PREFORK_MULTIPROC_DIR
+    PREFORK_UNLINK_UNIX PREFORK_STRICT_SKIPS""".split()
+)
+
+#: command-line commands, not settings: their variables are not read
+COMMAND_VARIABLES = frozenset({"PREFORK_CHECK_CONFIG", "PREFORK_PRINT_CONFIG"})
+
+
 @dataclasses.dataclass(frozen=True)
 class Loaded:
     """A loaded configuration and the warnings to show once logging is set up."""
@@ -97,6 +111,7 @@ def load(cli: Mapping[str, Any], environ: Mapping[str, str] = os.environ) -> Loa
     if config_file:
         file_values, hooks, warnings = read_config_file(str(config_file))
         values.update(file_values)
+    warnings.extend(check_environment(environ))
     for setting in SETTINGS:
         if setting.env in environ:
             if setting.name == "workers" and not environ[setting.env].strip():
@@ -116,6 +131,55 @@ def load(cli: Mapping[str, Any], environ: Mapping[str, str] = os.environ) -> Loa
             "scheme stay the proxy's"
         )
     return Loaded(config, tuple(warnings))
+
+
+def check_environment(environ: Mapping[str, str]) -> list[str]:
+    """Warnings for variables that look like configuration but are not read.
+
+    A misspelt ``PREFORK_*`` name would leave its setting at the default,
+    unnoticed: a near miss of a real one is an error (as in a config file),
+    any other is named in a warning.  gunicorn's ``GUNICORN_CMD_ARGS`` and
+    uvicorn's ``UVICORN_*``, brought along from a Dockerfile, are not read
+    either: said once, with prefork's name where there is one.
+    """
+    known = {setting.env for setting in SETTINGS} | OTHER_VARIABLES
+    unknown: list[str] = []
+    warnings: list[str] = []
+    for name in sorted(environ):
+        if not name.startswith("PREFORK_") or name in known:
+            continue
+        if name in COMMAND_VARIABLES:
+            option = "--" + name[len("PREFORK_") :].lower().replace("_", "-")
+            warnings.append(f"{name}: {option} is a command, not read from the environment")
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.85)
+        if close:
+            raise ConfigError(
+                "", f"not a setting (the environment); did you mean {close[0]}?", where=name
+            )
+        unknown.append(name)
+    if unknown:
+        warnings.append(f"not settings, ignored (the environment): {', '.join(unknown)}")
+    if "GUNICORN_CMD_ARGS" in environ:
+        warnings.append(
+            "GUNICORN_CMD_ARGS is gunicorn's and is not read: give the same options on "
+            "prefork's command line, or each as PREFORK_<NAME> (prefork --help)"
+        )
+    uvicorn = sorted(name for name in environ if name.startswith("UVICORN_"))
+    if uvicorn:
+        named = [
+            f"{name} (use PREFORK_BIND=host:port)"
+            if name in ("UVICORN_HOST", "UVICORN_PORT")
+            else f"{name} (use PREFORK_{name[8:]})"
+            if "PREFORK_" + name[8:] in known
+            else name
+            for name in uvicorn
+        ]
+        warnings.append(
+            f"uvicorn's variables are not read: {', '.join(named)}; prefork's are "
+            "PREFORK_<NAME> (prefork --help)"
+        )
+    return warnings
 
 
 def validate(config: Config) -> None:

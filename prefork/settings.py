@@ -43,8 +43,9 @@ __all__ = [
 class ConfigError(ValueError):
     """A setting has a bad value; ``str()`` is the one line to show (exit status 2)."""
 
-    def __init__(self, setting: str, message: str) -> None:
-        super().__init__(f"--{setting.replace('_', '-')}: {message}")
+    def __init__(self, setting: str, message: str, where: str | None = None) -> None:
+        # (``where``: what to name instead of the option, an environment variable)
+        super().__init__(f"{where or '--' + setting.replace('_', '-')}: {message}")
         self.setting = setting
 
 

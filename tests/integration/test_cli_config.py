@@ -246,6 +246,7 @@ def test_check_config_imports_the_application() -> None:
         (["--log-level", "loud"], {}, "--log-level: expected one of"),
         (["-b", "300.1.2.3:x"], {}, "--bind:"),
         (["-c", "/nonexistent/prefork.conf.py"], {}, "--config: no such file"),
+        ([], {"PREFORK_WORKER": "4"}, "PREFORK_WORKER: not a setting (the environment); did"),
     ],
 )
 def test_bad_settings_exit_2_with_one_line(
@@ -256,6 +257,15 @@ def test_bad_settings_exit_2_with_one_line(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"prefork: error: {message}"), lines[0]
+
+
+def test_check_config_names_gunicorns_variables_it_does_not_read() -> None:
+    result = run_cli("--check-config", APP, env={"GUNICORN_CMD_ARGS": "--workers=3"})
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        "prefork: warning: GUNICORN_CMD_ARGS is gunicorn's and is not read: give the same "
+        "options on prefork's command line, or each as PREFORK_<NAME> (prefork --help)"
+    ]
 
 
 def test_bad_config_file_exits_2_with_one_line(tmp_path: Path) -> None:

@@ -426,3 +426,41 @@ def test_a_misspelt_setting_is_a_mypy_error(tmp_path: Path) -> None:
     assert len(errors) == 2, out
     assert '"Config" has no attribute "max_body_sise"' in errors[0]
     assert ":4:" in errors[1] and "Incompatible types" in errors[1]
+
+
+def test_a_misspelt_prefork_variable_is_an_error_naming_the_setting() -> None:
+    """PREFORK_WORKER=4 (no S) ran with the default worker count, unnoticed."""
+    with pytest.raises(ConfigError) as caught:
+        loader.load({}, {"PREFORK_WORKER": "4"})
+    assert str(caught.value) == (
+        "PREFORK_WORKER: not a setting (the environment); did you mean PREFORK_WORKERS?"
+    )
+    with pytest.raises(ConfigError, match="did you mean PREFORK_LOG_LEVEL"):
+        loader.load({}, {"PREFORK_LOGLEVEL": "debug"})  # (gunicorn's name for it)
+
+
+def test_variables_that_are_not_read_are_named_in_warnings() -> None:
+    loaded = loader.load(
+        {},
+        {
+            "PREFORK_SOMETHING_ELSE": "1",
+            "PREFORK_CHECK_CONFIG": "1",
+            "GUNICORN_CMD_ARGS": "--workers 3",
+            "UVICORN_PORT": "8000",
+            "UVICORN_WORKERS": "3",
+            "UVICORN_APP_DIR": "src",
+            "PREFORK_FDS": "3",  # (an upgrade's hand-over, no setting)
+            "PREFORK_MAX_BODY_SIZE": "1k",
+        },
+    )
+    assert loaded.config.max_body_size == 1024
+    assert loaded.warnings == (
+        "PREFORK_CHECK_CONFIG: --check-config is a command, not read from the environment",
+        "not settings, ignored (the environment): PREFORK_SOMETHING_ELSE",
+        "GUNICORN_CMD_ARGS is gunicorn's and is not read: give the same options on "
+        "prefork's command line, or each as PREFORK_<NAME> (prefork --help)",
+        "uvicorn's variables are not read: UVICORN_APP_DIR, UVICORN_PORT (use "
+        "PREFORK_BIND=host:port), UVICORN_WORKERS (use PREFORK_WORKERS); prefork's are "
+        "PREFORK_<NAME> (prefork --help)",
+    )
+    assert loader.load({}, {"PREFORK_WORKERS": "2", "PATH": "/bin"}).warnings == ()
