@@ -177,6 +177,15 @@ class WebSocketSession(WebSocketConnection):
                 if problem is not None:
                     raise RuntimeError(problem)
                 reason = message.get("reason") or ""
+                # (checked before any state changes: a reason the frame cannot
+                # carry left the connection marked closing, with no close frame
+                # sent and no timer, open until the client went)
+                if type(reason) is not str:
+                    raise TypeError(f"ASGI: 'reason' must be a str, got {type(reason).__name__}")
+                try:
+                    reason.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise ValueError("ASGI: 'reason' is not valid UTF-8 text") from None
                 self._app_closed = True
                 self._set_final(code, reason)
                 self._start_close(code, reason)

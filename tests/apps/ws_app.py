@@ -149,6 +149,8 @@ async def websocket_app(scope, receive, send) -> None:
         raise RuntimeError("failed after the accept, on purpose")
     elif path == "/return":
         return
+    elif path == "/bad-reason":  # a reason no close frame can carry, left to raise
+        await send({"type": "websocket.close", "code": 4000, "reason": b"bytes, not text"})
     elif path == "/close":
         await send(
             {

@@ -961,6 +961,8 @@ def test_refusals_before_the_accept_are_http_responses(port, path, status, body)
         ("/close?code=4001&reason=bye", 4001, "bye"),
         ("/return", 1000, ""),
         ("/raise-after", 1011, ""),
+        # (the close raised: the connection was left open, no frame, no timer)
+        ("/bad-reason", 1011, ""),
     ],
 )
 def test_the_client_sees_the_servers_close_code(port, path, code, reason):
