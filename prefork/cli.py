@@ -89,6 +89,14 @@ def load_app(spec: str, factory: bool = False) -> Callable[..., Any]:
         raise _raised_in_app(spec, f"importing {module_name!r} failed", exc) from None
     except Exception as exc:
         raise _raised_in_app(spec, f"importing {module_name!r} failed", exc) from None
+    except SystemExit as exc:
+        # sys.exit("FOO is not set") in a settings module: its message is the
+        # one thing to show (it went unseen: "see its error above", none above;
+        # and --check-config exited 0 in silence for sys.exit(0))
+        said = "" if exc.code is None else f": {exc.code}"
+        raise AppImportError(
+            f"app {spec!r}: importing {module_name!r} called sys.exit(){said}"
+        ) from None
     for part in attribute.split("."):
         try:
             target = getattr(target, part)

@@ -236,6 +236,15 @@ def test_check_config_imports_the_application() -> None:
     ]
 
 
+def test_sys_exit_while_importing_the_application_shows_its_message() -> None:
+    result = run_cli("--check-config", "tests.integration.apps.exits_at_import:app")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "prefork: error: app 'tests.integration.apps.exits_at_import:app': importing "
+        "'tests.integration.apps.exits_at_import' called sys.exit(): config error: FOO is not set"
+    ]
+
+
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
