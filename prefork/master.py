@@ -252,7 +252,11 @@ class Master:
             process.write_pidfile(self.config.pidfile)
         capacity = max(128, 4 * self._target + 32)
         old_board = self._previous_scoreboard()
-        self.scoreboard = Scoreboard(capacity, self.scoreboard_path)
+        # A master exec'd by USR2 takes the scoreboard's name as it takes over
+        # (_on_ready): if it fails before, the old master's stays in place.
+        self.scoreboard = Scoreboard(
+            capacity, self.scoreboard_path, published=self._upgrade.old_master_pid is None
+        )
         if old_board is not None:
             self.scoreboard.inherit(old_board)
             old_board.close()
@@ -495,7 +499,15 @@ class Master:
             return
         self._listeners_closed = True
         assert self._upgrade is not None
-        if self.unlink_unix and not self._upgrade.handing_over and not self._upgrade.in_progress:
+        upgrade = self._upgrade
+        # Not while a new master serves them (handing over, or one running),
+        # nor in a new master that has not taken over: the old one still does.
+        if (
+            self.unlink_unix
+            and not upgrade.handing_over
+            and not upgrade.in_progress
+            and upgrade.old_master_pid is None
+        ):
             unlink_unix_sockets(self.sockets or [])
         for sock in self.sockets or []:
             sock.close()
@@ -669,6 +681,7 @@ class Master:
             # old one is told to stop, so systemd never sees the service stop.
             if self._upgrade.old_master_pid is not None:
                 self.scoreboard.master.count_upgrade()
+                self.scoreboard.publish()
             self._upgrade.promote()
             sd_notify(f"READY=1\nSTATUS={self._target} workers")
             if not call_hook(self.config, "when_ready", self):

@@ -26,6 +26,7 @@ and the slots, and folds a reaped worker's counts into retired totals there
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import mmap
 import os
@@ -471,16 +472,21 @@ class Scoreboard:
     With ``path`` the mapping is backed by that file (created anew, removed by
     ``close(unlink=True)`` if it is still ours), so another process such as ``prefork
     status`` can read it with ``Scoreboard.attach(path)``; otherwise it is
-    anonymous and visible only to this process and its forks.
+    anonymous and visible only to this process and its forks.  With
+    ``published=False`` the file keeps a temporary name until :meth:`publish`
+    (a master exec'd by USR2 takes the name only once it has taken over:
+    until then the name is the old master's, which may go on serving).
     """
 
-    def __init__(self, capacity: int, path: str | None = None) -> None:
+    def __init__(self, capacity: int, path: str | None = None, published: bool = True) -> None:
         if capacity < 1:
             raise ValueError("scoreboard capacity must be >= 1")
         self.capacity = capacity
         self.path = path
         size = _OFF_SLOTS + capacity * SLOT_SIZE
         self._inode: int | None = None
+        #: the file's temporary name, until publish()
+        self._unpublished: str | None = None
         if path is None:
             self._mm = mmap.mmap(-1, size, flags=mmap.MAP_SHARED)
         else:
@@ -493,7 +499,10 @@ class Scoreboard:
                 os.ftruncate(fd, size)
                 self._mm = mmap.mmap(fd, size, flags=mmap.MAP_SHARED)
                 self._inode = os.fstat(fd).st_ino
-                os.rename(tmp, path)
+                if published:
+                    os.rename(tmp, path)
+                else:
+                    self._unpublished = tmp
             except BaseException:
                 os.unlink(tmp)
                 raise
@@ -544,6 +553,7 @@ class Scoreboard:
         self.capacity = capacity
         self.path = path
         self._inode = None
+        self._unpublished = None
         self._token_r = -1
         self.slots = [Slot(self._mm, i) for i in range(capacity)]
         return self
@@ -609,11 +619,24 @@ class Scoreboard:
         self.master.set_retired(total)
         self.master.copy_counters_from(old.master)
 
+    def publish(self) -> None:
+        """Give the file its name (for ``prefork status``), replacing whatever
+        had it; nothing if it has it already."""
+        tmp, self._unpublished = self._unpublished, None
+        if tmp is not None and self.path is not None:
+            os.rename(tmp, self.path)
+
     def close(self, unlink: bool = False) -> None:
         if self._token_r >= 0:
             os.close(self._token_r)
             self._token_r = -1
         self._mm.close()
+        if self._unpublished is not None:
+            # Never published: the name belongs to someone else.
+            if unlink:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self._unpublished)
+            return
         if unlink and self.path is not None and self._inode is not None:
             try:
                 if os.stat(self.path).st_ino == self._inode:  # still ours, not a new master's

@@ -693,6 +693,15 @@ class Config:
         "limits",
         metavar="SECONDS",
     )
+    send_timeout: float = _s(
+        60.0,
+        _number(float, 0.0),
+        "seconds a client may leave its responses unread: output held past the "
+        "high-water mark (64 KiB) that does not shrink this long is dropped and the "
+        "connection aborted (nginx send_timeout; 0: no limit)",
+        "limits",
+        metavar="SECONDS",
+    )
     drain_grace: float = _s(
         1.0,
         _number(float, 0.0),

@@ -36,10 +36,13 @@ client gone).
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import functools
 import logging
 import os
 import ssl
+import struct
+import termios
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -98,6 +101,22 @@ def _writelines_joins(transport: Any) -> bool:
     return joins
 
 
+def unsent_bytes(transport: Any) -> int:
+    """Output not yet read by the client: what the transport holds, plus what
+    the kernel holds unacknowledged (``TIOCOUTQ``).  The kernel's part is
+    what moves first as a slow client reads: on a fast link its buffer is
+    megabytes, and the transport's buffer may not change for seconds."""
+    unsent = transport.get_write_buffer_size()
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+        except (OSError, ValueError):
+            return unsent
+        unsent += struct.unpack("i", queued)[0]
+    return unsent
+
+
 # What the connection is waiting for, for the timeout sweep.
 _T_NONE = 0  # the application is answering: no deadline
 _T_HEAD = 1  # a request head (header_timeout, header_min_rate, header_timeout_max)
@@ -143,6 +162,18 @@ class HTTPConnection(asyncio.Protocol):
     _file_sender: filesend.FileSender | None = None
     #: _batch holds only a raw head written alone (write), until the next write
     _head_held = False
+    #: the transport holds more unsent output than its high-water mark
+    #: (pause_writing, until resume_writing).
+    _writing_paused = False
+    #: a response finished while writing was paused: the next request is
+    #: neither read nor answered until the client has read (_block_output).
+    _output_blocked = False
+    #: aborts the connection when its output stalls (send_timeout), and the
+    #: unsent output it had then (a client reading slowly earns more time).
+    _send_timer: asyncio.TimerHandle | None = None
+    _send_backlog = 0
+    #: roughly what the batch of pipelined responses holds (see _finish_request)
+    _batch_bytes = 0
 
     def __init__(
         self,
@@ -258,6 +289,9 @@ class HTTPConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
         if self._file_sender is not None:
             self._file_sender.cancel()
         if self._body_stream is not None:
@@ -300,6 +334,8 @@ class HTTPConnection(asyncio.Protocol):
             if not self._reading_paused and parser.buffered > self.config.max_header_size:
                 self._pause_reading()
             return
+        if self._output_blocked:
+            return  # (reading is paused: bytes already on their way wait in the parser)
         self._process()
 
     def _read_proxy_header(self, data: bytes) -> bytes | None:
@@ -388,14 +424,60 @@ class HTTPConnection(asyncio.Protocol):
         self._eof_callback = callback
 
     def pause_writing(self) -> None:
-        pass
+        """The transport holds more than its high-water mark: the client is
+        not reading as fast as we answer.  No next request is started until
+        it drains (:meth:`_finish_request`), and :data:`send_timeout` starts."""
+        self._writing_paused = True
+        if self._send_timer is None:
+            self._arm_send_timer()
 
     def resume_writing(self) -> None:
+        self._writing_paused = False
+        timer = self._send_timer
+        if timer is not None:
+            timer.cancel()
+            self._send_timer = None
+            if self._closed and self.transport.get_write_buffer_size():
+                # Closing with output still unsent: the bound goes on, to the
+                # last byte (a close waits for the flush, however long).
+                self._arm_send_timer()
         callback = self._write_callback
         if callback is not None:
             self._write_callback = None
             self.transport.set_write_buffer_limits()
             self._loop.call_soon(callback)  # type: ignore[union-attr]
+        if self._output_blocked:
+            self._loop.call_soon(self._unblock_output)  # type: ignore[union-attr]
+
+    def _arm_send_timer(self) -> None:
+        timeout = self.config.send_timeout
+        if timeout > 0 and self._loop is not None:
+            self._send_backlog = unsent_bytes(self.transport)
+            self._send_timer = self._loop.call_later(timeout, self._send_timed_out)
+
+    def _send_timed_out(self) -> None:
+        """``send_timeout`` passed with output waiting: unless the client read
+        some of it meanwhile (then it gets another period, as nginx's
+        ``send_timeout`` counts between two reads), the output is dropped and
+        the connection aborted; the application learns it as a disconnect."""
+        self._send_timer = None
+        transport = self.transport
+        if not transport.get_write_buffer_size():
+            return  # (drained; the kernel has the rest)
+        unsent = unsent_bytes(transport)
+        if unsent < self._send_backlog:
+            self._arm_send_timer()
+            return
+        error_log.info(
+            "%s read none of %d byte(s) of output for %.0f s (send_timeout): aborting",
+            self.remote_ip,
+            unsent,
+            self.config.send_timeout,
+        )
+        self._closed = True
+        self._output_blocked = False
+        self.deadline = 0.0
+        transport.abort()  # (connection_lost follows, on the loop)
 
     # -- reading requests ------------------------------------------------------
 
@@ -454,9 +536,10 @@ class HTTPConnection(asyncio.Protocol):
                     )
                 if self._request is not None and self._body_stream is None:
                     return  # answered asynchronously; resumed by finish()
-                if not parser.buffered:
+                if not parser.buffered or self._output_blocked:
                     # The usual end: no pipelined request waiting (asking the
-                    # parser would only say NEED_DATA or PAUSED).
+                    # parser would only say NEED_DATA or PAUSED); or the
+                    # client is not reading (resumed by resume_writing).
                     return
         finally:
             self._in_process = False
@@ -1109,9 +1192,29 @@ class HTTPConnection(asyncio.Protocol):
             return
         parser = self.parser
         parser.start_next_cycle()
-        if parser.started:  # (right after start_next_cycle: bytes are buffered)
-            if self._in_process and self._batch is None:
-                self._batch = []  # pipelined: hold the next responses (_send)
+        if parser.started and self._in_process:  # (bytes are buffered: pipelined)
+            if self._batch is None:
+                self._batch = []  # hold the next responses (_send)
+                self._batch_bytes = 0
+            else:
+                # Bounded: past the high-water mark the batch goes now, and
+                # the transport says whether the client keeps up (a body's
+                # length, plus a head's worth: not worth adding up exactly).
+                self._batch_bytes += self._resp_bytes + 256
+                if self._batch_bytes > SPLIT_BODY:
+                    self._flush_batch()
+                    self._batch = []
+                    self._batch_bytes = 0
+        if self._writing_paused:
+            self._block_output()
+            return
+        self._await_next()
+
+    def _await_next(self) -> None:
+        """A response is done: read and answer the next request, if it came
+        (pipelined), or wait for it."""
+        parser = self.parser
+        if parser.started:
             self._waiting = _T_HEAD
             self.deadline = self._loop.time() + self.config.header_timeout  # type: ignore[union-attr]
         else:
@@ -1125,6 +1228,23 @@ class HTTPConnection(asyncio.Protocol):
             self.transport.resume_reading()
         if not self._in_process and parser.started:
             self._process()
+
+    def _block_output(self) -> None:
+        """The client is not reading its responses (the transport is above
+        its high-water mark as one finishes): read and answer nothing more
+        until it does, or ``send_timeout`` ends it.  Without this a client
+        that pipelines requests and never reads makes the worker buffer
+        every response (uvicorn pauses reading the same way)."""
+        self._output_blocked = True
+        self._waiting = _T_NONE
+        self.deadline = 0.0
+        if not self._reading_paused:
+            self._pause_reading()
+
+    def _unblock_output(self) -> None:
+        if self._output_blocked and not self._writing_paused and not self._closed:
+            self._output_blocked = False
+            self._await_next()
 
     # -- protocol upgrade --------------------------------------------------------
 
@@ -1151,6 +1271,9 @@ class HTTPConnection(asyncio.Protocol):
         self._close_callback = None
         self._eof_callback = None
         self._write_callback = None
+        if self._send_timer is not None:  # (the new protocol has its own)
+            self._send_timer.cancel()
+            self._send_timer = None
         self.deadline = 0.0
         server = self.server
         if server is not None:
@@ -1256,7 +1379,7 @@ class HTTPConnection(asyncio.Protocol):
                 # for the linger's end (its writes are dropped meanwhile).
                 self._run_close_callback()
                 return
-            transport.close()
+            self._close_transport()
 
     def close(self) -> None:
         """Close the connection (pending output is still sent; a lingering
@@ -1264,9 +1387,18 @@ class HTTPConnection(asyncio.Protocol):
         if self._waiting == _T_LINGER and self._closed:
             self._waiting = _T_NONE
             self.deadline = 0.0
-            self.transport.close()
+            self._close_transport()
             return
         self._close()
+
+    def _close_transport(self) -> None:
+        """Close; output still unsent goes first, within ``send_timeout``
+        (asyncio's close waits for the flush: forever, for a client that
+        never reads)."""
+        transport = self.transport
+        if self._send_timer is None and transport.get_write_buffer_size():
+            self._arm_send_timer()
+        transport.close()
 
     def closed(self) -> bool:
         return self._closed

@@ -866,6 +866,38 @@ def test_failed_boot_during_reload_keeps_serving(server, tmp_path: Path) -> None
     assert f"RuntimeError: {FAIL_MESSAGE} ({marker} exists)" in srv.log()
 
 
+def test_a_failed_usr2_upgrade_leaves_the_old_masters_files(server, tmp_path: Path) -> None:
+    """A new master whose workers never get ready exits; the old one keeps
+    serving, and keeps its unix socket file and its scoreboard (the new
+    master's clean-up removed both: clients of the socket were refused,
+    `prefork status` found nothing)."""
+    marker = tmp_path / "fail-boot"
+    path = tmp_path / "app.sock"
+    srv = server("-w", "1", "-b", f"unix:{path}", env={"MASTER_APP_FAIL_BOOT_IF": str(marker)})
+    srv.wait_workers(1)
+    old = srv.proc.pid
+    marker.touch()  # the new master's workers fail at import
+    os.kill(old, signal.SIGUSR2)
+    wait_for(
+        lambda: "before taking over; this master keeps serving" in srv.log(),
+        30,
+        "the new master to fail",
+    )
+    assert path.exists(), "the unix socket file was removed"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(str(path))
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
+    board = Scoreboard.attach(str(srv.board_path))
+    try:
+        assert board.master_pid == old
+    finally:
+        board.close()
+    assert srv.pidfile_pid() == old
+    assert srv.proc.poll() is None
+
+
 def test_term_finishes_inflight_and_backlog_then_exits_0(server) -> None:
     srv = server("-w", "2", "--graceful-timeout", "15")
     port = srv.port()

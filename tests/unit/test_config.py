@@ -34,6 +34,7 @@ README_LIMITS = (
     "body_timeout",
     "body_min_rate",
     "keep_alive",
+    "send_timeout",
     "drain_grace",
     "max_connections",
     "max_concurrency",
