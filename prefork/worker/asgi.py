@@ -507,6 +507,12 @@ class _HTTPCycle:
             elif declared is not None:
                 self._has_length = True
                 self._length = declared
+            if not self._has_length and not self.bodyless:
+                # No length: a body that streams, most often (server-sent
+                # events). The head waits for the first piece only until this
+                # turn of the loop ends (one write, and a Content-Length if the
+                # body comes whole); then it goes alone, as uvicorn sends it.
+                self.loop.call_soon(self._head_now)
             return
         if kind == "http.response.trailers":
             self._add_trailers(message)
@@ -541,6 +547,19 @@ class _HTTPCycle:
                 f"({sent} of {length} bytes)"
             )
         self._sent = sent
+
+    def _head_now(self) -> None:
+        """The turn of ``http.response.start`` is over and no body came: the
+        head goes now (chunked: the body streams), so that the client sees the
+        answer begin before the application has anything to say."""
+        if self.body_sent or self.complete or self.disconnected or self.request.timed_out:
+            return
+        try:
+            self._start(b"", True)
+        except ValueError:
+            # A header that would split the response: nothing was sent, and the
+            # application's next send() raises the same error, in its own frame.
+            pass
 
     def _start(self, body: bytes, more: bool) -> None:
         """Send the head (and the first piece of the body).

@@ -193,6 +193,16 @@ async def app(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
             await asyncio.sleep(0.01)
         body, chunks = await read_body(receive)
         await respond(send, 200, b"%d" % len(body))
+    elif path == "/events-later":
+        # Server-sent events: the head at once, the first event only once the
+        # file named by ``go`` exists (an event source with nothing to say yet).
+        headers = [(b"content-type", b"text/event-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        mark("events-started")
+        while not os.path.exists(query["go"]):
+            await asyncio.sleep(0.01)
+        await send({"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
     elif path == "/hang":
         # Never answers: a worker's stop has to cancel it; its cleanup takes
         # a moment (marks ``hang-started``, ``hang-cleanup-done``).
@@ -266,6 +276,12 @@ async def app(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
             await send({"type": "http.response.body", "body": b"def"})
         else:
             await send({"type": "http.response.body", "body": b"abcdef"})
+    elif path == "/misuse/late-header-split":
+        # No length, and a turn of the loop before the body: the head goes alone.
+        headers = [_BAD_HEADERS["/misuse/header-split"]]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await asyncio.sleep(0)
+        await send({"type": "http.response.body", "body": b""})
     elif path in _BAD_HEADERS:
         headers = [(b"content-length", b"0"), _BAD_HEADERS[path]]
         await send({"type": "http.response.start", "status": 200, "headers": headers})

@@ -381,6 +381,30 @@ def test_a_big_response_with_back_pressure(server, mark_file) -> None:
     wait_for(lambda: "big-sent" in marks(mark_file), 10, "the app to finish")
 
 
+def test_a_head_without_a_length_goes_before_a_late_body(server, mark_file, tmp_path) -> None:
+    """Server-sent events: the head leaves with ``http.response.start``'s turn
+    of the loop, not with the first event (EventSource clients and proxies
+    see the 200 at once, as from uvicorn); the body that follows is chunked."""
+    go = tmp_path / "go"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET /events-later?go=%s HTTP/1.1\r\nHost: x\r\n\r\n" % bytes(go))
+        wait_for(lambda: "events-started" in marks(mark_file), 10, "the start to be sent")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(4096)  # (bounded: the socket's timeout)
+            assert chunk, head
+            head += chunk
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert b"transfer-encoding: chunked" in head.lower()
+        go.touch()
+        rest = head.partition(b"\r\n\r\n")[2]
+        while not rest.endswith(b"0\r\n\r\n"):
+            chunk = sock.recv(4096)
+            assert chunk, rest
+            rest += chunk
+    assert rest == b"9\r\ndata: 1\n\n\r\n0\r\n\r\n"
+
+
 def test_head_gets_no_body_and_204_304_neither(server) -> None:
     status, headers, body = request(server.port, "HEAD", "/scope")
     assert status == 200 and body == b"" and int(headers["content-length"]) > 0
@@ -586,6 +610,7 @@ def test_a_client_still_sending_gets_the_answer_then_a_clean_close(
         ("/misuse/no-response", "returned without completing its response"),
         ("/misuse/header-split", "holds CR, LF or a control character"),
         ("/misuse/header-control", "holds CR, LF or a control character"),
+        ("/misuse/late-header-split", "holds CR, LF or a control character"),
         ("/misuse/header-name-space", "invalid response header name b'x y'"),
         ("/misuse/header-name-colon", "invalid response header name b'x:y'"),
         ("/misuse/header-name-empty", "invalid response header name b''"),
