@@ -36,13 +36,10 @@ client gone).
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import functools
 import logging
 import os
 import ssl
-import struct
-import termios
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -67,6 +64,7 @@ from prefork.worker.response import (
     frame_raw,
     frame_response,
 )
+from prefork.worker.sendclock import SendClock
 
 if TYPE_CHECKING:
     from prefork.worker.httpserver import HTTPServer
@@ -99,22 +97,6 @@ def _writelines_joins(transport: Any) -> bool:
     if joins is None:
         joins = _JOINS[cls] = getattr(cls, "writelines", None) is asyncio.WriteTransport.writelines
     return joins
-
-
-def unsent_bytes(transport: Any) -> int:
-    """Output not yet read by the client: what the transport holds, plus what
-    the kernel holds unacknowledged (``TIOCOUTQ``).  The kernel's part is
-    what moves first as a slow client reads: on a fast link its buffer is
-    megabytes, and the transport's buffer may not change for seconds."""
-    unsent = transport.get_write_buffer_size()
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        try:
-            queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
-        except (OSError, ValueError):
-            return unsent
-        unsent += struct.unpack("i", queued)[0]
-    return unsent
 
 
 # What the connection is waiting for, for the timeout sweep.
@@ -168,10 +150,9 @@ class HTTPConnection(asyncio.Protocol):
     #: a response finished while writing was paused: the next request is
     #: neither read nor answered until the client has read (_block_output).
     _output_blocked = False
-    #: aborts the connection when its output stalls (send_timeout), and the
-    #: unsent output it had then (a client reading slowly earns more time).
-    _send_timer: asyncio.TimerHandle | None = None
-    _send_backlog = 0
+    #: aborts the connection when its output stalls (send_timeout); made
+    #: when it first does.
+    _send_clock: SendClock | None = None
     #: roughly what the batch of pipelined responses holds (see _finish_request)
     _batch_bytes = 0
 
@@ -289,9 +270,8 @@ class HTTPConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
-        if self._send_timer is not None:
-            self._send_timer.cancel()
-            self._send_timer = None
+        if self._send_clock is not None:
+            self._send_clock.stop()
         if self._file_sender is not None:
             self._file_sender.cancel()
         if self._body_stream is not None:
@@ -428,19 +408,17 @@ class HTTPConnection(asyncio.Protocol):
         not reading as fast as we answer.  No next request is started until
         it drains (:meth:`_finish_request`), and :data:`send_timeout` starts."""
         self._writing_paused = True
-        if self._send_timer is None:
-            self._arm_send_timer()
+        self._start_send_clock()
 
     def resume_writing(self) -> None:
         self._writing_paused = False
-        timer = self._send_timer
-        if timer is not None:
-            timer.cancel()
-            self._send_timer = None
+        clock = self._send_clock
+        if clock is not None and clock.running:
+            clock.stop()
             if self._closed and self.transport.get_write_buffer_size():
                 # Closing with output still unsent: the bound goes on, to the
                 # last byte (a close waits for the flush, however long).
-                self._arm_send_timer()
+                clock.start()
         callback = self._write_callback
         if callback is not None:
             self._write_callback = None
@@ -449,25 +427,21 @@ class HTTPConnection(asyncio.Protocol):
         if self._output_blocked:
             self._loop.call_soon(self._unblock_output)  # type: ignore[union-attr]
 
-    def _arm_send_timer(self) -> None:
-        timeout = self.config.send_timeout
-        if timeout > 0 and self._loop is not None:
-            self._send_backlog = unsent_bytes(self.transport)
-            self._send_timer = self._loop.call_later(timeout, self._send_timed_out)
+    def _start_send_clock(self) -> None:
+        clock = self._send_clock
+        if clock is None:
+            clock = self._send_clock = SendClock(
+                self._loop,  # type: ignore[arg-type]
+                self.transport,
+                self.config.send_timeout,
+                self._send_timed_out,
+            )
+        clock.start()
 
-    def _send_timed_out(self) -> None:
-        """``send_timeout`` passed with output waiting: unless the client read
-        some of it meanwhile (then it gets another period, as nginx's
-        ``send_timeout`` counts between two reads), the output is dropped and
-        the connection aborted; the application learns it as a disconnect."""
-        self._send_timer = None
-        transport = self.transport
-        if not transport.get_write_buffer_size():
-            return  # (drained; the kernel has the rest)
-        unsent = unsent_bytes(transport)
-        if unsent < self._send_backlog:
-            self._arm_send_timer()
-            return
+    def _send_timed_out(self, unsent: int) -> None:
+        """``send_timeout`` passed and the client read nothing: the output is
+        dropped and the connection aborted; the application learns it as a
+        disconnect."""
         error_log.info(
             "%s read none of %d byte(s) of output for %.0f s (send_timeout): aborting",
             self.remote_ip,
@@ -477,7 +451,7 @@ class HTTPConnection(asyncio.Protocol):
         self._closed = True
         self._output_blocked = False
         self.deadline = 0.0
-        transport.abort()  # (connection_lost follows, on the loop)
+        self.transport.abort()  # (connection_lost follows, on the loop)
 
     # -- reading requests ------------------------------------------------------
 
@@ -1271,9 +1245,8 @@ class HTTPConnection(asyncio.Protocol):
         self._close_callback = None
         self._eof_callback = None
         self._write_callback = None
-        if self._send_timer is not None:  # (the new protocol has its own)
-            self._send_timer.cancel()
-            self._send_timer = None
+        if self._send_clock is not None:  # (the new protocol has its own)
+            self._send_clock.stop()
         self.deadline = 0.0
         server = self.server
         if server is not None:
@@ -1396,8 +1369,8 @@ class HTTPConnection(asyncio.Protocol):
         (asyncio's close waits for the flush: forever, for a client that
         never reads)."""
         transport = self.transport
-        if self._send_timer is None and transport.get_write_buffer_size():
-            self._arm_send_timer()
+        if transport.get_write_buffer_size():
+            self._start_send_clock()
         transport.close()
 
     def closed(self) -> bool:

@@ -32,6 +32,7 @@ from collections.abc import Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from prefork.settings import Config
+from prefork.worker.sendclock import SendClock
 from prefork.worker.websocket_frames import (
     FAST_PATH,
     BytesMessage,
@@ -151,6 +152,8 @@ class WebSocketConnection(asyncio.Protocol):
         # what the application sends
         self._write_paused = False
         self._writable: asyncio.Future[None] | None = None
+        #: aborts when the client leaves our output unread (send_timeout)
+        self._send_clock: SendClock | None = None
         self._send_lock = asyncio.Lock()
         self._deflater: Deflater | None = None
         self._inflater: Inflater | None = None
@@ -522,9 +525,30 @@ class WebSocketConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._write_paused = True
+        clock = self._send_clock
+        if clock is None:
+            clock = self._send_clock = SendClock(
+                self._loop, self._transport, self.config.send_timeout, self._send_timed_out
+            )
+        clock.start()
+
+    def _send_timed_out(self, unsent: int) -> None:
+        """The client read none of our output for ``send_timeout`` seconds
+        (with pings off nothing else would notice; with them, the pong it
+        cannot read in time does): abort; the application's ``send()`` and
+        ``receive()`` learn the client is gone (1006)."""
+        error_log.info(
+            "%s: read none of %d byte(s) of output for %.0f s (send_timeout): aborting",
+            self.name,
+            unsent,
+            self.config.send_timeout,
+        )
+        self._end(abort=True)
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        if self._send_clock is not None:
+            self._send_clock.stop()
         owed = self._pong_owed
         if owed is not None and self._conn is not None:
             self._pong_owed = None
@@ -539,6 +563,8 @@ class WebSocketConnection(asyncio.Protocol):
         self._gone = True
         self.deadline = 0.0
         self._cancel_timer()
+        if self._send_clock is not None:
+            self._send_clock.stop()
         self._set_final(1006)
         waiter = self._writable
         if waiter is not None and not waiter.done():

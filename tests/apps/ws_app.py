@@ -245,6 +245,7 @@ def main() -> None:
     parser.add_argument("--ping-interval", type=float, default=20.0)
     parser.add_argument("--ping-timeout", type=float, default=20.0)
     parser.add_argument("--no-deflate", action="store_true")
+    parser.add_argument("--send-timeout", type=float, default=60.0)
     parser.add_argument("--certfile")
     parser.add_argument("--keyfile")
     args = parser.parse_args()
@@ -255,6 +256,7 @@ def main() -> None:
         ws_ping_interval=args.ping_interval,
         ws_ping_timeout=args.ping_timeout,
         ws_per_message_deflate=not args.no_deflate,
+        send_timeout=args.send_timeout,
         access_log="off",
     )
     ssl_options = {"certfile": args.certfile, "keyfile": args.keyfile} if args.certfile else None

@@ -1166,6 +1166,24 @@ def test_an_application_sending_to_a_client_that_reset_ends_and_the_worker_serve
     wait_for(lambda: log.exists() and log.read_text() == "ClientDisconnected", 5, "its end")
 
 
+def test_an_application_sending_to_a_client_that_does_not_read_ends_at_send_timeout(
+    module_spawn, tmp_path
+):
+    """With pings off nothing else notices a client that stopped reading: the
+    application waited in send() for ever, holding the connection. After
+    send_timeout without progress the connection is aborted and send()
+    raises ClientDisconnected."""
+    port = module_spawn(APP, "--no-deflate", "--ping-interval", 0, "--send-timeout", 1).port
+    log = tmp_path / "ended"
+    with RawWebSocket(port, f"/send-forever?log={log}") as ws:
+        ws.recv_frame()  # (it sends; from now on the client reads nothing)
+        wait_for(
+            lambda: log.exists() and log.read_text() == "ClientDisconnected",
+            10,
+            "the application to learn the client is gone",
+        )
+
+
 @pytest.mark.parametrize("flood", ["empty pings", "empty fragments"])
 def test_a_flood_of_tiny_frames_does_not_stall_the_worker(plain_port, flood):
     """Frames cost ~12 µs each to parse whatever their size, so a read of

@@ -1,0 +1,89 @@
+"""How long a client may leave its output unread (``send_timeout``).
+
+A client that stops reading leaves the worker holding what it answered:
+asyncio's transport buffers it without limit, and a close waits for the
+flush for ever.  :class:`SendClock` runs while a transport is over its
+high-water mark (``pause_writing``) or closing with output unsent, and
+calls back once the output has not moved for ``timeout`` seconds; the
+connection then aborts.  Progress counts what the kernel holds too
+(:func:`unsent_bytes`), as nginx's ``send_timeout`` counts from the last
+successful write: a slow but steady reader is never cut.
+
+One clock per connection, made only when its output first stalls: the
+request path pays nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import struct
+import termios
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["SendClock", "unsent_bytes"]
+
+
+def unsent_bytes(transport: Any) -> int:
+    """Output not yet read by the client: what the transport holds, plus what
+    the kernel holds unacknowledged (``TIOCOUTQ``).  The kernel's part is
+    what moves first as a slow client reads: on a fast link its buffer is
+    megabytes, and the transport's may not change for seconds."""
+    unsent: int = transport.get_write_buffer_size()
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+        except (OSError, ValueError):
+            return unsent
+        unsent += struct.unpack("i", queued)[0]
+    return unsent
+
+
+class SendClock:
+    """Calls ``on_stall(unsent)`` when ``transport``'s output has not shrunk
+    for ``timeout`` seconds while the clock runs (0: never)."""
+
+    __slots__ = ("_backlog", "_handle", "_loop", "_on_stall", "_timeout", "_transport")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        transport: Any,
+        timeout: float,
+        on_stall: Callable[[int], Any],
+    ) -> None:
+        self._loop = loop
+        self._transport = transport
+        self._timeout = timeout
+        self._on_stall = on_stall
+        self._handle: asyncio.TimerHandle | None = None
+        self._backlog = 0
+
+    @property
+    def running(self) -> bool:
+        return self._handle is not None
+
+    def start(self) -> None:
+        """Start counting (nothing if it runs already)."""
+        if self._handle is None and self._timeout > 0:
+            self._backlog = unsent_bytes(self._transport)
+            self._handle = self._loop.call_later(self._timeout, self._check)
+
+    def stop(self) -> None:
+        handle = self._handle
+        if handle is not None:
+            self._handle = None
+            handle.cancel()
+
+    def _check(self) -> None:
+        self._handle = None
+        transport = self._transport
+        if not transport.get_write_buffer_size():
+            return  # (drained; the kernel has the rest)
+        unsent = unsent_bytes(transport)
+        if unsent < self._backlog:  # the client read some: another period
+            self.start()
+            return
+        self._on_stall(unsent)
