@@ -246,6 +246,36 @@ _error_handler: logging.Handler | None = None
 _own_handler: logging.Handler | None = None
 
 
+class _OwnLogger(logging.Logger):
+    """The class of prefork's own loggers under the command line: never disabled.
+
+    ``logging.config.dictConfig`` and ``fileConfig`` disable every existing
+    logger they do not name (``disable_existing_loggers``, True by default):
+    an application configuring its logging on import (``django.setup()``) or
+    on a request would silence the server's own warnings, errors and drain
+    messages, which the operator routed with ``--error-log``/``--log-level``.
+    An application that means to quiet them still can: by naming the logger
+    (a level, handlers), or with ``logging.disable()``.
+    """
+
+    @property  # type: ignore[override]
+    def disabled(self) -> bool:
+        return False
+
+    @disabled.setter
+    def disabled(self, value: bool) -> None:
+        pass  # (dictConfig's "disable every logger I do not name")
+
+
+def _protect_own_loggers() -> None:
+    """Make prefork's loggers (the access log's too) :class:`_OwnLogger`s, in
+    place: the modules hold them already."""
+    for name in (*_OWN_LOGGERS, "prefork.access"):
+        logger = logging.getLogger(name)
+        if not isinstance(logger, _OwnLogger):
+            logger.__class__ = _OwnLogger
+
+
 def _make_error_handler(config: Config) -> logging.Handler:
     handler: logging.Handler
     if config.error_log in (None, "-"):
@@ -270,6 +300,7 @@ def _configure_logging(config: Config) -> None:
     _error_handler = handler
     root.addHandler(_error_handler)
     root.setLevel(getattr(logging, config.log_level.upper()))
+    _protect_own_loggers()
     _logging_config = config
 
     from prefork.worker import accesslog
@@ -298,16 +329,25 @@ def keep_own_logging() -> None:
 
     Some frameworks replace the root logger's handlers (Litestar does by
     default; so does ``logging.basicConfig(force=True)``), and a
-    ``dictConfig`` also closes every handler and disables the loggers it does
-    not name: the worker's messages ("graceful stop", errors) would then go
-    where the application's go, or nowhere, and the access log would stop.
+    ``dictConfig`` also closes every handler (the access log's too) and
+    disables the loggers it does not name (not prefork's: see
+    :class:`_OwnLogger`): the worker's messages ("graceful stop", errors)
+    would then go where the application's go, and the access log would stop.
     prefork's loggers then get handlers of their own (fresh ones: the old
-    ones may be closed); the application's own logging is left as it made it.
+    ones may be closed), and the access log a fresh sink; the application's
+    own logging is left as it made it.  (A configuration made later, on a
+    request, is met by the sink itself: it reopens a file closed under it.)
     """
     global _own_handler
     config = _logging_config
     if config is None:
         return
+    from prefork.worker import accesslog
+
+    if not accesslog.intact():
+        # (dictConfig closed its handler, or took it off prefork.access by
+        # naming that logger or "prefork": the operator's --access-log wins)
+        accesslog.configure(config.access_log, config.access_log_format)
     root = logging.getLogger()
     owns = [logging.getLogger(name) for name in _OWN_LOGGERS]
     if _error_handler in root.handlers and not any(own.disabled for own in owns):
@@ -320,8 +360,6 @@ def keep_own_logging() -> None:
         own.addHandler(handler)
         own.propagate = False
         own.setLevel(getattr(logging, config.log_level.upper()))
-    from prefork.worker import accesslog
-
     accesslog.configure(config.access_log, config.access_log_format)  # (a fresh sink)
     if announce:
         logging.getLogger("prefork.worker").info(

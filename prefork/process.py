@@ -443,6 +443,14 @@ def run_worker_entry(
     finally:
         if at_exit is not None:
             at_exit()  # the worker_exit server hook (it logs what it raises)
+        # The batched access log's pending lines, explicitly: an application's
+        # dictConfig may have taken its handler off logging.shutdown()'s list.
+        accesslog = sys.modules.get("prefork.worker.accesslog")
+        if accesslog is not None:
+            try:
+                accesslog.close()
+            except Exception:
+                traceback.print_exc()
         logging.shutdown()
         for stream in (sys.stdout, sys.stderr):
             try:

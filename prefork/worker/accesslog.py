@@ -13,10 +13,15 @@ leave the worker:
   server, is one per request or two).  Writes are ``os.write`` calls of whole
   lines of at most ``PIPE_BUF`` bytes, so the lines of several workers
   sharing one pipe or one ``O_APPEND`` file never interleave.  The sink is a ``logging`` handler on
-  the ``prefork.access`` logger, so what already flushes and reopens handlers
-  (``logging.shutdown()`` at every worker exit, the USR1 reopen) takes its
-  pending lines too: none is lost on a graceful stop, a roll, a recycle or a
-  reopen.
+  the ``prefork.access`` logger, so the USR1 reopen takes its pending lines
+  too; every worker exit writes them with :func:`close` (called explicitly:
+  ``logging.shutdown()`` misses a handler that an application's
+  ``dictConfig`` already closed and dropped from logging's list).  None is
+  lost on a graceful stop, a roll, a recycle or a reopen.  A file closed
+  under the sink (``dictConfig`` closes every existing handler) is reopened
+  at the next write, with one warning on ``prefork.error``, or the lines are
+  dropped if it cannot be: the queue never outgrows one batch waiting for a
+  stream that will not come back.
 * **through logging** (the Python API's default, and ``--access-log logging``
   on the command line): a LogRecord on ``prefork.access`` per request, for a
   user whose own logging configuration routes the lines.  Slower: the record
@@ -44,7 +49,9 @@ __all__ = [
     "AccessLogFileHandler",
     "AccessLogHandler",
     "access_log",
+    "close",
     "configure",
+    "intact",
     "log_rejected",
     "log_request",
     "set_format",
@@ -64,7 +71,7 @@ _json = False
 _stamp_second = -1
 _stamp = ""
 #: the batched sink, or None: lines go through ``access_log.info``
-_sink: _Batching | None = None
+_sink: AccessLogHandler | AccessLogFileHandler | None = None
 
 
 def set_format(name: str) -> None:
@@ -218,11 +225,13 @@ class _Batching:
     _lines: list[str]
     _timer: asyncio.TimerHandle | None
     _soon: bool
+    _warned: set[str]
 
     def _init_batch(self) -> None:
         self._lines = []
         self._timer = None
         self._soon = False
+        self._warned = set()
 
     def add(self, line: str) -> None:
         """Queue one line (see :meth:`schedule`)."""
@@ -266,14 +275,31 @@ class _Batching:
             return
         self._lines = []
         stream: IO[str] | None = self.stream  # type: ignore[attr-defined]
-        if stream is None:  # a FileHandler between close and reopen
-            self._lines = lines
-            return
+        if stream is None:
+            # Closed under us (an application's dictConfig closes every
+            # handler): keeping the lines for a stream that never comes back
+            # would grow the queue without bound.
+            stream = self._reopen_closed()
+            if stream is None:
+                return  # (dropped: said once)
         try:
             stream.flush()  # anything written through the stream itself goes first
             write_lines(stream.fileno(), lines)
         except (OSError, ValueError) as exc:
             print(f"prefork: access log write failed: {exc}", file=sys.stderr)
+
+    def _reopen_closed(self) -> IO[str] | None:
+        """The stream to write to after it was closed under the sink, or None
+        to drop the lines (a plain stream cannot be reopened)."""
+        return None
+
+    def _warn_once(self, message: str, *args: object) -> None:
+        """Each warning once per sink, on ``prefork.error``: a broken log must be
+        seen, but not once per batch."""
+        if message in self._warned:
+            return
+        self._warned.add(message)
+        logging.getLogger("prefork.error").warning(message, *args)
 
 
 class AccessLogHandler(_Batching, logging.StreamHandler):  # type: ignore[type-arg]
@@ -291,6 +317,28 @@ class AccessLogFileHandler(_Batching, logging.FileHandler):
         logging.FileHandler.__init__(self, path, encoding="utf-8")
         self._init_batch()
 
+    def _reopen_closed(self) -> IO[str] | None:
+        """Reopen the file someone else closed (``logging.config.dictConfig``
+        closes every handler it finds); if it cannot be opened the lines are
+        dropped (no unbounded queue) and the next batch tries again."""
+        try:
+            stream = self._open()
+        except OSError as exc:
+            self._warn_once(
+                "access log %s was closed by another part of the program and cannot be "
+                "reopened (%s): access lines are dropped",
+                self.baseFilename,
+                exc,
+            )
+            return None
+        self._warn_once(
+            "access log %s was closed by another part of the program (an application's "
+            "logging.config.dictConfig closes every existing handler): reopened",
+            self.baseFilename,
+        )
+        self.stream = stream
+        return stream
+
 
 def configure(target: str | None, fmt: str = "combined") -> None:
     """Set the access log up for a server started from the command line.
@@ -307,6 +355,7 @@ def configure(target: str | None, fmt: str = "combined") -> None:
     set_format(fmt)
     for handler in list(access_log.handlers):
         access_log.removeHandler(handler)
+        handler.flush()  # (StreamHandler.close does not: a replaced stdout sink's lines)
         handler.close()
     _sink = None
     if target is None or target.lower() in ("off", "none"):
@@ -324,3 +373,32 @@ def configure(target: str | None, fmt: str = "combined") -> None:
     sink.setFormatter(logging.Formatter("%(message)s"))
     access_log.addHandler(sink)
     _sink = sink
+
+
+def intact() -> bool:
+    """False when something other than :func:`configure` broke the batched
+    sink: closed it (every handler ``dictConfig`` finds), or took it off the
+    ``prefork.access`` logger (a ``dictConfig`` naming that logger or
+    ``prefork``).  The command line then sets the sink up afresh."""
+    sink = _sink
+    if sink is None:
+        return True
+    return sink in access_log.handlers and not getattr(sink, "_closed", False)
+
+
+def close() -> None:
+    """Write the pending lines and close the batched sink, if there is one.
+
+    Called explicitly as a worker exits (it leaves with ``os._exit``): the
+    sink may no longer be on the list ``logging.shutdown()`` flushes, since
+    an application's ``dictConfig`` closes every handler and empties that
+    list.  Lines logged afterwards go through the ``prefork.access`` logger.
+    """
+    global _sink
+    sink = _sink
+    if sink is None:
+        return
+    _sink = None
+    access_log.removeHandler(sink)
+    sink.flush()
+    sink.close()

@@ -23,6 +23,7 @@ from prefork.hooks import WorkerView, call_hook, worker_view
 from prefork.lifecycle import WorkerLifecycle, install, install_abort_hook
 from prefork.scoreboard import WorkerContext
 from prefork.settings import Config
+from prefork.worker import accesslog
 from prefork.worker.httpserver import HTTPServer, RequestObserver
 from prefork.worker.ioloop import IOLoop
 from prefork.worker.response import REASONS
@@ -292,6 +293,10 @@ def fork_and_attach(server: HTTPServer, sockets: list[socket.socket], num_proces
     started = time.monotonic()
     master = Master(sockets=sockets, config=server.config, workers=num_processes)
     ctx = master.run()
+    # (this child exits through the interpreter: the batched access log's
+    # pending lines, whether or not its handler is still on logging's list;
+    # registered first, so it runs after the worker_exit hook)
+    atexit.register(accesslog.close)
     atexit.register(call_hook, ctx.config, "worker_exit", master, worker_view(ctx))
     # A fresh loop in the child: nothing from the parent's process may be reused.
     IOLoop.clear_instance()
