@@ -13,8 +13,8 @@ a worker to boot or to drain is state that the loop looks at on every pass
 
 Signals: TERM graceful stop; INT, QUIT fast stop; HUP reload (``reload_hook``)
 then roll the workers one at a time, each old worker retired only once its
-replacement is ready; TTIN/TTOU one worker more/fewer (the oldest retires);
-USR1 reopen log files here and in every worker; USR2 exec a new master that
+replacement is ready; TTIN/TTOU one worker more/fewer (a booting one
+retires first, else the oldest); USR1 reopen log files here and in every worker; USR2 exec a new master that
 inherits the sockets, and retire this one once the new one's workers are ready.
 See ``prefork.lifecycle`` for the worker's half of the contract.
 """
@@ -728,7 +728,7 @@ class Master:
             pending = {id(w.replaces) for w in self._workers.values() if w.replaces is not None}
             candidates = [w for w in active if id(w) not in pending]
             if candidates:
-                self._retire(min(candidates, key=lambda w: w.forked_at), "scale down", now)
+                self._retire(self._scale_down_choice(candidates), "scale down", now)
         if len(active) >= self._target:
             self._forget_unreplaced_crashes()
         if self._replacement_booting() is not None or now < self._replace_retry_at:
@@ -748,6 +748,16 @@ class Master:
         victim = self._recycle_candidate(now)
         if victim is not None:
             self._spawn(victim.index, "recycle", now, replaces=victim)
+
+    @staticmethod
+    def _scale_down_choice(candidates: Sequence[Worker]) -> Worker:
+        """The worker TTOU (or a lower ``workers`` on HUP) retires.
+
+        A worker still booting serves nobody yet: retiring it loses no
+        request and delays none, where a ready one would drop its queue of
+        accepted connections into a drain. Among equals, the oldest.
+        """
+        return min(candidates, key=lambda w: (w.ready_at is not None, w.forked_at))
 
     def _died_at(self, index: int) -> float | None:
         backoff = self._backoff.get(index)

@@ -71,6 +71,7 @@ _SCRUBBED_ENV = (
     "WEB_CONCURRENCY",
     "MASTER_APP_FAIL_BOOT",
     "MASTER_APP_FAIL_BOOT_IF",
+    "MASTER_APP_HOLD_BOOT_IF",
 )
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux process model")
@@ -607,6 +608,31 @@ def test_ttin_ttou_pairs_under_load(server) -> None:
     print(f"\n10 TTIN/TTOU pairs: {load.ok} requests ok, {len(load.failures)} failed")
     assert load.failures == [], load.failures[:5]
     assert no_zombies(srv.proc.pid)
+
+
+def test_ttou_retires_a_booting_worker_before_a_ready_one(server, tmp_path: Path) -> None:
+    """A worker still booting serves nobody: TTOU retires it, not a ready one
+    (here the oldest, which the old rule picked), even when its number is
+    not the highest."""
+    hold = tmp_path / "hold-boot"
+    srv = server("-w", "3", env={"MASTER_APP_HOLD_BOOT_IF": str(hold)})
+    srv.wait_workers(3)
+    pid_of = {s.index: s.pid for s in srv.slots()}
+    hold.touch()  # from now on a new worker stays booting until the file goes
+    os.kill(pid_of[1], signal.SIGKILL)
+    booting = wait_for(
+        lambda: next(
+            (s for s in srv.slots() if s.index == 1 and s.pid not in pid_of.values()), None
+        ),
+        10,
+        "worker 1's replacement to be forked",
+    )
+    assert booting.state == SlotState.BOOTING
+    srv.signal(signal.SIGTTOU)
+    wait_for(lambda: "retiring worker" in srv.log(), 10, "the master to retire a worker")
+    hold.unlink()
+    assert srv.wait_workers(2) == sorted([pid_of[0], pid_of[2]])
+    assert f"retiring worker 1 (pid {booting.pid}, gen 1) (scale down)" in srv.log()
 
 
 def test_max_requests_recycles_one_at_a_time(server) -> None:
