@@ -560,11 +560,22 @@ class Master:
             self._set_target(target)
         self._generation += 1
         self._reloading = True
+        self._forgive_failures()
         if self.scoreboard is not None:
             self.scoreboard.master.count_reload()
             self.scoreboard.master.set_info(self._target, self._generation)
         if self._app_metrics is None and (self.config.metrics_path or self.config.metrics_bind):
             self._app_metrics = appmetrics.prepare()  # metrics turned on by this reload
+
+    def _forgive_failures(self) -> None:
+        """A reload brings new code (the operator's fix, often): the back-off
+        earned by the old code's failed replacements (reload, recycle) and
+        by crash-looping positions must not hold the new generation back.
+        Should the new code fail too, the back-off starts again from zero."""
+        self._replace_fails = 0
+        self._replace_retry_at = 0.0
+        for backoff in self._backoff.values():
+            backoff.forgive()
 
     # ------------------------------------------------------------------ reaping
     def _reap(self, now: float) -> None:

@@ -892,6 +892,56 @@ def test_failed_boot_during_reload_keeps_serving(server, tmp_path: Path) -> None
     assert f"RuntimeError: {FAIL_MESSAGE} ({marker} exists)" in srv.log()
 
 
+def test_hup_after_failed_reloads_starts_the_roll_at_once(server, tmp_path: Path) -> None:
+    """Three reloads of a bad deploy fail (their back-off reaches 2 s); the
+    HUP that brings the fixed code starts its replacement at once."""
+    marker = tmp_path / "fail-boot"
+    srv = server("-w", "1", env={"MASTER_APP_FAIL_BOOT_IF": str(marker)})
+    srv.wait_workers(1)
+    marker.touch()  # the bad deploy: the application fails at import
+    for failed in range(1, 4):
+        srv.signal(signal.SIGHUP)
+        wait_for(
+            lambda n=failed: srv.log().count("reload aborted") == n,
+            15,
+            f"reload {failed} to abort",
+        )
+    marker.unlink()  # the fix
+    srv.signal(signal.SIGHUP)
+    wait_for(
+        lambda: re.search(r"booting worker 0 \(pid \d+, gen 5\) \(reload\)", srv.log()),
+        1.0,  # the old back-off would hold it 2 s
+        "the reload's replacement to be forked at once",
+    )
+    srv.wait_workers(1, generation=5)
+
+
+def test_hup_restarts_a_crash_looping_worker_at_once(server, tmp_path: Path) -> None:
+    """A position whose restarts fail to boot (back-off grown to 3.2 s) is
+    started again at once by the HUP that brings the fixed code."""
+    marker = tmp_path / "fail-boot"
+    srv = server("-w", "2", env={"MASTER_APP_FAIL_BOOT_IF": str(marker)})
+    srv.wait_workers(2)
+    pid_of = {s.index: s.pid for s in srv.slots()}
+    marker.touch()  # the bad deploy: every restart fails at import
+    os.kill(pid_of[1], signal.SIGKILL)
+    wait_for(
+        lambda: any(
+            float(d) >= 3.0 for d in re.findall(r"worker 1: restart in ([\d.]+) s", srv.log())
+        ),
+        20,
+        "worker 1's back-off to reach 3.2 s",
+    )
+    marker.unlink()  # the fix
+    srv.signal(signal.SIGHUP)
+    wait_for(
+        lambda: re.search(r"booting worker 1 \(pid \d+, gen 2\)", srv.log()),
+        1.5,  # the old back-off would hold it 3.2 s
+        "worker 1 to be started at once",
+    )
+    srv.wait_workers(2, generation=2)
+
+
 def test_a_failed_usr2_upgrade_leaves_the_old_masters_files(server, tmp_path: Path) -> None:
     """A new master whose workers never get ready exits; the old one keeps
     serving, and keeps its unix socket file and its scoreboard (the new
