@@ -14,7 +14,8 @@ a worker to boot or to drain is state that the loop looks at on every pass
 Signals: TERM graceful stop; INT, QUIT fast stop; HUP reload (``reload_hook``)
 then roll the workers one at a time, each old worker retired only once its
 replacement is ready; TTIN/TTOU one worker more/fewer (a booting one
-retires first, else the oldest); USR1 reopen log files here and in every worker; USR2 exec a new master that
+retires first, else the highest-numbered: workers stay numbered 0..n-1);
+USR1 reopen log files here and in every worker; USR2 exec a new master that
 inherits the sockets, and retire this one once the new one's workers are ready.
 See ``prefork.lifecycle`` for the worker's half of the contract.
 """
@@ -726,10 +727,12 @@ class Master:
             used = {w.index for w in active} | {
                 w.index for w in self._workers.values() if w.replaces is not None
             }
+            # The lowest free numbers. Normally those below the target are the
+            # dead workers' (a replacement takes its predecessor's number, so
+            # that its back-off applies and "died -> accepting" is measured);
+            # a gap left by a scale-down that retired a booting worker is
+            # filled first, so the numbers come back to 0..n-1.
             free = [i for i in range(len(self._workers) + self._target + 1) if i not in used]
-            # A crashed worker's number is taken by its replacement first, so
-            # that its back-off applies and "died -> accepting" is measured.
-            free.sort(key=lambda i: (self._died_at(i) is None, self._died_at(i) or 0.0, i))
             for index in free[: self._target - len(active)]:
                 backoff = self._backoff.get(index)
                 if backoff is None or now >= backoff.next_at:
@@ -766,13 +769,13 @@ class Master:
 
         A worker still booting serves nobody yet: retiring it loses no
         request and delays none, where a ready one would drop its queue of
-        accepted connections into a drain. Among equals, the oldest.
+        accepted connections into a drain. Among equals, the highest
+        number, so that the workers left are numbered 0..n-1 (the task id
+        hooks and metrics promise); a gap left by retiring a booting worker
+        is filled by the next worker started (``_manage`` takes the lowest
+        free number).
         """
-        return min(candidates, key=lambda w: (w.ready_at is not None, w.forked_at))
-
-    def _died_at(self, index: int) -> float | None:
-        backoff = self._backoff.get(index)
-        return backoff.died_at if backoff is not None else None
+        return min(candidates, key=lambda w: (w.ready_at is not None, -w.index))
 
     def _forget_unreplaced_crashes(self) -> None:
         """With every position filled (after a TTOU, say), a crash record whose

@@ -601,19 +601,31 @@ def test_ttin_ttou_pairs_under_load(server) -> None:
         for _ in range(10):
             srv.signal(signal.SIGTTIN)
             srv.wait_workers(3)
-            oldest = min(srv.slots(), key=lambda s: s.boot_time).pid
+            highest = max(srv.slots(), key=lambda s: s.index).pid
             srv.signal(signal.SIGTTOU)
             after = srv.wait_workers(2)
-            assert oldest not in after, "TTOU must retire the oldest worker"
+            assert highest not in after, "TTOU must retire the highest-numbered worker"
+            assert sorted(s.index for s in srv.slots()) == [0, 1]
     print(f"\n10 TTIN/TTOU pairs: {load.ok} requests ok, {len(load.failures)} failed")
     assert load.failures == [], load.failures[:5]
     assert no_zombies(srv.proc.pid)
 
 
+def _replaced(srv: Server, pid: int, n: int) -> bool:
+    """Whether ``n`` workers are ready and ``pid`` is none of them any more."""
+    slots = srv.slots()
+    return (
+        len(slots) == n
+        and all(s.state == SlotState.READY for s in slots)
+        and pid not in {s.pid for s in slots}
+    )
+
+
 def test_ttou_retires_a_booting_worker_before_a_ready_one(server, tmp_path: Path) -> None:
     """A worker still booting serves nobody: TTOU retires it, not a ready one
     (here the oldest, which the old rule picked), even when its number is
-    not the highest."""
+    not the highest. The gap it leaves in the numbers is filled by the next
+    worker started (here the replacement of a crashed worker 2)."""
     hold = tmp_path / "hold-boot"
     srv = server("-w", "3", env={"MASTER_APP_HOLD_BOOT_IF": str(hold)})
     srv.wait_workers(3)
@@ -633,6 +645,36 @@ def test_ttou_retires_a_booting_worker_before_a_ready_one(server, tmp_path: Path
     hold.unlink()
     assert srv.wait_workers(2) == sorted([pid_of[0], pid_of[2]])
     assert f"retiring worker 1 (pid {booting.pid}, gen 1) (scale down)" in srv.log()
+    os.kill(pid_of[2], signal.SIGKILL)
+    wait_for(lambda: _replaced(srv, pid_of[2], 2), 10, "worker 2 to be replaced")
+    assert sorted(s.index for s in srv.slots()) == [0, 1]
+
+
+def test_ttin_ttou_keep_the_worker_numbers_0_to_n_minus_1(server) -> None:
+    """TTOU retires the highest-numbered worker, not the oldest: after TTIN
+    then TTOU, and after a TTOU when the oldest worker is a middle number,
+    the workers are numbered 0..n-1 (the task id hooks and metrics promise)."""
+    srv = server("-w", "2")
+    srv.wait_workers(2)
+
+    def indexes() -> list[int]:
+        return sorted(s.index for s in srv.slots())
+
+    srv.signal(signal.SIGTTIN)
+    srv.wait_workers(3)
+    srv.signal(signal.SIGTTOU)
+    srv.wait_workers(2)
+    assert indexes() == [0, 1]  # the oldest rule left [1, 2]
+    srv.signal(signal.SIGTTIN)
+    srv.wait_workers(3)
+    assert indexes() == [0, 1, 2]
+    # Worker 0 restarted is the newest: the oldest is now worker 1.
+    first = next(s.pid for s in srv.slots() if s.index == 0)
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: _replaced(srv, first, 3), 10, "worker 0 to be replaced")
+    srv.signal(signal.SIGTTOU)
+    srv.wait_workers(2)
+    assert indexes() == [0, 1]  # the oldest rule left [0, 2]
 
 
 def test_max_requests_recycles_one_at_a_time(server) -> None:
