@@ -174,6 +174,14 @@ class Backoff:
         self.exits: deque[float] = deque(maxlen=FLAP_EXITS)
         self.flap_logged_at = -FLAP_WINDOW
 
+    def forgive(self) -> None:
+        """Forget the delay earned so far (the code that failed was replaced by
+        a reload): the next start is at once, and further failures pace it
+        from the beginning. ``died_at`` and the exits stay: the position
+        still has a dead worker to replace, and flapping is about the position."""
+        self.fails = 0
+        self.next_at = 0.0
+
     def failed(self, now: float, ready_at: float | None, index: int) -> float:
         """Record an unexpected exit; return the delay before the next start."""
         if ready_at is not None and now - ready_at >= STABLE_AFTER:

@@ -13,7 +13,8 @@ a worker to boot or to drain is state that the loop looks at on every pass
 
 Signals: TERM graceful stop; INT, QUIT fast stop; HUP reload (``reload_hook``)
 then roll the workers one at a time, each old worker retired only once its
-replacement is ready; TTIN/TTOU one worker more/fewer (the oldest retires);
+replacement is ready; TTIN/TTOU one worker more/fewer (a booting one
+retires first, else the highest-numbered: workers stay numbered 0..n-1);
 USR1 reopen log files here and in every worker; USR2 exec a new master that
 inherits the sockets, and retire this one once the new one's workers are ready.
 See ``prefork.lifecycle`` for the worker's half of the contract.
@@ -560,11 +561,22 @@ class Master:
             self._set_target(target)
         self._generation += 1
         self._reloading = True
+        self._forgive_failures()
         if self.scoreboard is not None:
             self.scoreboard.master.count_reload()
             self.scoreboard.master.set_info(self._target, self._generation)
         if self._app_metrics is None and (self.config.metrics_path or self.config.metrics_bind):
             self._app_metrics = appmetrics.prepare()  # metrics turned on by this reload
+
+    def _forgive_failures(self) -> None:
+        """A reload brings new code (the operator's fix, often): the back-off
+        earned by the old code's failed replacements (reload, recycle) and
+        by crash-looping positions must not hold the new generation back.
+        Should the new code fail too, the back-off starts again from zero."""
+        self._replace_fails = 0
+        self._replace_retry_at = 0.0
+        for backoff in self._backoff.values():
+            backoff.forgive()
 
     # ------------------------------------------------------------------ reaping
     def _reap(self, now: float) -> None:
@@ -715,10 +727,12 @@ class Master:
             used = {w.index for w in active} | {
                 w.index for w in self._workers.values() if w.replaces is not None
             }
+            # The lowest free numbers. Normally those below the target are the
+            # dead workers' (a replacement takes its predecessor's number, so
+            # that its back-off applies and "died -> accepting" is measured);
+            # a gap left by a scale-down that retired a booting worker is
+            # filled first, so the numbers come back to 0..n-1.
             free = [i for i in range(len(self._workers) + self._target + 1) if i not in used]
-            # A crashed worker's number is taken by its replacement first, so
-            # that its back-off applies and "died -> accepting" is measured.
-            free.sort(key=lambda i: (self._died_at(i) is None, self._died_at(i) or 0.0, i))
             for index in free[: self._target - len(active)]:
                 backoff = self._backoff.get(index)
                 if backoff is None or now >= backoff.next_at:
@@ -728,7 +742,7 @@ class Master:
             pending = {id(w.replaces) for w in self._workers.values() if w.replaces is not None}
             candidates = [w for w in active if id(w) not in pending]
             if candidates:
-                self._retire(min(candidates, key=lambda w: w.forked_at), "scale down", now)
+                self._retire(self._scale_down_choice(candidates), "scale down", now)
         if len(active) >= self._target:
             self._forget_unreplaced_crashes()
         if self._replacement_booting() is not None or now < self._replace_retry_at:
@@ -749,9 +763,19 @@ class Master:
         if victim is not None:
             self._spawn(victim.index, "recycle", now, replaces=victim)
 
-    def _died_at(self, index: int) -> float | None:
-        backoff = self._backoff.get(index)
-        return backoff.died_at if backoff is not None else None
+    @staticmethod
+    def _scale_down_choice(candidates: Sequence[Worker]) -> Worker:
+        """The worker TTOU (or a lower ``workers`` on HUP) retires.
+
+        A worker still booting serves nobody yet: retiring it loses no
+        request and delays none, where a ready one would drop its queue of
+        accepted connections into a drain. Among equals, the highest
+        number, so that the workers left are numbered 0..n-1 (the task id
+        hooks and metrics promise); a gap left by retiring a booting worker
+        is filled by the next worker started (``_manage`` takes the lowest
+        free number).
+        """
+        return min(candidates, key=lambda w: (w.ready_at is not None, -w.index))
 
     def _forget_unreplaced_crashes(self) -> None:
         """With every position filled (after a TTOU, say), a crash record whose

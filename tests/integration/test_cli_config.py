@@ -542,37 +542,39 @@ def _quietly(function, *args):
 
 
 def test_a_crashed_workers_replacement_takes_its_number_after_ttin_ttou(cli) -> None:
-    """After TTIN then TTOU the lowest free number is not the crashed one's."""
+    """After TTIN then TTOU (which retires the highest number, 2) a crashed
+    worker's replacement takes its number back as a restart; a fresh worker
+    later is a start."""
     server = cli("-w", "2")
     server.port()
     server.wait_workers(2)
     master = server.proc.pid
     os.kill(master, signal.SIGTTIN)
     server.wait_workers(3)
-    os.kill(master, signal.SIGTTOU)  # retires the oldest: worker 0
-    wait_for(lambda: "worker 0 (pid" in server.log() and "(scale down)" in server.log(), 10, "TTOU")
-    [pid2] = wait_for(
-        lambda: re.findall(r"booting worker 2 \(pid (\d+), gen 1\) \(start\)", server.log()),
+    os.kill(master, signal.SIGTTOU)  # retires the highest number: worker 2
+    wait_for(
+        lambda: re.search(r"retiring worker 2 \(pid \d+, gen 1\) \(scale down\)", server.log()),
         10,
-        "worker 2",
+        "TTOU",
     )
+    [pid1] = re.findall(r"booting worker 1 \(pid (\d+), gen 1\) \(start\)", server.log())
     server.wait_workers(2)
-    os.kill(int(pid2), signal.SIGKILL)
+    os.kill(int(pid1), signal.SIGKILL)
     match = wait_for(
         lambda: re.search(
-            r"worker 2 \(pid \d+, gen 1\) ready: accepting [\d.]+ ms after its predecessor died",
+            r"worker 1 \(pid \d+, gen 1\) ready: accepting [\d.]+ ms after its predecessor died",
             server.log(),
         ),
         15,
-        "the replacement of worker 2",
+        "the replacement of worker 1",
     )
     assert match
-    assert re.search(r"booting worker 2 \(pid \d+, gen 1\) \(restart\)", server.log())
-    assert not re.search(r"booting worker 0 \(pid \d+, gen 1\) \(restart\)", server.log())
+    assert re.search(r"booting worker 1 \(pid \d+, gen 1\) \(restart\)", server.log())
     # A fresh worker later is a start, not a restart with a false figure.
     os.kill(master, signal.SIGTTIN)
     server.wait_workers(3)
     log = server.log()
+    assert len(re.findall(r"booting worker 2 \(pid \d+, gen 1\) \(start\)", log)) == 2
     assert len(re.findall(r"ready: accepting", log)) == 1
     assert len(re.findall(r"\(restart\)", log)) == 1
     assert server.stop() == 0

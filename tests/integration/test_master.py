@@ -71,6 +71,7 @@ _SCRUBBED_ENV = (
     "WEB_CONCURRENCY",
     "MASTER_APP_FAIL_BOOT",
     "MASTER_APP_FAIL_BOOT_IF",
+    "MASTER_APP_HOLD_BOOT_IF",
 )
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux process model")
@@ -600,13 +601,80 @@ def test_ttin_ttou_pairs_under_load(server) -> None:
         for _ in range(10):
             srv.signal(signal.SIGTTIN)
             srv.wait_workers(3)
-            oldest = min(srv.slots(), key=lambda s: s.boot_time).pid
+            highest = max(srv.slots(), key=lambda s: s.index).pid
             srv.signal(signal.SIGTTOU)
             after = srv.wait_workers(2)
-            assert oldest not in after, "TTOU must retire the oldest worker"
+            assert highest not in after, "TTOU must retire the highest-numbered worker"
+            assert sorted(s.index for s in srv.slots()) == [0, 1]
     print(f"\n10 TTIN/TTOU pairs: {load.ok} requests ok, {len(load.failures)} failed")
     assert load.failures == [], load.failures[:5]
     assert no_zombies(srv.proc.pid)
+
+
+def _replaced(srv: Server, pid: int, n: int) -> bool:
+    """Whether ``n`` workers are ready and ``pid`` is none of them any more."""
+    slots = srv.slots()
+    return (
+        len(slots) == n
+        and all(s.state == SlotState.READY for s in slots)
+        and pid not in {s.pid for s in slots}
+    )
+
+
+def test_ttou_retires_a_booting_worker_before_a_ready_one(server, tmp_path: Path) -> None:
+    """A worker still booting serves nobody: TTOU retires it, not a ready one
+    (here the oldest, which the old rule picked), even when its number is
+    not the highest. The gap it leaves in the numbers is filled by the next
+    worker started (here the replacement of a crashed worker 2)."""
+    hold = tmp_path / "hold-boot"
+    srv = server("-w", "3", env={"MASTER_APP_HOLD_BOOT_IF": str(hold)})
+    srv.wait_workers(3)
+    pid_of = {s.index: s.pid for s in srv.slots()}
+    hold.touch()  # from now on a new worker stays booting until the file goes
+    os.kill(pid_of[1], signal.SIGKILL)
+    booting = wait_for(
+        lambda: next(
+            (s for s in srv.slots() if s.index == 1 and s.pid not in pid_of.values()), None
+        ),
+        10,
+        "worker 1's replacement to be forked",
+    )
+    assert booting.state == SlotState.BOOTING
+    srv.signal(signal.SIGTTOU)
+    wait_for(lambda: "retiring worker" in srv.log(), 10, "the master to retire a worker")
+    hold.unlink()
+    assert srv.wait_workers(2) == sorted([pid_of[0], pid_of[2]])
+    assert f"retiring worker 1 (pid {booting.pid}, gen 1) (scale down)" in srv.log()
+    os.kill(pid_of[2], signal.SIGKILL)
+    wait_for(lambda: _replaced(srv, pid_of[2], 2), 10, "worker 2 to be replaced")
+    assert sorted(s.index for s in srv.slots()) == [0, 1]
+
+
+def test_ttin_ttou_keep_the_worker_numbers_0_to_n_minus_1(server) -> None:
+    """TTOU retires the highest-numbered worker, not the oldest: after TTIN
+    then TTOU, and after a TTOU when the oldest worker is a middle number,
+    the workers are numbered 0..n-1 (the task id hooks and metrics promise)."""
+    srv = server("-w", "2")
+    srv.wait_workers(2)
+
+    def indexes() -> list[int]:
+        return sorted(s.index for s in srv.slots())
+
+    srv.signal(signal.SIGTTIN)
+    srv.wait_workers(3)
+    srv.signal(signal.SIGTTOU)
+    srv.wait_workers(2)
+    assert indexes() == [0, 1]  # the oldest rule left [1, 2]
+    srv.signal(signal.SIGTTIN)
+    srv.wait_workers(3)
+    assert indexes() == [0, 1, 2]
+    # Worker 0 restarted is the newest: the oldest is now worker 1.
+    first = next(s.pid for s in srv.slots() if s.index == 0)
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: _replaced(srv, first, 3), 10, "worker 0 to be replaced")
+    srv.signal(signal.SIGTTOU)
+    srv.wait_workers(2)
+    assert indexes() == [0, 1]  # the oldest rule left [0, 2]
 
 
 def test_max_requests_recycles_one_at_a_time(server) -> None:
@@ -864,6 +932,56 @@ def test_failed_boot_during_reload_keeps_serving(server, tmp_path: Path) -> None
     assert load.failures == [], load.failures[:5]
     # The replacement failed because the application could not be imported.
     assert f"RuntimeError: {FAIL_MESSAGE} ({marker} exists)" in srv.log()
+
+
+def test_hup_after_failed_reloads_starts_the_roll_at_once(server, tmp_path: Path) -> None:
+    """Three reloads of a bad deploy fail (their back-off reaches 2 s); the
+    HUP that brings the fixed code starts its replacement at once."""
+    marker = tmp_path / "fail-boot"
+    srv = server("-w", "1", env={"MASTER_APP_FAIL_BOOT_IF": str(marker)})
+    srv.wait_workers(1)
+    marker.touch()  # the bad deploy: the application fails at import
+    for failed in range(1, 4):
+        srv.signal(signal.SIGHUP)
+        wait_for(
+            lambda n=failed: srv.log().count("reload aborted") == n,
+            15,
+            f"reload {failed} to abort",
+        )
+    marker.unlink()  # the fix
+    srv.signal(signal.SIGHUP)
+    wait_for(
+        lambda: re.search(r"booting worker 0 \(pid \d+, gen 5\) \(reload\)", srv.log()),
+        1.0,  # the old back-off would hold it 2 s
+        "the reload's replacement to be forked at once",
+    )
+    srv.wait_workers(1, generation=5)
+
+
+def test_hup_restarts_a_crash_looping_worker_at_once(server, tmp_path: Path) -> None:
+    """A position whose restarts fail to boot (back-off grown to 3.2 s) is
+    started again at once by the HUP that brings the fixed code."""
+    marker = tmp_path / "fail-boot"
+    srv = server("-w", "2", env={"MASTER_APP_FAIL_BOOT_IF": str(marker)})
+    srv.wait_workers(2)
+    pid_of = {s.index: s.pid for s in srv.slots()}
+    marker.touch()  # the bad deploy: every restart fails at import
+    os.kill(pid_of[1], signal.SIGKILL)
+    wait_for(
+        lambda: any(
+            float(d) >= 3.0 for d in re.findall(r"worker 1: restart in ([\d.]+) s", srv.log())
+        ),
+        20,
+        "worker 1's back-off to reach 3.2 s",
+    )
+    marker.unlink()  # the fix
+    srv.signal(signal.SIGHUP)
+    wait_for(
+        lambda: re.search(r"booting worker 1 \(pid \d+, gen 2\)", srv.log()),
+        1.5,  # the old back-off would hold it 3.2 s
+        "worker 1 to be started at once",
+    )
+    srv.wait_workers(2, generation=2)
 
 
 def test_a_failed_usr2_upgrade_leaves_the_old_masters_files(server, tmp_path: Path) -> None:

@@ -24,6 +24,10 @@ Boot failures, decided at import time:
 * ``MASTER_APP_FAIL_BOOT=1``: the import raises;
 * ``MASTER_APP_FAIL_BOOT_IF=PATH``: the import raises while the file PATH
   exists (a test creates it before a HUP: the replacements fail to boot).
+
+A slow boot: ``MASTER_APP_HOLD_BOOT_IF=PATH``: while the file PATH exists the
+import waits (at most 30 s), so a worker forked meanwhile stays booting until
+the test removes the file.
 """
 
 from __future__ import annotations
@@ -40,6 +44,10 @@ if os.environ.get("MASTER_APP_FAIL_BOOT") == "1":
 _marker = os.environ.get("MASTER_APP_FAIL_BOOT_IF")
 if _marker and os.path.exists(_marker):
     raise RuntimeError(f"{FAIL_MESSAGE} ({_marker} exists)")
+_hold = os.environ.get("MASTER_APP_HOLD_BOOT_IF")
+_hold_until = time.monotonic() + 30
+while _hold and os.path.exists(_hold) and time.monotonic() < _hold_until:
+    time.sleep(0.02)  # the worker stays booting (not ready) meanwhile
 
 LEAK: list[bytes] = []
 
