@@ -476,8 +476,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     checking = parsed.pop("check_config")
     printing = parsed.pop("print_config")
     cli = {name: value for name, value in parsed.items() if value is not None}
+    start_dir = os.getcwd()  # (relative paths mean from here, also after --chdir, on HUP)
     try:
-        loaded = config_file.load(cli, os.environ)
+        loaded = config_file.load(cli, os.environ, start_dir)
     except ConfigError as exc:
         _fail(str(exc))
     config = loaded.config
@@ -501,10 +502,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     _configure_logging(config)
     for warning in loaded.warnings:
         log.warning("%s", warning)
-    _run(config, app, cli)
+    _run(config, app, cli, start_dir)
 
 
-def _run(config: Config, app: Callable[..., Any] | None, cli: dict[str, Any]) -> NoReturn:
+def _run(
+    config: Config, app: Callable[..., Any] | None, cli: dict[str, Any], start_dir: str
+) -> NoReturn:
     # The worker stack is imported here, before the fork: the workers share
     # these pages with the master (copy-on-write) and a replacement worker
     # starts serving in milliseconds instead of importing asyncio, ssl and
@@ -544,7 +547,7 @@ def _run(config: Config, app: Callable[..., Any] | None, cli: dict[str, Any]) ->
 
     def reload() -> Config:
         """HUP: read the file and the environment again; new workers get the result."""
-        loaded = config_file.reload(master.config, cli, os.environ)
+        loaded = config_file.reload(master.config, cli, os.environ, start_dir)
         problem = tls_problem(loaded.config)
         if problem is not None:
             raise ValueError(problem)
@@ -559,6 +562,7 @@ def _run(config: Config, app: Callable[..., Any] | None, cli: dict[str, Any]) ->
         worker_entry=service.serve,
         reload_hook=reload,
         unlink_unix=unlink_unix,
+        reexec_cwd=start_dir,
     )
     reloader = _start_reloader(config) if config.reload else None
     try:

@@ -85,6 +85,7 @@ class Master:
         worker_entry: Callable[[WorkerContext], None] | None = None,
         reload_hook: Callable[[], Config | None] | None = None,
         reexec_argv: Sequence[str] | None = None,
+        reexec_cwd: str | None = None,
         unix_owner: tuple[int, int] | None = None,
         scoreboard_path: str | None = None,
         pre_fork_checks: Sequence[Callable[[], None]] = (),
@@ -102,6 +103,9 @@ class Master:
         self.reload_hook = reload_hook
         # sys.orig_argv keeps "-m module", which sys.argv loses.
         self.reexec_argv = list(reexec_argv or [sys.executable, *sys.orig_argv[1:]])
+        #: where the new master of a USR2 starts: where this one was started
+        #: (the CLI's, before --chdir), so its relative arguments mean the same
+        self.reexec_cwd = reexec_cwd
         self.unix_owner = unix_owner
         pidfile = self.config.pidfile
         self.scoreboard_path = scoreboard_path or (pidfile + ".scoreboard" if pidfile else None)
@@ -442,6 +446,7 @@ class Master:
             self._orig_handlers,
             _SIGNALS,
             self.unlink_unix,
+            cwd=self.reexec_cwd,
         )
 
     def _set_target(self, target: int) -> None:

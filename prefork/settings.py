@@ -21,6 +21,7 @@ the command line is :mod:`prefork.config`'s job.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -170,8 +171,12 @@ def _file_to_write(value: Any, *special: str) -> str | None:
     return path
 
 
+#: what a log setting may say instead of naming a file
+LOG_NOT_FILES = ("-", "off", "none", "logging")
+
+
 def _log_file(value: Any) -> str | None:
-    return _file_to_write(value, "-", "off", "none", "logging")
+    return _file_to_write(value, *LOG_NOT_FILES)
 
 
 def _url_path(value: Any) -> str | None:
@@ -329,6 +334,9 @@ class Setting:
     metavar: str | None = None
     #: a change cannot apply on HUP (sockets, identity): it needs a USR2 upgrade.
     restart: bool = False
+    #: names files or directories: a relative one is taken from the directory
+    #: prefork was started in (see :meth:`under`)
+    path: bool = False
 
     @property
     def option(self) -> str:
@@ -337,6 +345,37 @@ class Setting:
     @property
     def env(self) -> str:
         return "PREFORK_" + self.name.upper()
+
+    def under(self, base: str | None, value: Any) -> Any:
+        """``value`` (as given, before parsing) with relative paths joined to ``base``.
+
+        ``--chdir`` moves the master before the pid file and the logs are
+        opened, the application is loaded and any HUP re-reads the settings:
+        a relative ``--pidfile run/app.pid`` was checked against the directory
+        prefork was started in and then opened from the ``--chdir`` one (a
+        traceback, or a file somewhere else), and on HUP a relative
+        ``--config`` or ``--chdir`` was looked for under the ``--chdir``
+        directory.  Resolving once, against the starting directory, gives
+        every reader the same file.  Values that are not text are left to
+        the parser (its message names the setting).
+        """
+        if not self.path or base is None:
+            return value
+
+        def join(item: Any) -> Any:
+            if not isinstance(item, str) or not item.strip():
+                return item
+            if self.parse is _log_file and item.strip().lower() in LOG_NOT_FILES:
+                return item
+            return os.path.join(base, item)  # (an absolute item stays as it is)
+
+        if self.multiple:
+            if isinstance(value, str) or (
+                isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+            ):
+                return tuple(join(part) for part in _strings(value))
+            return value
+        return join(value)
 
     def __call__(self, value: Any) -> Any:
         """Parse ``value``; a bad one raises ConfigError naming this setting."""
@@ -459,6 +498,7 @@ class Config:
         "application",
         metavar="DIR",
         restart=True,
+        path=True,
     )
     pythonpath: tuple[str, ...] = _s(
         (),
@@ -469,6 +509,7 @@ class Config:
         multiple=True,
         metavar="DIR",
         restart=True,
+        path=True,
     )
     env: tuple[str, ...] = _s(
         (),
@@ -521,6 +562,7 @@ class Config:
         short="-c",
         metavar="FILE",
         restart=True,
+        path=True,
     )
     # -- binding
     bind: tuple[str, ...] = _s(
@@ -776,6 +818,7 @@ class Config:
         "'prefork.access' logger, for your own logging config; slower)",
         "logging",
         metavar="FILE",
+        path=True,
     )
     access_log_format: str = _s(
         "combined",
@@ -785,7 +828,7 @@ class Config:
         metavar="FORMAT",
     )
     error_log: str | None = _s(
-        "-", _log_file, "error log file ('-': stderr)", "logging", metavar="FILE"
+        "-", _log_file, "error log file ('-': stderr)", "logging", metavar="FILE", path=True
     )
     log_level: str = _s(
         "info",
@@ -796,10 +839,15 @@ class Config:
     )
     # -- TLS, proxies, health
     certfile: str | None = _s(
-        None, _existing_file, "TLS certificate (PEM); enables HTTPS", "proxies", metavar="FILE"
+        None,
+        _existing_file,
+        "TLS certificate (PEM); enables HTTPS",
+        "proxies",
+        metavar="FILE",
+        path=True,
     )
     keyfile: str | None = _s(
-        None, _existing_file, "TLS private key (PEM)", "proxies", metavar="FILE"
+        None, _existing_file, "TLS private key (PEM)", "proxies", metavar="FILE", path=True
     )
     ca_certs: str | None = _s(
         None,
@@ -807,6 +855,7 @@ class Config:
         "CA bundle to verify client certificates against",
         "proxies",
         metavar="FILE",
+        path=True,
     )
     cert_reqs: str = _s(
         "none",
@@ -858,6 +907,7 @@ class Config:
         "deployment",
         metavar="FILE",
         restart=True,
+        path=True,
     )
     user: str | None = _s(
         None,
@@ -937,6 +987,7 @@ class Config:
         multiple=True,
         metavar="DIR",
         restart=True,
+        path=True,
     )
     reload_include: tuple[str, ...] = _s(
         (),

@@ -1,0 +1,143 @@
+"""A new user's first ten minutes, through the real ``prefork`` command.
+
+Each test is a mistake or a habit brought from gunicorn that a probe met:
+it must either work as that user expects or stop the start with one line
+naming the setting and exit status 2, never a traceback or a server that
+answers 500.  Servers run in a session of their own, are stopped by the
+master's pid and waited for, with bounded waits only.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, MasterWatch, wait_for
+from tests.integration.test_cli_config import _env
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux process model")
+
+WSGI_APP = (
+    "def app(environ, start_response):\n"
+    "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+    "    return [b'ok']\n"
+)
+
+
+def prefork(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m prefork ARGS``, which must exit on its own."""
+    return subprocess.run(
+        [sys.executable, "-m", "prefork", *args],
+        cwd=cwd or ROOT,
+        env=_env({"PYTHONPATH": str(ROOT), **(env or {})}),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def assert_one_line(result: subprocess.CompletedProcess[str], start: str) -> str:
+    """Exit 2 and a single line on stderr that starts with ``start``."""
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(start), lines[0]
+    return lines[0]
+
+
+class Server(MasterWatch):
+    """A master started in ``cwd`` with the given arguments (and ``-w 1``)."""
+
+    def __init__(self, cwd: Path, pidfile: Path, error_log: Path, *args: str) -> None:
+        self.pidfile = pidfile
+        self.log_path = error_log
+        self.out = open(cwd / "out.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "prefork", "-w", "1", "-b", "127.0.0.1:0", *args],
+            cwd=cwd,
+            env=_env({"PYTHONPATH": str(ROOT)}),
+            stdin=subprocess.DEVNULL,
+            stdout=self.out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def output(self) -> str:
+        return (Path(self.out.name)).read_text(errors="replace")
+
+    def stop(self) -> int:
+        """TERM the master by pid, wait for it and for its group to be gone."""
+        try:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill_group()
+                self.proc.wait(5)
+                raise AssertionError("the master did not stop within the timeout") from None
+        finally:
+            self.out.close()
+            wait_for(lambda: not self._group_alive(), 5, "the master's workers to exit")
+
+
+# -- 1. --chdir and relative paths ---------------------------------------------------------
+
+
+def test_relative_paths_with_chdir_are_from_the_starting_directory(tmp_path: Path) -> None:
+    """``--chdir app --pidfile run/p.pid --error-log logs/e.log``: the paths
+    were checked from the starting directory, then opened from the --chdir
+    one (a FileNotFoundError traceback from the logging setup, exit 1); a
+    relative --config was looked for under --chdir on HUP (reload refused)."""
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "chdir_app.py").write_text(WSGI_APP)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "prefork.conf.py").write_text("access_log = 'logs/access.log'\n")
+    args = [
+        "--chdir",
+        "app",
+        "-c",
+        "prefork.conf.py",
+        "--pidfile",
+        "run/p.pid",
+        "--error-log",
+        "logs/error.log",
+        "chdir_app:app",
+    ]
+    printed = prefork("--print-config", *args, cwd=tmp_path)
+    assert printed.returncode == 0, printed.stderr
+    for line in (
+        f"chdir = {str(tmp_path / 'app')!r}",
+        f"pidfile = {str(tmp_path / 'run' / 'p.pid')!r}",
+        f"error_log = {str(tmp_path / 'logs' / 'error.log')!r}",
+        f"access_log = {str(tmp_path / 'logs' / 'access.log')!r}",
+    ):
+        assert line in printed.stdout.splitlines(), printed.stdout
+
+    server = Server(tmp_path, tmp_path / "run" / "p.pid", tmp_path / "logs" / "error.log", *args)
+    try:
+        server.port()
+        server.wait_workers(1)
+        assert (tmp_path / "run" / "p.pid").read_text().strip() == str(server.proc.pid)
+        server.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reload complete" in server.log(), 30, "the HUP's reload")
+        assert "reload failed" not in server.log(), server.log()
+    finally:
+        status = server.stop()
+    assert status == 0, server.output() + server.log()
+    assert "Traceback" not in server.output() + server.log()
+    assert not (tmp_path / "app" / "run").exists() and not (tmp_path / "app" / "logs").exists()
