@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import logging
 import os
 import sys
@@ -115,7 +116,32 @@ def load_app(spec: str, factory: bool = False) -> Callable[..., Any]:
             raise AppImportError(
                 f"app {spec!r}: the factory returned {target!r}, not an application"
             )
+        if _takes_no_arguments(target):
+            raise AppImportError(
+                f"app {spec!r}: the factory returned {target!r}, which takes no arguments: "
+                "not an application"
+            )
+    elif _takes_no_arguments(target):
+        # myapp:create_app for myapp:create_app(): served, it answered 500 to
+        # every request (called with the request, environ or scope it cannot take)
+        module_part, _, attribute_part = shown.partition(":")
+        raise AppImportError(
+            f"app {spec!r}: {attribute}() takes no arguments, so it is not an application "
+            "(a callback takes 1, WSGI 2, ASGI 3); if it makes the application, write "
+            f"'{module_part}:{attribute_part}()' or give --factory"
+        )
     return target
+
+
+def _takes_no_arguments(target: Callable[..., Any]) -> bool:
+    """Whether ``target``'s signature has no parameter at all: then no interface
+    can call it (a request callback passes 1 argument, WSGI 2, ASGI 3), and it
+    is most likely an application factory named without ``()``.  An unreadable
+    signature (some builtins) is not judged."""
+    try:
+        return not inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 class _VersionAction(argparse.Action):

@@ -141,3 +141,41 @@ def test_relative_paths_with_chdir_are_from_the_starting_directory(tmp_path: Pat
     assert status == 0, server.output() + server.log()
     assert "Traceback" not in server.output() + server.log()
     assert not (tmp_path / "app" / "run").exists() and not (tmp_path / "app" / "logs").exists()
+
+
+# -- 2. a factory named without () -------------------------------------------------------------
+
+
+FACTORY_APP = WSGI_APP + "\n\ndef create_app():\n    return app\n"
+
+
+def test_a_factory_named_without_parentheses_is_one_line(tmp_path: Path) -> None:
+    """``myapp:create_app`` for ``myapp:create_app()``: it was served as a
+    request callback ('cannot tell from the signature') and every request
+    answered 500.  No interface calls a callable without parameters."""
+    (tmp_path / "factory_only.py").write_text(FACTORY_APP)
+    env = {"PYTHONPATH": str(tmp_path)}
+    hint = (
+        "prefork: error: app 'factory_only:create_app': create_app() takes no arguments, so it "
+        "is not an application (a callback takes 1, WSGI 2, ASGI 3); if it makes the "
+        "application, write 'factory_only:create_app()' or give --factory"
+    )
+    assert_one_line(prefork("--check-config", "factory_only:create_app", env=env), hint)
+    for spec in (["factory_only:create_app()"], ["--factory", "factory_only:create_app"]):
+        ok = prefork("--check-config", *spec, env=env)
+        assert ok.returncode == 0, ok.stderr
+    # served: the workers fail their boot and the cause is shown once (exit 3,
+    # as for any application that cannot be loaded without --check-config)
+    served = subprocess.run(
+        [sys.executable, "-m", "prefork", "-b", "127.0.0.1:0", "-w", "2"]
+        + ["factory_only:create_app"],
+        cwd=ROOT,
+        env=_env(env),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert served.returncode == 3, served.stderr
+    assert served.stderr.count("create_app() takes no arguments") == 1, served.stderr
+    assert "Traceback" not in served.stderr
