@@ -24,6 +24,7 @@ import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from prefork.cpus import WorkerVariableError, workers_from_environment
 from prefork.settings import (
     BY_NAME,
     HOOKS,
@@ -129,6 +130,13 @@ def load(
             values[name] = BY_NAME[name](BY_NAME[name].under(base, value))
     config = Config(**values, hooks=hooks)
     validate(config)
+    if config.workers == 0:
+        # (the worker count then comes from WEB_CONCURRENCY: a bad one passed
+        # --check-config and showed as workers = 0 in --print-config)
+        try:
+            workers_from_environment(environ)
+        except WorkerVariableError as exc:
+            raise ConfigError("workers", exc.reason, where=exc.variable) from None
     if "forwarded_allow_ips" in values and not (config.xheaders or config.proxy_protocol):
         # (gunicorn reads X-Forwarded-* from these peers on its own: here that
         # is --xheaders; without it the list trusts nobody for anything)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, MasterWatch, wait_for
-from tests.integration.test_cli_config import _env
+from tests.integration.test_cli_config import APP, _env
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux process model")
 
@@ -179,3 +179,23 @@ def test_a_factory_named_without_parentheses_is_one_line(tmp_path: Path) -> None
     assert served.returncode == 3, served.stderr
     assert served.stderr.count("create_app() takes no arguments") == 1, served.stderr
     assert "Traceback" not in served.stderr
+
+
+# -- 3. WEB_CONCURRENCY -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["--check-config", "--print-config", "--no-preload"])
+def test_a_bad_web_concurrency_is_one_line_naming_it(command: str) -> None:
+    """It passed --check-config and --print-config showed workers = 0; only
+    the master's run refused it, in its log."""
+    result = prefork(
+        command, "-b", "127.0.0.1:0", APP, env={"WEB_CONCURRENCY": "abc", "PREFORK_WORKERS": "0"}
+    )
+    assert_one_line(
+        result, "prefork: error: WEB_CONCURRENCY: must be a whole number of workers >= 1, got 'abc'"
+    )
+
+
+def test_web_concurrency_is_not_read_when_workers_is_given() -> None:
+    result = prefork("--check-config", "-w", "2", APP, env={"WEB_CONCURRENCY": "abc"})
+    assert result.returncode == 0, result.stderr
