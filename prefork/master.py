@@ -95,8 +95,8 @@ class Master:
         """``config``: every setting (the CLI passes the one it loaded);
         ``settings``: any of them by name on top (``workers=2, timeout=10``)."""
         self.config: Config = make_config(config, **settings)
-        if self.config.timeout <= 0 or self.config.boot_timeout <= 0:
-            raise ValueError("timeout and boot_timeout must be > 0, graceful_timeout >= 0")
+        if self.config.timeout < 0 or self.config.boot_timeout <= 0:
+            raise ValueError("timeout must be >= 0 (0: none), boot_timeout > 0")
         self.sockets: list[socket.socket] | None = list(sockets) if sockets is not None else None
         self.bind = list(bind)
         self.worker_entry = worker_entry
@@ -803,7 +803,8 @@ class Master:
             sockets=list(self.sockets),
             slot=slot,
             master_pid=self.pid,
-            heartbeat_interval=min(1.0, self.config.timeout / 4),
+            # (timeout 0: no hang detection, but status and top still read the heartbeat)
+            heartbeat_interval=min(1.0, self.config.timeout / 4) if self.config.timeout else 1.0,
             max_requests=limit,
             graceful_timeout=self.config.graceful_timeout,
             notify_fd=self._notify_w,

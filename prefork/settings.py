@@ -127,6 +127,21 @@ def _positive_size(value: Any) -> int:
     return size
 
 
+def _cert_reqs(value: Any) -> str:
+    """none, optional or required; also the ``ssl.CERT_NONE`` / ``CERT_OPTIONAL``
+    / ``CERT_REQUIRED`` numbers 0, 1, 2 that a gunicorn config file gives
+    (``cert_reqs = ssl.CERT_REQUIRED``, an IntEnum; or its value)."""
+    names = ("none", "optional", "required")
+    if isinstance(value, int) and not isinstance(value, bool):
+        if 0 <= value < len(names):
+            return names[value]
+        raise ValueError(f"expected one of none, optional, required (or 0, 1, 2), got {value!r}")
+    text = str(value).strip()
+    if text in ("0", "1", "2"):
+        return names[int(text)]
+    return _choice(*names)(value)
+
+
 def _choice(*choices: str, aliases: dict[str, str] | None = None) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
         text = str(value).strip().lower()
@@ -611,8 +626,9 @@ class Config:
     )
     timeout: float = _s(
         30.0,
-        _number(float, 0.0, above=True),
-        "seconds without a heartbeat before a worker is killed as hung",
+        _number(float, 0.0),
+        "seconds without a heartbeat before a worker is killed as hung (0: never, as "
+        "gunicorn's timeout = 0; --boot-timeout still applies)",
         "workers",
         metavar="SECONDS",
     )
@@ -859,8 +875,8 @@ class Config:
     )
     cert_reqs: str = _s(
         "none",
-        _choice("none", "optional", "required"),
-        "client certificates: none, optional or required",
+        _cert_reqs,
+        "client certificates: none, optional or required (or gunicorn's 0, 1, 2)",
         "proxies",
         metavar="MODE",
     )

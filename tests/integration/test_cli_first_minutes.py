@@ -9,6 +9,7 @@ master's pid and waited for, with bounded waits only.
 
 from __future__ import annotations
 
+import http.client
 import signal
 import subprocess
 import sys
@@ -199,3 +200,33 @@ def test_a_bad_web_concurrency_is_one_line_naming_it(command: str) -> None:
 def test_web_concurrency_is_not_read_when_workers_is_given() -> None:
     result = prefork("--check-config", "-w", "2", APP, env={"WEB_CONCURRENCY": "abc"})
     assert result.returncode == 0, result.stderr
+
+
+# -- 4. gunicorn's timeout = 0 and cert_reqs numbers ---------------------------------------------
+
+
+def test_a_gunicorn_config_with_timeout_0_serves(tmp_path: Path) -> None:
+    """``timeout = 0`` (gunicorn: no timeout) was refused with exit 2; the
+    workers must serve, still heartbeating (prefork status reads it)."""
+    (tmp_path / "gunicorn.conf.py").write_text("import ssl\ntimeout = 0\nworkers = 1\n")
+    pidfile, error_log = tmp_path / "p.pid", tmp_path / "e.log"
+    server = Server(
+        tmp_path,
+        pidfile,
+        error_log,
+        *("-c", "gunicorn.conf.py", "--pidfile", str(pidfile), "--error-log", str(error_log)),
+        APP,
+    )
+    try:
+        port = server.port()
+        server.wait_workers(1)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request("GET", "/")
+            assert conn.getresponse().status == 200
+        finally:
+            conn.close()
+    finally:
+        status = server.stop()
+    assert status == 0, server.output() + server.log()
+    assert "Traceback" not in server.output() + server.log()
