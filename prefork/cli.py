@@ -154,8 +154,7 @@ class _VersionAction(argparse.Action):
     def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
         from prefork.version import version_text
 
-        print(version_text())
-        parser.exit(0)
+        parser.exit(_quiet_on_closed_pipe(_printing(version_text), []))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -247,7 +246,8 @@ def tls_problem(config: Config) -> str | None:
 
 def _quiet_on_closed_pipe(command: Callable[[list[str]], int], args: list[str]) -> int:
     """Run a reporting command; its reader going away (``prefork status |
-    head -2``) ends it quietly, as it ends ``ls``, not with a traceback."""
+    head -2``, ``prefork --print-config | head``) ends it quietly, as it ends
+    ``ls``, not with a traceback: status 1, as Python's own advice has it."""
     try:
         status = command(args)
         sys.stdout.flush()
@@ -256,6 +256,19 @@ def _quiet_on_closed_pipe(command: Callable[[list[str]], int], args: list[str]) 
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # (Python's flush at exit fails no more)
         return 1
+
+
+def _printing(text: Callable[[], str | None]) -> Callable[[list[str]], int]:
+    """A command for :func:`_quiet_on_closed_pipe` that prints what ``text``
+    returns (if anything) and succeeds."""
+
+    def command(_args: list[str]) -> int:
+        shown = text()
+        if shown is not None:
+            print(shown)
+        return 0
+
+    return command
 
 
 def _fail(message: str, status: int = 2) -> NoReturn:
@@ -512,8 +525,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if problem is not None:
         _fail(problem)
     if printing:
-        print_config(config)
-        sys.exit(0)
+        # (prefork --print-config | head: quiet, as for prefork status)
+        sys.exit(_quiet_on_closed_pipe(_printing(lambda: print_config(config)), []))
     if config.preload and not checking and (config.metrics_path or config.metrics_bind):
         from prefork import appmetrics
 
@@ -523,8 +536,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if checking:
         for warning in loaded.warnings:
             print(f"prefork: warning: {warning}", file=sys.stderr)
-        print(f"prefork: configuration OK, application {config.app!r} imports")
-        sys.exit(0)
+        ok = f"prefork: configuration OK, application {config.app!r} imports"
+        sys.exit(_quiet_on_closed_pipe(_printing(lambda: ok), []))
     _configure_logging(config)
     for warning in loaded.warnings:
         log.warning("%s", warning)

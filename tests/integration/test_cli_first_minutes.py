@@ -10,6 +10,7 @@ master's pid and waited for, with bounded waits only.
 from __future__ import annotations
 
 import http.client
+import os
 import signal
 import subprocess
 import sys
@@ -230,3 +231,32 @@ def test_a_gunicorn_config_with_timeout_0_serves(tmp_path: Path) -> None:
         status = server.stop()
     assert status == 0, server.output() + server.log()
     assert "Traceback" not in server.output() + server.log()
+
+
+# -- 5. small ones -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args", [["--version"], ["--print-config", APP], ["--check-config", APP]], ids=str
+)
+def test_a_reader_that_went_away_ends_a_report_quietly(args: list[str]) -> None:
+    """``prefork --print-config | head``: a BrokenPipeError traceback when the
+    reader had gone.  Its read end is closed before prefork writes: quiet,
+    status 1 (as ``prefork status``)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "prefork", *args],
+            cwd=ROOT,
+            env=_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        os.close(write_end)
+    assert result.stderr == ""
+    assert result.returncode == 1
