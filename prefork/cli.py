@@ -14,6 +14,7 @@ line naming the setting), 3 no worker could boot.  ``prefork status
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import inspect
 import logging
@@ -163,7 +164,55 @@ class _Parser(argparse.ArgumentParser):
     and no abbreviations (``--proxy`` silently meant ``--proxy-protocol``)."""
 
     def error(self, message: str) -> NoReturn:
-        _fail(f"{message} (prefork --help lists the options)")
+        _fail(f"{message}{self._suggestion(message)} (prefork --help lists the options)")
+
+    def _suggestion(self, message: str) -> str:
+        """For an unknown option: prefork's name for another server's option,
+        or the closest of prefork's own (``--workerz``: did you mean
+        ``--workers``?), since abbreviations are refused and the one line no
+        longer shows the usage."""
+        prefix = "unrecognized arguments: "
+        if not message.startswith(prefix):
+            return ""
+        options = sorted(name for name in self._option_string_actions if name.startswith("--"))
+        for word in message[len(prefix) :].split():
+            name = word.split("=", 1)[0]
+            if not name.startswith("--"):
+                continue
+            if name in _OTHER_SERVERS_OPTIONS:
+                return f"; prefork's is {_OTHER_SERVERS_OPTIONS[name]}"
+            # (a unique prefix is named, never taken: --proxy is not --proxy-protocol)
+            longer = [option for option in options if option.startswith(name)]
+            close = longer if len(longer) == 1 else []
+            close = close or difflib.get_close_matches(name, options, n=1, cutoff=0.75)
+            if close:
+                return f"; did you mean {close[0]}?"
+        return ""
+
+
+#: gunicorn's and uvicorn's command-line options whose prefork name differs
+_OTHER_SERVERS_OPTIONS = {
+    "--host": "-b/--bind HOST:PORT",
+    "--port": "-b/--bind HOST:PORT",
+    "--uds": "-b/--bind unix:PATH",
+    "--fd": "-b/--bind fd://N",
+    "--pid": "--pidfile",
+    "--log-file": "--error-log",
+    "--error-logfile": "--error-log",
+    "--access-logfile": "--access-log",
+    "--limit-request-line": "--max-request-line",
+    "--limit-request-fields": "--max-headers",
+    "--worker-connections": "--max-connections",
+    "--limit-concurrency": "--max-concurrency",
+    "--limit-max-requests": "--max-requests",
+    "--timeout-keep-alive": "--keep-alive",
+    "--proxy-headers": "--xheaders",
+    "--ssl-certfile": "--certfile",
+    "--ssl-keyfile": "--keyfile",
+    "--ssl-ca-certs": "--ca-certs",
+    "--ssl-cert-reqs": "--cert-reqs",
+    "--app-dir": "--pythonpath",
+}
 
 
 def _argument_parser() -> argparse.ArgumentParser:

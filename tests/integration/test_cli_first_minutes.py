@@ -260,3 +260,28 @@ def test_a_reader_that_went_away_ends_a_report_quietly(args: list[str]) -> None:
         os.close(write_end)
     assert result.stderr == ""
     assert result.returncode == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "hint"),
+    [
+        (["--workerz", "4"], "unrecognized arguments: --workerz; did you mean --workers?"),
+        (["--timout=5"], "unrecognized arguments: --timout=5; did you mean --timeout?"),
+        (["--no-preloda"], "unrecognized arguments: --no-preloda; did you mean --no-preload?"),
+        # a unique prefix is named, never taken (no abbreviations)
+        (["--proxy"], "unrecognized arguments: --proxy; did you mean --proxy-protocol?"),
+        # another server's name for an option prefork has under its own
+        (["--port", "8000"], "unrecognized arguments: --port; prefork's is -b/--bind HOST:PORT"),
+        (["--access-logfile", "-"], "unrecognized arguments: --access-logfile; prefork's is"),
+    ],
+)
+def test_an_unknown_option_suggests_the_closest(args: list[str], hint: str) -> None:
+    """An unknown option was one line with no hint (the usage, which showed
+    the options, had gone for being 33 lines)."""
+    line = assert_one_line(prefork(*args), f"prefork: error: {hint}")
+    assert line.endswith("(prefork --help lists the options)")
+
+
+def test_an_unknown_option_far_from_any_gets_no_guess() -> None:
+    line = assert_one_line(prefork("--zzz", APP), "prefork: error: unrecognized arguments: --zzz")
+    assert "did you mean" not in line and "prefork's is" not in line
