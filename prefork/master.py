@@ -247,12 +247,15 @@ class Master:
         if self.config.pidfile:
             other = process.read_pidfile(self.config.pidfile)
             if other and other != self.pid and process.pid_is_alive(other):
+                # A clash of this configuration with what runs (as --bind's
+                # address in use): a usage error, exit 2, naming the setting.
                 log.error(
-                    "pidfile %s names running process %d: already running?",
+                    "--pidfile: %s names running process %d: already running? (stop it, "
+                    "give another --pidfile, or remove the file if that process is not prefork)",
                     self.config.pidfile,
                     other,
                 )
-                return 1
+                return 2
             process.write_pidfile(self.config.pidfile)
         capacity = max(128, 4 * self._target + 32)
         old_board = self._previous_scoreboard()

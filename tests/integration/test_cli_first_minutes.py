@@ -285,3 +285,24 @@ def test_an_unknown_option_suggests_the_closest(args: list[str], hint: str) -> N
 def test_an_unknown_option_far_from_any_gets_no_guess() -> None:
     line = assert_one_line(prefork("--zzz", APP), "prefork: error: unrecognized arguments: --zzz")
     assert "did you mean" not in line and "prefork's is" not in line
+
+
+def test_a_pidfile_naming_a_running_process_is_exit_2_naming_it(tmp_path: Path) -> None:
+    """Another master's pid file is a clash of the configuration with what
+    runs, as an address in use is for --bind: exit 2 and one line naming
+    --pidfile (it was exit 1)."""
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        pidfile = tmp_path / "other.pid"
+        pidfile.write_text(f"{other.pid}\n")
+        result = prefork("-b", "127.0.0.1:0", "--pidfile", str(pidfile), APP)
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1, result.stderr
+        assert (
+            f"--pidfile: {pidfile} names running process {other.pid}: already running?" in lines[0]
+        )
+        assert pidfile.read_text() == f"{other.pid}\n"  # (left as it was)
+    finally:
+        other.kill()
+        other.wait(5)
