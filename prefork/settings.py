@@ -194,6 +194,28 @@ def _log_file(value: Any) -> str | None:
     return _file_to_write(value, *LOG_NOT_FILES)
 
 
+def _app_spec(value: Any) -> str | None:
+    """``MODULE:CALLABLE`` (``CALLABLE`` may be dotted and end in ``()``).
+
+    Without the colon (``prefork myapp``) the spec was found wrong only in
+    the workers, after the fork; it is refused here, when the settings load.
+    The callable's name is not guessed: gunicorn reads ``myapp`` as
+    ``myapp:application``, uvicorn refuses it, and a guess that fails would
+    again be found only in the workers; the line says what to write.
+    """
+    spec = _optional_str(value)
+    if spec is None:
+        return None
+    module, colon, attribute = spec.partition(":")
+    if not colon or not module.strip() or not attribute.strip():
+        module = module.strip() or "myapp"
+        raise ValueError(
+            f"expected MODULE:CALLABLE, such as '{module}:app' (the callable is not guessed; "
+            f"gunicorn's default was '{module}:application')"
+        )
+    return spec
+
+
 def _url_path(value: Any) -> str | None:
     path = _optional_str(value)
     if path is not None and not path.startswith("/"):
@@ -397,7 +419,9 @@ class Setting:
         try:
             return self.parse(value)
         except ValueError as exc:
-            raise ConfigError(self.name, str(exc)) from None
+            # (the application has no option: named as load errors name it)
+            where = f"app {value!r}" if self.name == "app" else None
+            raise ConfigError(self.name, str(exc), where=where) from None
         except TypeError:  # (a config file's value of the wrong kind: bind = 8000)
             raise ConfigError(
                 self.name, f"expected {self.metavar or 'a value'}, got {value!r}"
@@ -478,7 +502,7 @@ class Config:
     # -- application
     app: str | None = _s(
         None,
-        _optional_str,
+        _app_spec,
         "the application, MODULE:CALLABLE (positional on the command line)",
         "application",
         metavar="MODULE:CALLABLE",

@@ -306,3 +306,25 @@ def test_a_pidfile_naming_a_running_process_is_exit_2_naming_it(tmp_path: Path) 
     finally:
         other.kill()
         other.wait(5)
+
+
+@pytest.mark.parametrize("where", ["argument", "environment", "gunicorn config"])
+def test_an_app_spec_without_a_colon_is_refused_before_any_fork(tmp_path: Path, where: str) -> None:
+    """``prefork myapp``: found wrong only in the workers, after the fork
+    (exit 3, 'cannot boot').  Refused with the settings, in one line; the
+    callable's name is not guessed (gunicorn's 'application', uvicorn none)."""
+    (tmp_path / "colonless.py").write_text(WSGI_APP)
+    args: list[str] = ["-b", "127.0.0.1:0", "-w", "1"]
+    env = {"PYTHONPATH": str(tmp_path)}
+    if where == "argument":
+        args.append("colonless")
+    elif where == "environment":
+        env["PREFORK_APP"] = "colonless"
+    else:
+        (tmp_path / "gunicorn.conf.py").write_text("wsgi_app = 'colonless'\n")
+        args += ["-c", str(tmp_path / "gunicorn.conf.py")]
+    result = prefork(*args, env=env)
+    line = assert_one_line(
+        result, "prefork: error: app 'colonless': expected MODULE:CALLABLE, such as 'colonless:app'"
+    )
+    assert "gunicorn's default was 'colonless:application'" in line
