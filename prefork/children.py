@@ -107,7 +107,7 @@ class Worker:
         """Kill this worker if it is hung, or past its graceful deadline.
 
         Hung = not ready ``boot_timeout`` after fork, or no heartbeat for
-        ``timeout`` once ready. The master logs what the scoreboard says it
+        ``timeout`` once ready (``timeout`` 0: never, as gunicorn's 0). The master logs what the scoreboard says it
         was doing, sends SIGABRT (the worker's faulthandler dumps every
         thread's traceback to stderr), then SIGKILL ABORT_GRACE later. A
         stopped process (SIGSTOP, a debugger) cannot handle SIGABRT: it gets
@@ -130,7 +130,7 @@ class Worker:
             why = f"not ready {now - self.forked_at:.1f} s after fork (boot_timeout {boot_timeout:g} s)"
         else:
             age = now - self.slot.last_heartbeat
-            if age <= timeout:
+            if timeout == 0 or age <= timeout:
                 return
             why = f"no heartbeat for {age:.1f} s (timeout {timeout:g} s)"
         stopped = process_is_stopped(self.pid)

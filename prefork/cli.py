@@ -13,8 +13,8 @@ line naming the setting), 3 no worker could boot.  ``prefork status
 
 from __future__ import annotations
 
-import argparse
 import importlib
+import inspect
 import logging
 import os
 import sys
@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from prefork import config as config_file
+from prefork.cliargs import argument_parser, fail, printing, quiet_on_closed_pipe
 from prefork.privileges import drop_privileges, resolve_group, resolve_user
 from prefork.process import BootFailure
 from prefork.settings import GROUPS, SETTINGS, Config, ConfigError
@@ -115,88 +116,32 @@ def load_app(spec: str, factory: bool = False) -> Callable[..., Any]:
             raise AppImportError(
                 f"app {spec!r}: the factory returned {target!r}, not an application"
             )
+        if _takes_no_arguments(target):
+            raise AppImportError(
+                f"app {spec!r}: the factory returned {target!r}, which takes no arguments: "
+                "not an application"
+            )
+    elif _takes_no_arguments(target):
+        # myapp:create_app for myapp:create_app(): served, it answered 500 to
+        # every request (called with the request, environ or scope it cannot take)
+        module_part, _, attribute_part = shown.partition(":")
+        raise AppImportError(
+            f"app {spec!r}: {attribute}() takes no arguments, so it is not an application "
+            "(a callback takes 1, WSGI 2, ASGI 3); if it makes the application, write "
+            f"'{module_part}:{attribute_part}()' or give --factory"
+        )
     return target
 
 
-class _VersionAction(argparse.Action):
-    """``--version``: print and exit 0 (argparse's own version action wants the text
-    up front; ours reads the installation only when asked)."""
-
-    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
-        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
-
-    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
-        from prefork.version import version_text
-
-        print(version_text())
-        parser.exit(0)
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, with an unknown or malformed option in one line (exit 2)
-    rather than the whole usage (33 lines that hid the line that mattered),
-    and no abbreviations (``--proxy`` silently meant ``--proxy-protocol``)."""
-
-    def error(self, message: str) -> NoReturn:
-        _fail(f"{message} (prefork --help lists the options)")
-
-
-def _argument_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="prefork",
-        allow_abbrev=False,
-        description="Serve MODULE:CALLABLE (a request callback, a WSGI or an ASGI application) "
-        "with a pre-fork master.",
-        epilog="Every option can also be set as PREFORK_<NAME> in the environment "
-        "(PREFORK_MAX_BODY_SIZE=1M) or as name = value in a --config file, which may "
-        "also define server hooks (post_fork, when_ready, pre_request, ...). Precedence: "
-        "defaults < config file < environment < command line. "
-        "`prefork status --pidfile PATH [--json]` shows the workers of a running master, "
-        "`prefork top --pidfile PATH` a live view of them.",
-    )
-    commands = parser.add_argument_group("commands (command line only, never settings)")
-    commands.add_argument(
-        "--check-config",
-        action="store_true",
-        help="check the settings and import the application, then exit",
-    )
-    commands.add_argument(
-        "--print-config", action="store_true", help="print the effective settings, then exit"
-    )
-    commands.add_argument(
-        "--version",
-        action=_VersionAction,
-        help="print prefork's and Python's versions, the event loop and the optional "
-        "features available, then exit",
-    )
-    groups = {name: parser.add_argument_group(name, text) for name, text in GROUPS.items()}
-    for setting in SETTINGS:
-        group = groups[setting.group]
-        if setting.name == "app":
-            group.add_argument("app", nargs="?", metavar=setting.metavar, help=setting.help)
-            continue
-        names = [setting.short, setting.option] if setting.short else [setting.option]
-        default = setting.default
-        shown = default if not isinstance(default, tuple) else " ".join(default)
-        if setting.name in ("unix_socket_mode", "umask") and isinstance(default, int):
-            shown = f"{default:03o}"
-        text = setting.help if default in (None, False, "", ()) else f"{setting.help} [{shown}]"
-        text = text.replace("%", "%%")
-        if setting.flag:
-            group.add_argument(
-                *names,
-                dest=setting.name,
-                action=argparse.BooleanOptionalAction,
-                default=None,
-                help=text,
-            )
-        elif setting.multiple:
-            group.add_argument(
-                *names, dest=setting.name, action="append", metavar=setting.metavar, help=text
-            )
-        else:
-            group.add_argument(*names, dest=setting.name, metavar=setting.metavar, help=text)
-    return parser
+def _takes_no_arguments(target: Callable[..., Any]) -> bool:
+    """Whether ``target``'s signature has no parameter at all: then no interface
+    can call it (a request callback passes 1 argument, WSGI 2, ASGI 3), and it
+    is most likely an application factory named without ``()``.  An unreadable
+    signature (some builtins) is not judged."""
+    try:
+        return not inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def tls_problem(config: Config) -> str | None:
@@ -217,24 +162,6 @@ def tls_problem(config: Config) -> str | None:
             setting = "--cert-reqs"
         return f"{setting}: {reason}"
     return None
-
-
-def _quiet_on_closed_pipe(command: Callable[[list[str]], int], args: list[str]) -> int:
-    """Run a reporting command; its reader going away (``prefork status |
-    head -2``) ends it quietly, as it ends ``ls``, not with a traceback."""
-    try:
-        status = command(args)
-        sys.stdout.flush()
-        return status
-    except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # (Python's flush at exit fails no more)
-        return 1
-
-
-def _fail(message: str, status: int = 2) -> NoReturn:
-    print(f"prefork: error: {message}", file=sys.stderr)
-    sys.exit(status)
 
 
 #: prefork's own loggers: they keep the error log if the application takes the root logger over
@@ -466,7 +393,7 @@ def _apply_process_settings(config: Config) -> None:
 def _import_now(config: Config, checking: bool) -> Callable[..., Any] | None:
     """Import the app where it must be imported now (--preload, --check-config)."""
     if not config.app:
-        _fail("no application given: prefork [OPTIONS] MODULE:CALLABLE")
+        fail("no application given: prefork [OPTIONS] MODULE:CALLABLE")
     if config.preload or checking:
         from prefork.worker.interfaces import InterfaceMismatch, check_interface
 
@@ -474,9 +401,9 @@ def _import_now(config: Config, checking: bool) -> Callable[..., Any] | None:
             app = load_app(config.app, config.factory)
             check_interface(app, config.interface)
         except AppImportError as exc:
-            _fail(str(exc), 2 if checking else 3)
+            fail(str(exc), 2 if checking else 3)
         except InterfaceMismatch as exc:
-            _fail(f"app {config.app!r}: {exc}", 2 if checking else 3)
+            fail(f"app {config.app!r}: {exc}", 2 if checking else 3)
         return app
     return None
 
@@ -505,26 +432,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args[:1] == ["status"]:
         from prefork.status import main as status_main
 
-        sys.exit(_quiet_on_closed_pipe(status_main, args[1:]))
+        sys.exit(quiet_on_closed_pipe(status_main, args[1:]))
     if args[:1] == ["top"]:
         from prefork.top import main as top_main
 
-        sys.exit(_quiet_on_closed_pipe(top_main, args[1:]))
-    parsed = vars(_argument_parser().parse_args(args))
+        sys.exit(quiet_on_closed_pipe(top_main, args[1:]))
+    parsed = vars(argument_parser().parse_args(args))
     checking = parsed.pop("check_config")
-    printing = parsed.pop("print_config")
+    print_only = parsed.pop("print_config")
     cli = {name: value for name, value in parsed.items() if value is not None}
+    start_dir = os.getcwd()  # (relative paths mean from here, also after --chdir, on HUP)
     try:
-        loaded = config_file.load(cli, os.environ)
+        loaded = config_file.load(cli, os.environ, start_dir)
     except ConfigError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     config = loaded.config
     problem = tls_problem(config)
     if problem is not None:
-        _fail(problem)
-    if printing:
-        print_config(config)
-        sys.exit(0)
+        fail(problem)
+    if print_only:
+        # (prefork --print-config | head: quiet, as for prefork status)
+        sys.exit(quiet_on_closed_pipe(printing(lambda: print_config(config)), []))
     if config.preload and not checking and (config.metrics_path or config.metrics_bind):
         from prefork import appmetrics
 
@@ -534,15 +462,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     if checking:
         for warning in loaded.warnings:
             print(f"prefork: warning: {warning}", file=sys.stderr)
-        print(f"prefork: configuration OK, application {config.app!r} imports")
-        sys.exit(0)
+        ok = f"prefork: configuration OK, application {config.app!r} imports"
+        sys.exit(quiet_on_closed_pipe(printing(lambda: ok), []))
     _configure_logging(config)
     for warning in loaded.warnings:
         log.warning("%s", warning)
-    _run(config, app, cli)
+    _run(config, app, cli, start_dir)
 
 
-def _run(config: Config, app: Callable[..., Any] | None, cli: dict[str, Any]) -> NoReturn:
+def _run(
+    config: Config, app: Callable[..., Any] | None, cli: dict[str, Any], start_dir: str
+) -> NoReturn:
     # The worker stack is imported here, before the fork: the workers share
     # these pages with the master (copy-on-write) and a replacement worker
     # starts serving in milliseconds instead of importing asyncio, ssl and
@@ -576,13 +506,13 @@ def _run(config: Config, app: Callable[..., Any] | None, cli: dict[str, Any]) ->
                 else None,
             )
     except (OSError, ValueError) as exc:
-        _fail(f"--bind: {getattr(exc, 'strerror', None) or exc}")
+        fail(f"--bind: {getattr(exc, 'strerror', None) or exc}")
     preload_event_loop_module()
     service = _Service(app)
 
     def reload() -> Config:
         """HUP: read the file and the environment again; new workers get the result."""
-        loaded = config_file.reload(master.config, cli, os.environ)
+        loaded = config_file.reload(master.config, cli, os.environ, start_dir)
         problem = tls_problem(loaded.config)
         if problem is not None:
             raise ValueError(problem)
@@ -597,6 +527,7 @@ def _run(config: Config, app: Callable[..., Any] | None, cli: dict[str, Any]) ->
         worker_entry=service.serve,
         reload_hook=reload,
         unlink_unix=unlink_unix,
+        reexec_cwd=start_dir,
     )
     reloader = _start_reloader(config) if config.reload else None
     try:

@@ -24,6 +24,7 @@ import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from prefork.cpus import WorkerVariableError, workers_from_environment
 from prefork.settings import (
     BY_NAME,
     HOOKS,
@@ -98,30 +99,44 @@ class Loaded:
     warnings: tuple[str, ...] = ()
 
 
-def load(cli: Mapping[str, Any], environ: Mapping[str, str] = os.environ) -> Loaded:
+def load(
+    cli: Mapping[str, Any], environ: Mapping[str, str] = os.environ, base: str | None = None
+) -> Loaded:
     """Merge defaults < config file < environment < command line, then validate.
 
     ``cli`` maps setting names to what the command line gave (None: not
-    given); ``app`` is among them.
+    given); ``app`` is among them.  ``base``: the directory relative paths
+    (``--pidfile``, the logs, ``--config``, ``--chdir``...) are taken from,
+    the one prefork was started in; the CLI passes it again on HUP, when the
+    master may be in its ``--chdir`` (None: the current directory).
     """
+    base = os.getcwd() if base is None else base
     values: dict[str, Any] = {}
     warnings: list[str] = []
     hooks = Hooks()
     config_file = cli.get("config") or environ.get("PREFORK_CONFIG")
     if config_file:
-        file_values, hooks, warnings = read_config_file(str(config_file))
+        config_file = BY_NAME["config"].under(base, str(config_file))
+        file_values, hooks, warnings = read_config_file(str(config_file), base)
         values.update(file_values)
     warnings.extend(check_environment(environ))
     for setting in SETTINGS:
         if setting.env in environ:
             if setting.name == "workers" and not environ[setting.env].strip():
                 continue  # (PREFORK_WORKERS= in a compose file: unset, as WEB_CONCURRENCY=)
-            values[setting.name] = setting(environ[setting.env])
+            values[setting.name] = setting(setting.under(base, environ[setting.env]))
     for name, value in cli.items():
         if value is not None and name in BY_NAME:
-            values[name] = BY_NAME[name](value)
+            values[name] = BY_NAME[name](BY_NAME[name].under(base, value))
     config = Config(**values, hooks=hooks)
     validate(config)
+    if config.workers == 0:
+        # (the worker count then comes from WEB_CONCURRENCY: a bad one passed
+        # --check-config and showed as workers = 0 in --print-config)
+        try:
+            workers_from_environment(environ)
+        except WorkerVariableError as exc:
+            raise ConfigError("workers", exc.reason, where=exc.variable) from None
     if "forwarded_allow_ips" in values and not (config.xheaders or config.proxy_protocol):
         # (gunicorn reads X-Forwarded-* from these peers on its own: here that
         # is --xheaders; without it the list trusts nobody for anything)
@@ -219,12 +234,15 @@ def validate(config: Config) -> None:
         )
 
 
-def reload(old: Config, cli: Mapping[str, Any], environ: Mapping[str, str]) -> Loaded:
+def reload(
+    old: Config, cli: Mapping[str, Any], environ: Mapping[str, str], base: str | None = None
+) -> Loaded:
     """HUP: load again; settings that need a restart keep their old values.
 
     Each kept change is a warning: "--bind changed: needs a restart (USR2)".
+    ``base`` as for :func:`load`: the directory the first load resolved from.
     """
-    loaded = load(cli, environ)
+    loaded = load(cli, environ, base)
     new = loaded.config
     kept: dict[str, Any] = {}
     warnings = list(loaded.warnings)
@@ -240,8 +258,9 @@ def reload(old: Config, cli: Mapping[str, Any], environ: Mapping[str, str]) -> L
     return Loaded(new, tuple(warnings))
 
 
-def read_config_file(path: str) -> tuple[dict[str, Any], Hooks, list[str]]:
-    """Settings (parsed), hooks and warnings from a Python config file."""
+def read_config_file(path: str, base: str | None = None) -> tuple[dict[str, Any], Hooks, list[str]]:
+    """Settings (parsed), hooks and warnings from a Python config file;
+    relative paths in it are taken from ``base`` (see :func:`load`)."""
     if not os.path.isfile(path):
         raise ConfigError("config", f"no such file: {path!r}")
     try:
@@ -297,7 +316,8 @@ def read_config_file(path: str) -> tuple[dict[str, Any], Hooks, list[str]]:
             continue
         if setting_name == "config":
             raise ConfigError("config", f"{path}: a config file cannot name another one")
-        values[setting_name] = BY_NAME[setting_name](value)
+        setting = BY_NAME[setting_name]
+        values[setting_name] = setting(setting.under(base, value))
     if unknown:
         warnings.append(f"{path}: not settings, ignored (helper variables?): {', '.join(unknown)}")
     return values, Hooks(**hooks), warnings

@@ -42,6 +42,8 @@ __all__ = [
     "describe_cpu_count",
     "describe_default_workers",
     "usable_cpu_count",
+    "workers_from_environment",
+    "WorkerVariableError",
 ]
 
 #: Environment variables that set the number of workers, in order of precedence.
@@ -329,7 +331,22 @@ def describe_cpu_count(proc_root: str = "/proc", sys_root: str = "/sys") -> str:
 _WHOLE_NUMBER = re.compile(r"[0-9]+")
 
 
-def _workers_from_env(environ: Mapping[str, str]) -> tuple[str, int] | None:
+class WorkerVariableError(ValueError):
+    """A worker-count variable (``WEB_CONCURRENCY``) that is not a whole number
+    >= 1; ``variable`` and ``reason`` let the settings loader name it in
+    its one line."""
+
+    def __init__(self, variable: str, raw: str) -> None:
+        self.variable = variable
+        self.reason = f"must be a whole number of workers >= 1, got {raw!r}"
+        super().__init__(f"{variable}: {self.reason}")
+
+
+def workers_from_environment(environ: Mapping[str, str]) -> tuple[str, int] | None:
+    """The variable of :data:`WORKER_ENV_VARS` that sets the worker count, and
+    its value; None when none does.  A bad value raises WorkerVariableError:
+    the settings loader calls this so that ``WEB_CONCURRENCY=abc`` stops the
+    start (and ``--check-config``) in one line, not only the master's run."""
     for name in WORKER_ENV_VARS:
         raw = environ.get(name)
         # An empty value (``WEB_CONCURRENCY=`` in a compose file) counts as unset.
@@ -339,7 +356,7 @@ def _workers_from_env(environ: Mapping[str, str]) -> tuple[str, int] | None:
         if name == "PREFORK_WORKERS" and value == "0":
             continue  # (--workers 0: one per CPU, as documented; WEB_CONCURRENCY may say)
         if not _WHOLE_NUMBER.fullmatch(value) or int(value) < 1:
-            raise ValueError(f"{name}={raw!r}: must be a whole number of workers >= 1")
+            raise WorkerVariableError(name, raw)
         return name, int(value)
     return None
 
@@ -355,7 +372,7 @@ def default_workers(
     A value that is not a whole number >= 1 raises ValueError naming the
     variable, rather than being silently ignored.
     """
-    from_env = _workers_from_env(environ)
+    from_env = workers_from_environment(environ)
     if from_env is not None:
         return from_env[1]
     return usable_cpu_count(proc_root, sys_root)
@@ -367,7 +384,7 @@ def describe_default_workers(
     sys_root: str = "/sys",
 ) -> str:
     """Like ``describe_cpu_count`` but naming the environment variable when one decided."""
-    from_env = _workers_from_env(environ)
+    from_env = workers_from_environment(environ)
     if from_env is not None:
         name, n = from_env
         return f"workers={n} (from {name})"

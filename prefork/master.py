@@ -86,6 +86,7 @@ class Master:
         worker_entry: Callable[[WorkerContext], None] | None = None,
         reload_hook: Callable[[], Config | None] | None = None,
         reexec_argv: Sequence[str] | None = None,
+        reexec_cwd: str | None = None,
         unix_owner: tuple[int, int] | None = None,
         scoreboard_path: str | None = None,
         pre_fork_checks: Sequence[Callable[[], None]] = (),
@@ -95,14 +96,17 @@ class Master:
         """``config``: every setting (the CLI passes the one it loaded);
         ``settings``: any of them by name on top (``workers=2, timeout=10``)."""
         self.config: Config = make_config(config, **settings)
-        if self.config.timeout <= 0 or self.config.boot_timeout <= 0:
-            raise ValueError("timeout and boot_timeout must be > 0, graceful_timeout >= 0")
+        if self.config.timeout < 0 or self.config.boot_timeout <= 0:
+            raise ValueError("timeout must be >= 0 (0: none), boot_timeout > 0")
         self.sockets: list[socket.socket] | None = list(sockets) if sockets is not None else None
         self.bind = list(bind)
         self.worker_entry = worker_entry
         self.reload_hook = reload_hook
         # sys.orig_argv keeps "-m module", which sys.argv loses.
         self.reexec_argv = list(reexec_argv or [sys.executable, *sys.orig_argv[1:]])
+        #: where the new master of a USR2 starts: where this one was started
+        #: (the CLI's, before --chdir), so its relative arguments mean the same
+        self.reexec_cwd = reexec_cwd
         self.unix_owner = unix_owner
         pidfile = self.config.pidfile
         self.scoreboard_path = scoreboard_path or (pidfile + ".scoreboard" if pidfile else None)
@@ -244,12 +248,15 @@ class Master:
         if self.config.pidfile:
             other = process.read_pidfile(self.config.pidfile)
             if other and other != self.pid and process.pid_is_alive(other):
+                # A clash of this configuration with what runs (as --bind's
+                # address in use): a usage error, exit 2, naming the setting.
                 log.error(
-                    "pidfile %s names running process %d: already running?",
+                    "--pidfile: %s names running process %d: already running? (stop it, "
+                    "give another --pidfile, or remove the file if that process is not prefork)",
                     self.config.pidfile,
                     other,
                 )
-                return 1
+                return 2
             process.write_pidfile(self.config.pidfile)
         capacity = max(128, 4 * self._target + 32)
         old_board = self._previous_scoreboard()
@@ -443,6 +450,7 @@ class Master:
             self._orig_handlers,
             _SIGNALS,
             self.unlink_unix,
+            cwd=self.reexec_cwd,
         )
 
     def _set_target(self, target: int) -> None:
@@ -822,7 +830,8 @@ class Master:
             sockets=list(self.sockets),
             slot=slot,
             master_pid=self.pid,
-            heartbeat_interval=min(1.0, self.config.timeout / 4),
+            # (timeout 0: no hang detection, but status and top still read the heartbeat)
+            heartbeat_interval=min(1.0, self.config.timeout / 4) if self.config.timeout else 1.0,
             max_requests=limit,
             graceful_timeout=self.config.graceful_timeout,
             notify_fd=self._notify_w,

@@ -461,11 +461,18 @@ def run_worker_entry(
 
 
 def exec_new_master(
-    argv: list[str], env: dict[str, str], original_handlers: Mapping[int, object]
+    argv: list[str],
+    env: dict[str, str],
+    original_handlers: Mapping[int, object],
+    cwd: str | None = None,
 ) -> NoReturn:
-    """In the child forked for USR2: exec the new master; exit 127 if exec fails."""
+    """In the child forked for USR2: exec the new master (from ``cwd``, the
+    directory the first master was started in, not its --chdir); exit 127
+    if exec fails."""
     try:
         after_fork_in_child(original_handlers, [], None)
+        if cwd is not None:
+            os.chdir(cwd)
         os.execvpe(argv[0], argv, env)
     except BaseException as e:
         try:

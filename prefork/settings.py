@@ -21,6 +21,7 @@ the command line is :mod:`prefork.config`'s job.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -126,6 +127,21 @@ def _positive_size(value: Any) -> int:
     return size
 
 
+def _cert_reqs(value: Any) -> str:
+    """none, optional or required; also the ``ssl.CERT_NONE`` / ``CERT_OPTIONAL``
+    / ``CERT_REQUIRED`` numbers 0, 1, 2 that a gunicorn config file gives
+    (``cert_reqs = ssl.CERT_REQUIRED``, an IntEnum; or its value)."""
+    names = ("none", "optional", "required")
+    if isinstance(value, int) and not isinstance(value, bool):
+        if 0 <= value < len(names):
+            return names[value]
+        raise ValueError(f"expected one of none, optional, required (or 0, 1, 2), got {value!r}")
+    text = str(value).strip()
+    if text in ("0", "1", "2"):
+        return names[int(text)]
+    return _choice(*names)(value)
+
+
 def _choice(*choices: str, aliases: dict[str, str] | None = None) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
         text = str(value).strip().lower()
@@ -170,8 +186,34 @@ def _file_to_write(value: Any, *special: str) -> str | None:
     return path
 
 
+#: what a log setting may say instead of naming a file
+LOG_NOT_FILES = ("-", "off", "none", "logging")
+
+
 def _log_file(value: Any) -> str | None:
-    return _file_to_write(value, "-", "off", "none", "logging")
+    return _file_to_write(value, *LOG_NOT_FILES)
+
+
+def _app_spec(value: Any) -> str | None:
+    """``MODULE:CALLABLE`` (``CALLABLE`` may be dotted and end in ``()``).
+
+    Without the colon (``prefork myapp``) the spec was found wrong only in
+    the workers, after the fork; it is refused here, when the settings load.
+    The callable's name is not guessed: gunicorn reads ``myapp`` as
+    ``myapp:application``, uvicorn refuses it, and a guess that fails would
+    again be found only in the workers; the line says what to write.
+    """
+    spec = _optional_str(value)
+    if spec is None:
+        return None
+    module, colon, attribute = spec.partition(":")
+    if not colon or not module.strip() or not attribute.strip():
+        module = module.strip() or "myapp"
+        raise ValueError(
+            f"expected MODULE:CALLABLE, such as '{module}:app' (the callable is not guessed; "
+            f"gunicorn's default was '{module}:application')"
+        )
+    return spec
 
 
 def _url_path(value: Any) -> str | None:
@@ -329,6 +371,9 @@ class Setting:
     metavar: str | None = None
     #: a change cannot apply on HUP (sockets, identity): it needs a USR2 upgrade.
     restart: bool = False
+    #: names files or directories: a relative one is taken from the directory
+    #: prefork was started in (see :meth:`under`)
+    path: bool = False
 
     @property
     def option(self) -> str:
@@ -338,12 +383,45 @@ class Setting:
     def env(self) -> str:
         return "PREFORK_" + self.name.upper()
 
+    def under(self, base: str | None, value: Any) -> Any:
+        """``value`` (as given, before parsing) with relative paths joined to ``base``.
+
+        ``--chdir`` moves the master before the pid file and the logs are
+        opened, the application is loaded and any HUP re-reads the settings:
+        a relative ``--pidfile run/app.pid`` was checked against the directory
+        prefork was started in and then opened from the ``--chdir`` one (a
+        traceback, or a file somewhere else), and on HUP a relative
+        ``--config`` or ``--chdir`` was looked for under the ``--chdir``
+        directory.  Resolving once, against the starting directory, gives
+        every reader the same file.  Values that are not text are left to
+        the parser (its message names the setting).
+        """
+        if not self.path or base is None:
+            return value
+
+        def join(item: Any) -> Any:
+            if not isinstance(item, str) or not item.strip():
+                return item
+            if self.parse is _log_file and item.strip().lower() in LOG_NOT_FILES:
+                return item
+            return os.path.join(base, item)  # (an absolute item stays as it is)
+
+        if self.multiple:
+            if isinstance(value, str) or (
+                isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+            ):
+                return tuple(join(part) for part in _strings(value))
+            return value
+        return join(value)
+
     def __call__(self, value: Any) -> Any:
         """Parse ``value``; a bad one raises ConfigError naming this setting."""
         try:
             return self.parse(value)
         except ValueError as exc:
-            raise ConfigError(self.name, str(exc)) from None
+            # (the application has no option: named as load errors name it)
+            where = f"app {value!r}" if self.name == "app" else None
+            raise ConfigError(self.name, str(exc), where=where) from None
         except TypeError:  # (a config file's value of the wrong kind: bind = 8000)
             raise ConfigError(
                 self.name, f"expected {self.metavar or 'a value'}, got {value!r}"
@@ -424,7 +502,7 @@ class Config:
     # -- application
     app: str | None = _s(
         None,
-        _optional_str,
+        _app_spec,
         "the application, MODULE:CALLABLE (positional on the command line)",
         "application",
         metavar="MODULE:CALLABLE",
@@ -459,6 +537,7 @@ class Config:
         "application",
         metavar="DIR",
         restart=True,
+        path=True,
     )
     pythonpath: tuple[str, ...] = _s(
         (),
@@ -469,6 +548,7 @@ class Config:
         multiple=True,
         metavar="DIR",
         restart=True,
+        path=True,
     )
     env: tuple[str, ...] = _s(
         (),
@@ -521,6 +601,7 @@ class Config:
         short="-c",
         metavar="FILE",
         restart=True,
+        path=True,
     )
     # -- binding
     bind: tuple[str, ...] = _s(
@@ -569,8 +650,9 @@ class Config:
     )
     timeout: float = _s(
         30.0,
-        _number(float, 0.0, above=True),
-        "seconds without a heartbeat before a worker is killed as hung",
+        _number(float, 0.0),
+        "seconds without a heartbeat before a worker is killed as hung (0: never, as "
+        "gunicorn's timeout = 0; --boot-timeout still applies)",
         "workers",
         metavar="SECONDS",
     )
@@ -776,6 +858,7 @@ class Config:
         "'prefork.access' logger, for your own logging config; slower)",
         "logging",
         metavar="FILE",
+        path=True,
     )
     access_log_format: str = _s(
         "combined",
@@ -785,7 +868,7 @@ class Config:
         metavar="FORMAT",
     )
     error_log: str | None = _s(
-        "-", _log_file, "error log file ('-': stderr)", "logging", metavar="FILE"
+        "-", _log_file, "error log file ('-': stderr)", "logging", metavar="FILE", path=True
     )
     log_level: str = _s(
         "info",
@@ -796,10 +879,15 @@ class Config:
     )
     # -- TLS, proxies, health
     certfile: str | None = _s(
-        None, _existing_file, "TLS certificate (PEM); enables HTTPS", "proxies", metavar="FILE"
+        None,
+        _existing_file,
+        "TLS certificate (PEM); enables HTTPS",
+        "proxies",
+        metavar="FILE",
+        path=True,
     )
     keyfile: str | None = _s(
-        None, _existing_file, "TLS private key (PEM)", "proxies", metavar="FILE"
+        None, _existing_file, "TLS private key (PEM)", "proxies", metavar="FILE", path=True
     )
     ca_certs: str | None = _s(
         None,
@@ -807,11 +895,12 @@ class Config:
         "CA bundle to verify client certificates against",
         "proxies",
         metavar="FILE",
+        path=True,
     )
     cert_reqs: str = _s(
         "none",
-        _choice("none", "optional", "required"),
-        "client certificates: none, optional or required",
+        _cert_reqs,
+        "client certificates: none, optional or required (or gunicorn's 0, 1, 2)",
         "proxies",
         metavar="MODE",
     )
@@ -858,6 +947,7 @@ class Config:
         "deployment",
         metavar="FILE",
         restart=True,
+        path=True,
     )
     user: str | None = _s(
         None,
@@ -937,6 +1027,7 @@ class Config:
         multiple=True,
         metavar="DIR",
         restart=True,
+        path=True,
     )
     reload_include: tuple[str, ...] = _s(
         (),

@@ -61,8 +61,9 @@ class Upgrade:
         original_handlers: Mapping[int, object],
         signals: Sequence[int],
         unlink_unix: bool = True,
+        cwd: str | None = None,
     ) -> None:
-        """Fork and exec the new master (USR2)."""
+        """Fork and exec the new master (USR2), in ``cwd`` if given."""
         if self.child_pid is not None:
             log.warning(
                 "received SIGUSR2: upgrade to pid %d already in progress; ignored", self.child_pid
@@ -88,7 +89,7 @@ class Upgrade:
             log.error("received SIGUSR2: fork failed: %s", e)
             pid = -1
         if pid == 0:
-            process.exec_new_master(argv, env, original_handlers)
+            process.exec_new_master(argv, env, original_handlers, cwd)
         for s in sockets:
             os.set_inheritable(s.fileno(), False)
         if pid < 0:

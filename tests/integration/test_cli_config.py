@@ -250,7 +250,7 @@ def test_sys_exit_while_importing_the_application_shows_its_message() -> None:
     [
         (["--workers", "two"], {}, "--workers: expected an integer"),
         (["--max-body-size", "lots"], {}, "--max-body-size: expected a size"),
-        ([], {"PREFORK_TIMEOUT": "0"}, "--timeout: must be > 0"),
+        ([], {"PREFORK_TIMEOUT": "-1"}, "--timeout: must be >= 0"),
         ([], {"PREFORK_KEEP_ALIVE": "soon"}, "--keep-alive: expected a number"),
         (["--log-level", "loud"], {}, "--log-level: expected one of"),
         (["-b", "300.1.2.3:x"], {}, "--bind:"),

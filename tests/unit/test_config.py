@@ -144,7 +144,7 @@ def test_bind_list_from_the_environment_keeps_ipv6_brackets() -> None:
 BAD_VALUES = [
     ("workers", "many", "--workers: expected an integer"),
     ("workers", "-1", "--workers: must be >= 0"),
-    ("timeout", "0", "--timeout: must be > 0"),
+    ("timeout", "-1", "--timeout: must be >= 0"),
     ("timeout", "nan", "--timeout: expected a finite number"),
     ("max_body_size", "ten", "--max-body-size: expected a size"),
     ("max_header_size", "0", "--max-header-size: must be at least 1 byte"),
@@ -465,3 +465,24 @@ def test_variables_that_are_not_read_are_named_in_warnings() -> None:
         "PREFORK_<NAME> (prefork --help)",
     )
     assert loader.load({}, {"PREFORK_WORKERS": "2", "PATH": "/bin"}).warnings == ()
+
+
+def test_gunicorn_timeout_0_and_cert_reqs_numbers_are_accepted(tmp_path: Path) -> None:
+    """gunicorn's ``timeout = 0`` (no timeout) and ``cert_reqs = ssl.CERT_REQUIRED``
+    (an int, 2) were refused ('must be > 0', 'expected one of none, ...'): a
+    gunicorn config file that runs unchanged must not stop on them."""
+    pem = write(tmp_path, "x", "cert.pem")
+    conf = write(
+        tmp_path,
+        f"import ssl\ntimeout = 0\ncertfile = {pem!r}\nca_certs = {pem!r}\n"
+        "cert_reqs = ssl.CERT_REQUIRED\n",
+    )
+    loaded = loader.load({"config": conf}, {})
+    assert (loaded.config.timeout, loaded.config.cert_reqs) == (0.0, "required")
+    for given, meant in [(0, "none"), (1, "optional"), (2, "required"), ("2", "required")]:
+        assert make_config(cert_reqs=given).cert_reqs == meant
+    for bad in (3, -1, True):
+        with pytest.raises(ConfigError, match="^--cert-reqs: expected one of"):
+            make_config(cert_reqs=bad)
+    with pytest.raises(ConfigError, match="^--timeout: must be >= 0"):
+        make_config(timeout=-1)

@@ -352,7 +352,8 @@ def test_prefork_workers_0_is_one_per_cpu_as_workers_0(quota_tree: dict[str, str
 def test_default_workers_bad_values(name: str, value: str, quota_tree: dict[str, str]) -> None:
     with pytest.raises(ValueError) as info:
         default_workers({name: value}, **quota_tree)
-    assert str(info.value).startswith(f"{name}=")
+    assert str(info.value).startswith(f"{name}: ")
+    assert repr(value) in str(info.value)
     assert ">= 1" in str(info.value)
 
 

@@ -224,3 +224,30 @@ def test_parent_death_signal_does_not_look_for_the_c_library(monkeypatch) -> Non
     process._libc.cache_clear()
     if sys.platform.startswith("linux"):
         assert process.set_parent_death_signal(0) is True  # 0: clear it again
+
+
+def test_timeout_0_never_finds_a_ready_worker_hung() -> None:
+    """gunicorn's ``timeout = 0``: no heartbeat deadline once a worker is
+    ready (the master refused it, and an age > 0 would have been 'hung')."""
+    import subprocess
+
+    from prefork.children import Worker
+
+    board = Scoreboard(1)
+    slot = board.slots[0]
+    slot.reset(0, 1, 0)
+    # (SIGABRT ignored: were it sent, the stand-in worker would not dump core)
+    child = subprocess.Popen(
+        ["sleep", "60"], preexec_fn=lambda: signal.signal(signal.SIGABRT, signal.SIG_IGN)
+    )
+    try:
+        worker = Worker(child.pid, 0, slot, 1, 0.0, "start")
+        worker.ready_at = 1.0
+        worker.check_deadlines(slot.last_heartbeat + 3600.0, 0.0, 60.0)
+        assert worker.aborted_at is None and not worker.killed
+        worker.check_deadlines(slot.last_heartbeat + 3600.0, 30.0, 60.0)
+        assert worker.aborted_at is not None  # (a timeout does find it hung)
+    finally:
+        child.kill()
+        child.wait(5)
+        board.close()

@@ -1,0 +1,330 @@
+"""A new user's first ten minutes, through the real ``prefork`` command.
+
+Each test is a mistake or a habit brought from gunicorn that a probe met:
+it must either work as that user expects or stop the start with one line
+naming the setting and exit status 2, never a traceback or a server that
+answers 500.  Servers run in a session of their own, are stopped by the
+master's pid and waited for, with bounded waits only.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, MasterWatch, wait_for
+from tests.integration.test_cli_config import APP, _env
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux process model")
+
+WSGI_APP = (
+    "def app(environ, start_response):\n"
+    "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+    "    return [b'ok']\n"
+)
+
+
+def prefork(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m prefork ARGS``, which must exit on its own."""
+    return subprocess.run(
+        [sys.executable, "-m", "prefork", *args],
+        cwd=cwd or ROOT,
+        env=_env({"PYTHONPATH": str(ROOT), **(env or {})}),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def assert_one_line(result: subprocess.CompletedProcess[str], start: str) -> str:
+    """Exit 2 and a single line on stderr that starts with ``start``."""
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(start), lines[0]
+    return lines[0]
+
+
+class Server(MasterWatch):
+    """A master started in ``cwd`` with the given arguments (and ``-w 1``)."""
+
+    def __init__(self, cwd: Path, pidfile: Path, error_log: Path, *args: str) -> None:
+        self.pidfile = pidfile
+        self.log_path = error_log
+        self.out = open(cwd / "out.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "prefork", "-w", "1", "-b", "127.0.0.1:0", *args],
+            cwd=cwd,
+            env=_env({"PYTHONPATH": str(ROOT)}),
+            stdin=subprocess.DEVNULL,
+            stdout=self.out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def output(self) -> str:
+        return (Path(self.out.name)).read_text(errors="replace")
+
+    def stop(self) -> int:
+        """TERM the master by pid, wait for it and for its group to be gone."""
+        try:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill_group()
+                self.proc.wait(5)
+                raise AssertionError("the master did not stop within the timeout") from None
+        finally:
+            self.out.close()
+            wait_for(lambda: not self._group_alive(), 5, "the master's workers to exit")
+
+
+# -- 1. --chdir and relative paths ---------------------------------------------------------
+
+
+def test_relative_paths_with_chdir_are_from_the_starting_directory(tmp_path: Path) -> None:
+    """``--chdir app --pidfile run/p.pid --error-log logs/e.log``: the paths
+    were checked from the starting directory, then opened from the --chdir
+    one (a FileNotFoundError traceback from the logging setup, exit 1); a
+    relative --config was looked for under --chdir on HUP (reload refused)."""
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "chdir_app.py").write_text(WSGI_APP)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "prefork.conf.py").write_text("access_log = 'logs/access.log'\n")
+    args = [
+        "--chdir",
+        "app",
+        "-c",
+        "prefork.conf.py",
+        "--pidfile",
+        "run/p.pid",
+        "--error-log",
+        "logs/error.log",
+        "chdir_app:app",
+    ]
+    printed = prefork("--print-config", *args, cwd=tmp_path)
+    assert printed.returncode == 0, printed.stderr
+    for line in (
+        f"chdir = {str(tmp_path / 'app')!r}",
+        f"pidfile = {str(tmp_path / 'run' / 'p.pid')!r}",
+        f"error_log = {str(tmp_path / 'logs' / 'error.log')!r}",
+        f"access_log = {str(tmp_path / 'logs' / 'access.log')!r}",
+    ):
+        assert line in printed.stdout.splitlines(), printed.stdout
+
+    server = Server(tmp_path, tmp_path / "run" / "p.pid", tmp_path / "logs" / "error.log", *args)
+    try:
+        server.port()
+        server.wait_workers(1)
+        assert (tmp_path / "run" / "p.pid").read_text().strip() == str(server.proc.pid)
+        server.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reload complete" in server.log(), 30, "the HUP's reload")
+        assert "reload failed" not in server.log(), server.log()
+    finally:
+        status = server.stop()
+    assert status == 0, server.output() + server.log()
+    assert "Traceback" not in server.output() + server.log()
+    assert not (tmp_path / "app" / "run").exists() and not (tmp_path / "app" / "logs").exists()
+
+
+# -- 2. a factory named without () -------------------------------------------------------------
+
+
+FACTORY_APP = WSGI_APP + "\n\ndef create_app():\n    return app\n"
+
+
+def test_a_factory_named_without_parentheses_is_one_line(tmp_path: Path) -> None:
+    """``myapp:create_app`` for ``myapp:create_app()``: it was served as a
+    request callback ('cannot tell from the signature') and every request
+    answered 500.  No interface calls a callable without parameters."""
+    (tmp_path / "factory_only.py").write_text(FACTORY_APP)
+    env = {"PYTHONPATH": str(tmp_path)}
+    hint = (
+        "prefork: error: app 'factory_only:create_app': create_app() takes no arguments, so it "
+        "is not an application (a callback takes 1, WSGI 2, ASGI 3); if it makes the "
+        "application, write 'factory_only:create_app()' or give --factory"
+    )
+    assert_one_line(prefork("--check-config", "factory_only:create_app", env=env), hint)
+    for spec in (["factory_only:create_app()"], ["--factory", "factory_only:create_app"]):
+        ok = prefork("--check-config", *spec, env=env)
+        assert ok.returncode == 0, ok.stderr
+    # served: the workers fail their boot and the cause is shown once (exit 3,
+    # as for any application that cannot be loaded without --check-config)
+    served = subprocess.run(
+        [sys.executable, "-m", "prefork", "-b", "127.0.0.1:0", "-w", "2"]
+        + ["factory_only:create_app"],
+        cwd=ROOT,
+        env=_env(env),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert served.returncode == 3, served.stderr
+    assert served.stderr.count("create_app() takes no arguments") == 1, served.stderr
+    assert "Traceback" not in served.stderr
+
+
+# -- 3. WEB_CONCURRENCY -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["--check-config", "--print-config", "--no-preload"])
+def test_a_bad_web_concurrency_is_one_line_naming_it(command: str) -> None:
+    """It passed --check-config and --print-config showed workers = 0; only
+    the master's run refused it, in its log."""
+    result = prefork(
+        command, "-b", "127.0.0.1:0", APP, env={"WEB_CONCURRENCY": "abc", "PREFORK_WORKERS": "0"}
+    )
+    assert_one_line(
+        result, "prefork: error: WEB_CONCURRENCY: must be a whole number of workers >= 1, got 'abc'"
+    )
+
+
+def test_web_concurrency_is_not_read_when_workers_is_given() -> None:
+    result = prefork("--check-config", "-w", "2", APP, env={"WEB_CONCURRENCY": "abc"})
+    assert result.returncode == 0, result.stderr
+
+
+# -- 4. gunicorn's timeout = 0 and cert_reqs numbers ---------------------------------------------
+
+
+def test_a_gunicorn_config_with_timeout_0_serves(tmp_path: Path) -> None:
+    """``timeout = 0`` (gunicorn: no timeout) was refused with exit 2; the
+    workers must serve, still heartbeating (prefork status reads it)."""
+    (tmp_path / "gunicorn.conf.py").write_text("import ssl\ntimeout = 0\nworkers = 1\n")
+    pidfile, error_log = tmp_path / "p.pid", tmp_path / "e.log"
+    server = Server(
+        tmp_path,
+        pidfile,
+        error_log,
+        *("-c", "gunicorn.conf.py", "--pidfile", str(pidfile), "--error-log", str(error_log)),
+        APP,
+    )
+    try:
+        port = server.port()
+        server.wait_workers(1)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request("GET", "/")
+            assert conn.getresponse().status == 200
+        finally:
+            conn.close()
+    finally:
+        status = server.stop()
+    assert status == 0, server.output() + server.log()
+    assert "Traceback" not in server.output() + server.log()
+
+
+# -- 5. small ones -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args", [["--version"], ["--print-config", APP], ["--check-config", APP]], ids=str
+)
+def test_a_reader_that_went_away_ends_a_report_quietly(args: list[str]) -> None:
+    """``prefork --print-config | head``: a BrokenPipeError traceback when the
+    reader had gone.  Its read end is closed before prefork writes: quiet,
+    status 1 (as ``prefork status``)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "prefork", *args],
+            cwd=ROOT,
+            env=_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        os.close(write_end)
+    assert result.stderr == ""
+    assert result.returncode == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "hint"),
+    [
+        (["--workerz", "4"], "unrecognized arguments: --workerz; did you mean --workers?"),
+        (["--timout=5"], "unrecognized arguments: --timout=5; did you mean --timeout?"),
+        (["--no-preloda"], "unrecognized arguments: --no-preloda; did you mean --no-preload?"),
+        # a unique prefix is named, never taken (no abbreviations)
+        (["--proxy"], "unrecognized arguments: --proxy; did you mean --proxy-protocol?"),
+        # another server's name for an option prefork has under its own
+        (["--port", "8000"], "unrecognized arguments: --port; prefork's is -b/--bind HOST:PORT"),
+        (["--access-logfile", "-"], "unrecognized arguments: --access-logfile; prefork's is"),
+    ],
+)
+def test_an_unknown_option_suggests_the_closest(args: list[str], hint: str) -> None:
+    """An unknown option was one line with no hint (the usage, which showed
+    the options, had gone for being 33 lines)."""
+    line = assert_one_line(prefork(*args), f"prefork: error: {hint}")
+    assert line.endswith("(prefork --help lists the options)")
+
+
+def test_an_unknown_option_far_from_any_gets_no_guess() -> None:
+    line = assert_one_line(prefork("--zzz", APP), "prefork: error: unrecognized arguments: --zzz")
+    assert "did you mean" not in line and "prefork's is" not in line
+
+
+def test_a_pidfile_naming_a_running_process_is_exit_2_naming_it(tmp_path: Path) -> None:
+    """Another master's pid file is a clash of the configuration with what
+    runs, as an address in use is for --bind: exit 2 and one line naming
+    --pidfile (it was exit 1)."""
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        pidfile = tmp_path / "other.pid"
+        pidfile.write_text(f"{other.pid}\n")
+        result = prefork("-b", "127.0.0.1:0", "--pidfile", str(pidfile), APP)
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1, result.stderr
+        assert (
+            f"--pidfile: {pidfile} names running process {other.pid}: already running?" in lines[0]
+        )
+        assert pidfile.read_text() == f"{other.pid}\n"  # (left as it was)
+    finally:
+        other.kill()
+        other.wait(5)
+
+
+@pytest.mark.parametrize("where", ["argument", "environment", "gunicorn config"])
+def test_an_app_spec_without_a_colon_is_refused_before_any_fork(tmp_path: Path, where: str) -> None:
+    """``prefork myapp``: found wrong only in the workers, after the fork
+    (exit 3, 'cannot boot').  Refused with the settings, in one line; the
+    callable's name is not guessed (gunicorn's 'application', uvicorn none)."""
+    (tmp_path / "colonless.py").write_text(WSGI_APP)
+    args: list[str] = ["-b", "127.0.0.1:0", "-w", "1"]
+    env = {"PYTHONPATH": str(tmp_path)}
+    if where == "argument":
+        args.append("colonless")
+    elif where == "environment":
+        env["PREFORK_APP"] = "colonless"
+    else:
+        (tmp_path / "gunicorn.conf.py").write_text("wsgi_app = 'colonless'\n")
+        args += ["-c", str(tmp_path / "gunicorn.conf.py")]
+    result = prefork(*args, env=env)
+    line = assert_one_line(
+        result, "prefork: error: app 'colonless': expected MODULE:CALLABLE, such as 'colonless:app'"
+    )
+    assert "gunicorn's default was 'colonless:application'" in line
