@@ -105,29 +105,38 @@ def load(
     """Merge defaults < config file < environment < command line, then validate.
 
     ``cli`` maps setting names to what the command line gave (None: not
-    given); ``app`` is among them.  ``base``: the directory relative paths
-    (``--pidfile``, the logs, ``--config``, ``--chdir``...) are taken from,
-    the one prefork was started in; the CLI passes it again on HUP, when the
-    master may be in its ``--chdir`` (None: the current directory).
+    given); ``app`` is among them.  ``base``: the directory prefork was
+    started in (None: the current one); the CLI passes it again on HUP, when
+    the master is in its ``--chdir``.  Relative paths are made absolute here,
+    by gunicorn's rule (a gunicorn.conf.py runs unchanged): ``--config`` and
+    ``--chdir`` from ``base``, every other file (``--pidfile``, the logs,
+    ``--pythonpath``, the TLS files...) from ``--chdir``, where the master
+    works, when it is given.
     """
     base = os.getcwd() if base is None else base
+    given_chdir = cli.get("chdir")
+    if given_chdir is None:
+        given_chdir = environ.get(BY_NAME["chdir"].env)
     values: dict[str, Any] = {}
     warnings: list[str] = []
     hooks = Hooks()
     config_file = cli.get("config") or environ.get("PREFORK_CONFIG")
     if config_file:
         config_file = BY_NAME["config"].under(base, str(config_file))
-        file_values, hooks, warnings = read_config_file(str(config_file), base)
+        file_values, hooks, warnings = read_config_file(str(config_file), base, given_chdir)
         values.update(file_values)
+    if given_chdir is not None:
+        values["chdir"] = _parse(BY_NAME["chdir"], given_chdir, base, base)
+    files = values.get("chdir") or base
     warnings.extend(check_environment(environ))
     for setting in SETTINGS:
-        if setting.env in environ:
+        if setting.env in environ and setting.name != "chdir":
             if setting.name == "workers" and not environ[setting.env].strip():
                 continue  # (PREFORK_WORKERS= in a compose file: unset, as WEB_CONCURRENCY=)
-            values[setting.name] = setting(setting.under(base, environ[setting.env]))
+            values[setting.name] = _parse(setting, environ[setting.env], base, files)
     for name, value in cli.items():
-        if value is not None and name in BY_NAME:
-            values[name] = BY_NAME[name](BY_NAME[name].under(base, value))
+        if value is not None and name in BY_NAME and name != "chdir":
+            values[name] = _parse(BY_NAME[name], value, base, files)
     config = Config(**values, hooks=hooks)
     validate(config)
     if config.workers == 0:
@@ -258,9 +267,20 @@ def reload(
     return Loaded(new, tuple(warnings))
 
 
-def read_config_file(path: str, base: str | None = None) -> tuple[dict[str, Any], Hooks, list[str]]:
+def _parse(setting: Setting, value: Any, base: str | None, files: str | None) -> Any:
+    """``value`` of ``setting`` parsed, a relative path in it made absolute:
+    ``--config`` and ``--chdir`` from ``base``, other files from ``files``
+    (``--chdir``, else ``base``)."""
+    start = base if setting.name in ("config", "chdir") else files
+    return setting(setting.under(start, value))
+
+
+def read_config_file(
+    path: str, base: str | None = None, chdir: Any = None
+) -> tuple[dict[str, Any], Hooks, list[str]]:
     """Settings (parsed), hooks and warnings from a Python config file;
-    relative paths in it are taken from ``base`` (see :func:`load`)."""
+    relative paths in it are made absolute as :func:`load` says (``chdir``:
+    the command line's or the environment's, which wins over the file's)."""
     if not os.path.isfile(path):
         raise ConfigError("config", f"no such file: {path!r}")
     try:
@@ -282,6 +302,11 @@ def read_config_file(path: str, base: str | None = None) -> tuple[dict[str, Any]
     hooks: dict[str, Callable[..., Any]] = {}
     warnings: list[str] = []
     unknown: list[str] = []
+    files = base
+    if chdir is None:
+        chdir = namespace.get("chdir")
+    if chdir is not None and base is not None:
+        files = _parse(BY_NAME["chdir"], chdir, base, base) or base
     for name, value in namespace.items():
         if name.startswith("_") or isinstance(value, types.ModuleType):
             continue
@@ -316,8 +341,7 @@ def read_config_file(path: str, base: str | None = None) -> tuple[dict[str, Any]
             continue
         if setting_name == "config":
             raise ConfigError("config", f"{path}: a config file cannot name another one")
-        setting = BY_NAME[setting_name]
-        values[setting_name] = setting(setting.under(base, value))
+        values[setting_name] = _parse(BY_NAME[setting_name], value, base, files)
     if unknown:
         warnings.append(f"{path}: not settings, ignored (helper variables?): {', '.join(unknown)}")
     return values, Hooks(**hooks), warnings

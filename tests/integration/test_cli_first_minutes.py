@@ -99,15 +99,18 @@ class Server(MasterWatch):
 # -- 1. --chdir and relative paths ---------------------------------------------------------
 
 
-def test_relative_paths_with_chdir_are_from_the_starting_directory(tmp_path: Path) -> None:
-    """``--chdir app --pidfile run/p.pid --error-log logs/e.log``: the paths
-    were checked from the starting directory, then opened from the --chdir
-    one (a FileNotFoundError traceback from the logging setup, exit 1); a
-    relative --config was looked for under --chdir on HUP (reload refused)."""
-    (tmp_path / "app").mkdir()
-    (tmp_path / "app" / "chdir_app.py").write_text(WSGI_APP)
-    (tmp_path / "run").mkdir()
-    (tmp_path / "logs").mkdir()
+def test_relative_paths_with_chdir_are_under_it_as_under_gunicorn(tmp_path: Path) -> None:
+    """``--chdir app --pidfile run/p.pid --error-log logs/e.log``: by gunicorn's
+    rule the files are under ``app/``, the config file is read from the
+    starting directory.  They were checked from the starting directory, then
+    opened from the --chdir one (a FileNotFoundError traceback from the
+    logging setup, exit 1); a relative --config was looked for under --chdir
+    on HUP (reload refused)."""
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "chdir_app.py").write_text(WSGI_APP)
+    (app / "run").mkdir()
+    (app / "logs").mkdir()
     (tmp_path / "prefork.conf.py").write_text("access_log = 'logs/access.log'\n")
     args = [
         "--chdir",
@@ -123,18 +126,19 @@ def test_relative_paths_with_chdir_are_from_the_starting_directory(tmp_path: Pat
     printed = prefork("--print-config", *args, cwd=tmp_path)
     assert printed.returncode == 0, printed.stderr
     for line in (
-        f"chdir = {str(tmp_path / 'app')!r}",
-        f"pidfile = {str(tmp_path / 'run' / 'p.pid')!r}",
-        f"error_log = {str(tmp_path / 'logs' / 'error.log')!r}",
-        f"access_log = {str(tmp_path / 'logs' / 'access.log')!r}",
+        f"chdir = {str(app)!r}",
+        f"# config = {str(tmp_path / 'prefork.conf.py')!r}",
+        f"pidfile = {str(app / 'run' / 'p.pid')!r}",
+        f"error_log = {str(app / 'logs' / 'error.log')!r}",
+        f"access_log = {str(app / 'logs' / 'access.log')!r}",
     ):
         assert line in printed.stdout.splitlines(), printed.stdout
 
-    server = Server(tmp_path, tmp_path / "run" / "p.pid", tmp_path / "logs" / "error.log", *args)
+    server = Server(tmp_path, app / "run" / "p.pid", app / "logs" / "error.log", *args)
     try:
         server.port()
         server.wait_workers(1)
-        assert (tmp_path / "run" / "p.pid").read_text().strip() == str(server.proc.pid)
+        assert (app / "run" / "p.pid").read_text().strip() == str(server.proc.pid)
         server.proc.send_signal(signal.SIGHUP)
         wait_for(lambda: "reload complete" in server.log(), 30, "the HUP's reload")
         assert "reload failed" not in server.log(), server.log()
@@ -142,7 +146,7 @@ def test_relative_paths_with_chdir_are_from_the_starting_directory(tmp_path: Pat
         status = server.stop()
     assert status == 0, server.output() + server.log()
     assert "Traceback" not in server.output() + server.log()
-    assert not (tmp_path / "app" / "run").exists() and not (tmp_path / "app" / "logs").exists()
+    assert not (tmp_path / "run").exists() and not (tmp_path / "logs").exists()
 
 
 # -- 2. a factory named without () -------------------------------------------------------------
