@@ -309,7 +309,7 @@ class _Service:
         import concurrent.futures.thread  # noqa: F401  (the WSGI thread pool)
         import inspect
 
-        from prefork.lifecycle import enable_hang_tracebacks
+        from prefork.lifecycle import enable_hang_tracebacks, report_waiting_tasks_after
         from prefork.worker import wsgi  # noqa: F401
         from prefork.worker.httpserver import HTTPServer
         from prefork.worker.interfaces import InterfaceMismatch, request_callback_for
@@ -339,10 +339,13 @@ class _Service:
             # caught by --boot-timeout, a failure fails the boot).
             from prefork.worker.asgi import LifespanFailure
 
+            watch = report_waiting_tasks_after(loop, config.boot_timeout, "ASGI lifespan startup")
             try:
                 loop.run_until_complete(startup())
             except LifespanFailure as exc:
                 raise BootFailure(f"application startup failed: {exc}") from exc.__cause__
+            finally:
+                watch.cancel()
             keep_own_logging()
         server.add_sockets(ctx.sockets)
         attach(server, ctx)
@@ -363,7 +366,11 @@ class _Service:
                 try:
                     loop.run_until_complete(asyncio.wait_for(done, left))
                 except asyncio.TimeoutError:
-                    log.warning("ASGI lifespan shutdown did not finish within --graceful-timeout")
+                    logging.getLogger("prefork.worker").warning(
+                        "worker %d: ASGI lifespan shutdown did not finish within "
+                        "--graceful-timeout",
+                        os.getpid(),
+                    )
             else:
                 shutdown()
 

@@ -28,12 +28,14 @@ import faulthandler
 import logging
 import os
 import signal
+import traceback
 from collections.abc import Callable
+from typing import Any
 
 from prefork.process import reopen_log_files, set_parent_death_signal, term_received_during_boot
 from prefork.scoreboard import WorkerContext
 
-__all__ = ["WorkerLifecycle", "install", "install_abort_hook"]
+__all__ = ["WorkerLifecycle", "install", "install_abort_hook", "report_waiting_tasks_after"]
 
 log = logging.getLogger("prefork.worker")
 
@@ -163,6 +165,62 @@ def enable_hang_tracebacks() -> None:
         faulthandler.enable(all_threads=True)
     except (RuntimeError, ValueError, AttributeError, OSError):
         log.warning("worker %d: no usable stderr, hang tracebacks are lost", os.getpid())
+
+
+def report_waiting_tasks_after(
+    loop: asyncio.AbstractEventLoop, boot_timeout: float, what: str
+) -> asyncio.TimerHandle:
+    """Log where the loop's tasks wait if ``what`` is still running well
+    before ``boot_timeout`` (cancel the handle once it is done).
+
+    A startup that awaits for ever (a database that never answers) leaves
+    the loop idle: the SIGABRT traceback at ``--boot-timeout`` then shows
+    only the loop waiting in ``run_until_complete``, never the await the
+    application is stuck on.  The tasks' own stacks do.
+    """
+    delay = max(boot_timeout * 0.5, boot_timeout - 5.0)
+
+    def report() -> None:
+        lines = []
+        for task in asyncio.all_tasks(loop):
+            frames = _await_chain(task.get_coro())
+            if not any(_is_applications(frame) for frame in frames):
+                continue  # (prefork's own: the lifespan's driver, its queue)
+            chain = traceback.StackSummary.extract((frame, frame.f_lineno) for frame in frames)
+            lines.append(f"  task {task.get_name()}:\n" + "".join(chain.format()).rstrip("\n"))
+        log.warning(
+            "worker %d: %s still running after %.1f s (--boot-timeout %g); its tasks wait at:\n%s",
+            os.getpid(),
+            what,
+            delay,
+            boot_timeout,
+            "\n".join(lines) or "  (no task of the application's)",
+        )
+
+    return loop.call_later(delay, report)
+
+
+_NOT_APPLICATION = (
+    os.path.dirname(os.path.abspath(__file__)) + os.sep,
+    os.path.dirname(os.path.abspath(asyncio.__file__)) + os.sep,
+)
+
+
+def _is_applications(frame: Any) -> bool:
+    return not os.path.abspath(frame.f_code.co_filename).startswith(_NOT_APPLICATION)
+
+
+def _await_chain(coro: Any) -> list[Any]:
+    """The frames of a suspended coroutine and of everything it awaits, in
+    turn (``Task.get_stack`` gives only the outermost one)."""
+    frames = []
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:
+            break
+        frames.append(frame)
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return frames
 
 
 def install(

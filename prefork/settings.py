@@ -607,7 +607,8 @@ class Config:
     bind: tuple[str, ...] = _s(
         ("127.0.0.1:8000",),
         _binds,
-        "address to listen on: HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N; repeatable",
+        "address to listen on: HOST:PORT, [IPV6]:PORT, PORT or :PORT (every interface), "
+        "unix:PATH, unix:@NAME (abstract) or fd://N; repeatable",
         "binding",
         short="-b",
         multiple=True,

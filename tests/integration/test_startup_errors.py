@@ -230,6 +230,25 @@ def test_a_worker_hung_in_its_lifespan_startup_shows_where(tmp_path: Path) -> No
     assert 'hang_app.py", line 5 in app' in result.stderr, result.stderr
 
 
+def test_a_lifespan_startup_awaiting_for_ever_shows_the_await(tmp_path: Path) -> None:
+    """A startup that awaits for ever leaves the loop idle: the SIGABRT
+    traceback showed only prefork's run_until_complete. Before the master's
+    kill, the worker logs where its tasks wait: the application's own await."""
+    (tmp_path / "await_app.py").write_text(
+        "import asyncio\n"
+        "async def wait_for_database():\n"
+        "    await asyncio.Event().wait()  # a database that never answers\n"
+        "async def app(scope, receive, send):\n"
+        "    if scope['type'] == 'lifespan':\n"
+        "        await receive()\n"
+        "        await wait_for_database()\n"
+    )
+    result = serve(tmp_path, "-w", "1", "--boot-timeout", "2", "await_app:app")
+    assert result.returncode == 3, result.stderr
+    assert "ASGI lifespan startup still running after 1.0 s" in result.stderr, result.stderr
+    assert 'await_app.py", line 3, in wait_for_database' in result.stderr, result.stderr
+
+
 def test_gunicorn_chdir_pythonpath_and_raw_env_reach_the_application(tmp_path: Path) -> None:
     """A gunicorn config file's chdir, pythonpath and raw_env were ignored
     ('no meaning for prefork'): its application then failed to import."""
