@@ -536,6 +536,7 @@ def _run(
         unlink_unix=unlink_unix,
         reexec_cwd=start_dir,
     )
+    master.wait_for_fix = config.reload  # (a first boot that fails waits for the next save)
     reloader = _start_reloader(config) if config.reload else None
     try:
         master.run()

@@ -116,6 +116,10 @@ class Master:
         self.unlink_unix = unlink_unix
         #: what hooks call ``server.log``
         self.log = log
+        #: when no worker of the first generation can boot, wait for a HUP
+        #: (``--reload``'s: the developer's next save) instead of exiting 3
+        self.wait_for_fix = False
+        self._waiting_for_fix = False
 
         self.pid = os.getpid()
         self.scoreboard: Scoreboard | None = None
@@ -354,12 +358,20 @@ class Master:
                     if not self._workers or self._enforce_stop_deadline(now):
                         break
                 elif not self._ever_ready and not self._workers and self._hold_spawns:
-                    log.error(
-                        "worker failed to boot (%s); see its error above",
-                        describe_status(self._last_boot_status or 0),
-                    )
-                    self._exit_status = 3
-                    break
+                    if not self.wait_for_fix:
+                        log.error(
+                            "worker failed to boot (%s); see its error above",
+                            describe_status(self._last_boot_status or 0),
+                        )
+                        self._exit_status = 3
+                        break
+                    if not self._waiting_for_fix:
+                        self._waiting_for_fix = True
+                        log.error(
+                            "worker failed to boot (%s); see its error above. "
+                            "--reload: waiting for a change to the code",
+                            describe_status(self._last_boot_status or 0),
+                        )
                 else:
                     self._manage(now)
                 self._wait()
@@ -570,6 +582,8 @@ class Master:
         self._generation += 1
         self._reloading = True
         self._forgive_failures()
+        if self._waiting_for_fix:  # (--reload: the save that may fix the boot)
+            self._waiting_for_fix = self._hold_spawns = False
         if self.scoreboard is not None:
             self.scoreboard.master.count_reload()
             self.scoreboard.master.set_info(self._target, self._generation)

@@ -215,3 +215,43 @@ def test_default_dirs_are_the_module_and_config_directories(tmp_path: Path, monk
     ]
     monkeypatch.chdir(tmp_path)
     assert default_dirs("not_a_module_anywhere:app", None) == [str(tmp_path.resolve())]
+
+
+def test_a_first_start_that_cannot_import_waits_for_the_fix(tmp_path: Path) -> None:
+    """Under --reload, an application that fails to import at the very first
+    start is a developer's half-written file: the master waits for the next
+    save instead of exiting 3 (as uvicorn --reload does), and serves once
+    the file is fixed."""
+    app_dir = tmp_path / "src"
+    app_dir.mkdir()
+    app = app_dir / "reload_app.py"
+    app.write_text("def app(request):\n    return (\n")
+    server = Cli(
+        tmp_path,
+        "-w",
+        "1",
+        "--reload",
+        "--reload-engine",
+        "poll",
+        env={"PYTHONPATH": str(app_dir)},
+        app="reload_app:app",
+    )
+    try:
+        wait_for(
+            lambda: "--reload: waiting for a change to the code" in server.log(),
+            20,
+            "the master to wait for a fix",
+        )
+        assert server.proc.poll() is None, server.log()
+        assert server.log().count("SyntaxError: '(' was never closed") == 1, server.log()
+        app.write_text(HANDLER.format(answer="fixed"))
+        server.wait_workers(1)
+        port = server.port()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request("GET", "/")
+            assert conn.getresponse().read() == b"fixed"
+        finally:
+            conn.close()
+    finally:
+        stop_all([server])
