@@ -435,6 +435,17 @@ def print_config(config: Config) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """The ``prefork`` command."""
+    try:
+        _main(argv)
+    except KeyboardInterrupt:
+        # Ctrl-C before the master handles its signals (while --preload or
+        # --check-config imports the application, say): one line, not the
+        # traceback of wherever the import was; 130 as a shell reports it.
+        print("prefork: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+def _main(argv: Sequence[str] | None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["status"]:
         from prefork.status import main as status_main

@@ -9,13 +9,14 @@ exits 3 (2 for ``--check-config`` and for a config file).
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, wait_for
 from tests.integration.test_cli_config import run_cli
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux process model")
@@ -287,3 +288,39 @@ def test_a_metrics_address_in_use_is_exit_2_naming_it(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stderr
     assert "--metrics-bind: " in result.stderr and "Address already in use" in result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_ctrl_c_while_preload_imports_is_one_line(tmp_path: Path) -> None:
+    """Ctrl-C while --preload imports the application (before the master
+    handles signals) printed the import's whole traceback; now one line and
+    the shell's status for it, 130."""
+    marker = tmp_path / "importing"
+    (tmp_path / "slow_import_app.py").write_text(
+        "import pathlib, time\n"
+        f"pathlib.Path({str(marker)!r}).touch()\n"
+        "time.sleep(30)\n"
+        "def app(environ, start_response):\n"
+        "    return []\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFORK_")}
+    env["PYTHONPATH"] = str(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefork", "-b", "127.0.0.1:0", "--preload", "slow_import_app:app"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # (as from a terminal: a child of a non-interactive shell may inherit SIGINT ignored)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        wait_for(marker.exists, 20, "the import to start")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    assert err == "prefork: interrupted\n", err
