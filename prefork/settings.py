@@ -906,9 +906,10 @@ class Config:
         metavar="MODE",
     )
     xheaders: bool = _s(
-        False,
+        True,
         parse_bool,
-        "use X-Real-Ip / X-Forwarded-For / X-Forwarded-Proto from trusted peers",
+        "use X-Real-Ip / X-Forwarded-For / X-Forwarded-Proto from trusted peers "
+        "(--forwarded-allow-ips: loopback by default, as uvicorn's --proxy-headers)",
         "proxies",
         flag=True,
     )

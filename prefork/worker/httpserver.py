@@ -122,6 +122,9 @@ class HTTPServer:
             settings["keep_alive"] = 0
         if xheaders:
             settings["xheaders"] = True
+        elif config is None:
+            # (the seed's default: off; the command line's trusts loopback peers)
+            settings.setdefault("xheaders", False)
         try:
             self.config: Config = make_config(config, **settings)
         except TypeError as exc:

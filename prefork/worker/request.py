@@ -10,6 +10,12 @@ from typing import TYPE_CHECKING, Any
 from prefork.worker.httputil import HTTPFile, HTTPHeaders, parse_qs_bytes
 from prefork.worker.xheaders import forwarded_ip, forwarded_protocol
 
+#: the headers xheaders reads, as HTTPHeaders keeps their names: a request
+#: with none of them (any not from a proxy) is told apart in one C-level set
+#: operation (~0.1 µs), not four header lookups (~0.6 µs: xheaders is on by
+#: default for loopback peers, so this is most requests in benchmarks).
+_FORWARDED = frozenset(("X-Real-Ip", "X-Forwarded-For", "X-Scheme", "X-Forwarded-Proto"))
+
 if TYPE_CHECKING:
     from prefork.worker.bodystream import BodyStream
     from prefork.worker.connection import HTTPConnection
@@ -63,7 +69,11 @@ class HTTPRequest:
         self.headers = headers if headers is not None else HTTPHeaders()
         self.body = body or b""
         self.connection = connection
-        if connection is not None and connection.xheaders:
+        if (
+            connection is not None
+            and connection.xheaders
+            and not _FORWARDED.isdisjoint(dict.keys(self.headers))
+        ):
             self.remote_ip = forwarded_ip(self.headers, remote_ip)
             self.protocol = forwarded_protocol(
                 self.headers, protocol or ("https" if connection.is_tls else "http")

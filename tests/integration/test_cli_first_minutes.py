@@ -332,3 +332,38 @@ def test_an_app_spec_without_a_colon_is_refused_before_any_fork(tmp_path: Path, 
         result, "prefork: error: app 'colonless': expected MODULE:CALLABLE, such as 'colonless:app'"
     )
     assert "gunicorn's default was 'colonless:application'" in line
+
+
+# -- a proxy on the same host ------------------------------------------------------------------
+
+
+SCHEME_APP = (
+    "def app(environ, start_response):\n"
+    "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+    "    return [f\"{environ['wsgi.url_scheme']} {environ['REMOTE_ADDR']}\".encode()]\n"
+)
+
+
+def test_a_proxy_on_loopback_is_trusted_by_default_as_under_uvicorn(tmp_path: Path) -> None:
+    """nginx on the same host says X-Forwarded-Proto: https; the application
+    saw http (and built http:// URLs, or redirected to https for ever) unless
+    --xheaders was given, where uvicorn (--proxy-headers) and gunicorn (its
+    secure_scheme_headers) trust a loopback peer by default.  --no-xheaders
+    turns it off; other peers are never trusted (--forwarded-allow-ips)."""
+    (tmp_path / "scheme_app.py").write_text(SCHEME_APP)
+    headers = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.7"}
+    for extra, expected in (([], b"https 203.0.113.7"), (["--no-xheaders"], b"http 127.0.0.1")):
+        log, pidfile = tmp_path / f"error{len(extra)}.log", tmp_path / f"p{len(extra)}.pid"
+        args = ["--error-log", str(log), "--pidfile", str(pidfile), *extra, "scheme_app:app"]
+        server = Server(tmp_path, pidfile, log, *args)
+        try:
+            port = server.port()
+            server.wait_workers(1)
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            try:
+                conn.request("GET", "/", headers=headers)
+                assert conn.getresponse().read() == expected
+            finally:
+                conn.close()
+        finally:
+            assert server.stop() == 0

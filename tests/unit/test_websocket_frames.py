@@ -163,6 +163,12 @@ class _Transport:
     def set_write_buffer_limits(self, *args, **kwargs) -> None:
         pass
 
+    def get_write_buffer_size(self) -> int:
+        return 0  # (asked by the send_timeout clock as writing pauses)
+
+    def get_extra_info(self, name: str, default=None):  # type: ignore[no-untyped-def]
+        return default
+
     def set_protocol(self, protocol) -> None:
         pass
 
