@@ -388,13 +388,13 @@ class Setting:
 
         ``--chdir`` moves the master before the pid file and the logs are
         opened, the application is loaded and any HUP re-reads the settings:
-        a relative ``--pidfile run/app.pid`` was checked against the directory
-        prefork was started in and then opened from the ``--chdir`` one (a
-        traceback, or a file somewhere else), and on HUP a relative
-        ``--config`` or ``--chdir`` was looked for under the ``--chdir``
-        directory.  Resolving once, against the starting directory, gives
-        every reader the same file.  Values that are not text are left to
-        the parser (its message names the setting).
+        a relative ``--pidfile run/app.pid`` was checked against one
+        directory and then opened from another (a traceback, or a file
+        somewhere else), and on HUP a relative ``--config`` or ``--chdir``
+        was looked for under the ``--chdir`` directory.  Resolving once, by
+        the rule :func:`prefork.config.load` applies (gunicorn's), gives every
+        reader the same file.  Values that are not text are left to the
+        parser (its message names the setting).
         """
         if not self.path or base is None:
             return value
@@ -556,6 +556,7 @@ class Config:
         "NAME=VALUE set in the environment of the master, the workers and the "
         "application (gunicorn's raw_env); repeatable",
         "application",
+        short="-e",
         multiple=True,
         metavar="NAME=VALUE",
         restart=True,
@@ -655,6 +656,7 @@ class Config:
         "seconds without a heartbeat before a worker is killed as hung (0: never, as "
         "gunicorn's timeout = 0; --boot-timeout still applies)",
         "workers",
+        short="-t",
         metavar="SECONDS",
     )
     boot_timeout: float = _s(
@@ -947,6 +949,7 @@ class Config:
         _file_to_write,
         "write the master's pid to this file (and PIDFILE.scoreboard for prefork status)",
         "deployment",
+        short="-p",
         metavar="FILE",
         restart=True,
         path=True,
@@ -956,6 +959,7 @@ class Config:
         _optional_str,
         "run workers as this user (name or uid) after binding",
         "deployment",
+        short="-u",
         metavar="USER",
         restart=True,
     )
@@ -964,6 +968,7 @@ class Config:
         _optional_str,
         "run workers as this group (name or gid) after binding",
         "deployment",
+        short="-g",
         metavar="GROUP",
         restart=True,
     )
@@ -980,6 +985,7 @@ class Config:
         _proc_name,
         "process title prefix: PROC_NAME: master, PROC_NAME: worker N",
         "deployment",
+        short="-n",
         metavar="NAME",
         restart=True,
     )

@@ -72,7 +72,7 @@ class HTTPRequest:
         if (
             connection is not None
             and connection.xheaders
-            and not _FORWARDED.isdisjoint(dict.keys(self.headers))
+            and not _FORWARDED.isdisjoint(dict.keys(self.headers))  # type: ignore[arg-type]
         ):
             self.remote_ip = forwarded_ip(self.headers, remote_ip)
             self.protocol = forwarded_protocol(

@@ -367,3 +367,36 @@ def test_a_proxy_on_loopback_is_trusted_by_default_as_under_uvicorn(tmp_path: Pa
                 conn.close()
         finally:
             assert server.stop() == 0
+
+
+def test_gunicorns_short_options_mean_what_they_mean_there(tmp_path: Path) -> None:
+    """``gunicorn -t 60 -p app.pid -e A=B -n api -u U -g G`` ported as it is:
+    each short option was refused ('unrecognized arguments'), the message
+    even blaming the application that followed it."""
+    printed = prefork(
+        "--print-config",
+        "-t",
+        "60",
+        "-p",
+        str(tmp_path / "app.pid"),
+        "-e",
+        "A=B",
+        "-n",
+        "api",
+        "-u",
+        str(os.getuid()),
+        "-g",
+        str(os.getgid()),
+        "examples.flask_app:app",
+    )
+    assert printed.returncode == 0, printed.stderr
+    lines = printed.stdout.splitlines()
+    for line in (
+        "timeout = 60.0",
+        f"pidfile = {str(tmp_path / 'app.pid')!r}",
+        "env = ('A=B',)",
+        "proc_name = 'api'",
+        f"user = '{os.getuid()}'",
+        f"group = '{os.getgid()}'",
+    ):
+        assert line in lines, printed.stdout
