@@ -1060,12 +1060,35 @@ class Config:
     hooks: Hooks = field(default_factory=Hooks, compare=True)
 
     def changes(self, other: Config) -> list[str]:
-        """Names of the settings (and ``hooks``) whose values differ in ``other``."""
+        """Names of the settings (and ``hooks``) whose values differ in ``other``.
+
+        Hooks read again from the same file are new function objects: they
+        count as changed only if their code did (every HUP logged "hooks
+        changed" otherwise)."""
         return [
             f.name
             for f in dataclasses.fields(self)
-            if getattr(self, f.name) != getattr(other, f.name)
+            if (
+                not _same_hooks(self.hooks, other.hooks)
+                if f.name == "hooks"
+                else getattr(self, f.name) != getattr(other, f.name)
+            )
         ]
+
+
+def _same_hooks(old: Hooks, new: Hooks) -> bool:
+    for f in dataclasses.fields(old):
+        a, b = getattr(old, f.name), getattr(new, f.name)
+        if a is not b and _hook_code(a) != _hook_code(b):
+            return False
+    return True
+
+
+def _hook_code(hook: Any) -> Any:
+    code = getattr(hook, "__code__", None)
+    if code is None:
+        return hook  # (None, or a callable object: compared as it is)
+    return (code.co_code, code.co_consts, code.co_names, getattr(hook, "__defaults__", None))
 
 
 #: The table of settings, in ``--help`` order (``hooks`` is not a setting).

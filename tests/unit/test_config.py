@@ -488,3 +488,15 @@ def test_gunicorn_timeout_0_and_cert_reqs_numbers_are_accepted(tmp_path: Path) -
             make_config(cert_reqs=bad)
     with pytest.raises(ConfigError, match="^--timeout: must be >= 0"):
         make_config(timeout=-1)
+
+
+def test_hooks_read_again_unchanged_are_not_a_change(tmp_path: Path) -> None:
+    """A HUP reads the config file again: its hooks are new function objects,
+    and every HUP logged 'reloaded settings: hooks changed'. Only a change of
+    their code counts."""
+    path = write(tmp_path, "def post_fork(server, worker):\n    server.log.info('a')\n")
+    first = loader.load({"config": path}).config
+    again = loader.load({"config": path}).config
+    assert first.changes(again) == []
+    write(tmp_path, "def post_fork(server, worker):\n    server.log.info('b')\n")
+    assert first.changes(loader.load({"config": path}).config) == ["hooks"]
