@@ -14,6 +14,7 @@ the setting; the CLI prints it and exits with status 2.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
 import inspect
@@ -303,6 +304,7 @@ def read_config_file(
     warnings: list[str] = []
     unknown: list[str] = []
     files = base
+    defined = set(namespace) | _assigned_names(path)
     if chdir is None:
         chdir = namespace.get("chdir")
     if chdir is not None and base is not None:
@@ -331,10 +333,10 @@ def read_config_file(
             # the default, unnoticed); anything else is the file's own helper
             # variable (gunicorn config files are full of them), ignored and
             # named once below.
-            close = difflib.get_close_matches(name, [*BY_NAME, *HOOKS], n=1, cutoff=0.85)
-            if close:
+            typo_of = _near_miss(name, defined)
+            if typo_of:
                 raise ConfigError(
-                    "config", f"{path}: unknown setting {name!r}; did you mean {close[0]!r}?"
+                    "config", f"{path}: unknown setting {name!r}; did you mean {typo_of!r}?"
                 )
             if not name.isupper():
                 unknown.append(name)
@@ -345,6 +347,38 @@ def read_config_file(
     if unknown:
         warnings.append(f"{path}: not settings, ignored (helper variables?): {', '.join(unknown)}")
     return values, Hooks(**hooks), warnings
+
+
+def _assigned_names(path: str) -> set[str]:
+    """Every name the file assigns anywhere, run or not: ``certfile = cert_file``
+    under ``if cert_file:`` still makes ``cert_file`` a helper, not a typo."""
+    try:
+        with open(path, "rb") as file:
+            tree = ast.parse(file.read(), path)
+    except (OSError, SyntaxError, ValueError):
+        return set()
+    return {
+        node.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)
+    }
+
+
+def _near_miss(name: str, defined: set[str]) -> str | None:
+    """The setting ``name`` is a typo of, or None for one of the file's helpers.
+
+    Candidates are prefork's settings and hooks and gunicorn's names (a
+    misspelt ``preload_app`` would otherwise be a helper, ignored).  A near
+    miss is not a typo when the name it is near is defined in the same file
+    too (tiangolo's ``graceful_timeout_str`` next to ``graceful_timeout``),
+    or when the name is that one plus a suffix (``max_requests_str``,
+    ``timeout_s``): helpers like these are how gunicorn files are written.
+    """
+    candidates = [*BY_NAME, *HOOKS, *GUNICORN_ALIASES, *GUNICORN_IGNORED]
+    close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.85)
+    if any(match in defined or name.startswith(match + "_") for match in close):
+        return None
+    return close[0] if close else None
 
 
 def _check_hook(path: str, name: str, value: Any) -> Callable[..., Any]:

@@ -486,3 +486,38 @@ def test_gunicorn_timeout_0_and_cert_reqs_numbers_are_accepted(tmp_path: Path) -
             make_config(cert_reqs=bad)
     with pytest.raises(ConfigError, match="^--timeout: must be >= 0"):
         make_config(timeout=-1)
+
+
+TIANGOLO_HELPERS = """\
+import os
+graceful_timeout_str = os.getenv("GRACEFUL_TIMEOUT", "120")
+max_requests_str = os.getenv("MAX_REQUESTS", "1000")
+timeout_s = "90"
+graceful_timeout = int(graceful_timeout_str)
+max_requests = int(max_requests_str)
+timeout = int(timeout_s)
+cert_file = os.getenv("NO_SUCH_VARIABLE_FOR_THE_TEST")
+if cert_file:
+    certfile = cert_file
+"""
+
+
+def test_helpers_named_after_a_setting_are_not_typos(tmp_path: Path) -> None:
+    """tiangolo's gunicorn_conf.py (graceful_timeout_str next to
+    graceful_timeout) was refused as a typo: a near miss of a name the file
+    also assigns (even under an if not taken), or that name plus a suffix, is
+    a helper. Other near misses, of prefork's names or gunicorn's, stay errors."""
+    loaded = loader.load({"config": write(tmp_path, TIANGOLO_HELPERS)})
+    assert (loaded.config.graceful_timeout, loaded.config.max_requests) == (120, 1000)
+    [ignored] = [w for w in loaded.warnings if "not settings, ignored" in w]
+    assert ignored.endswith("graceful_timeout_str, max_requests_str, timeout_s, cert_file")
+    for typo, meant in [
+        ("max_requests_jiter = 5", "max_requests_jitter"),
+        ("preload_ap = True", "preload_app"),
+        ("raw_evn = ['A=1']", "raw_env"),
+        ("worker_conections = 10", "worker_connections"),
+        ("limit_request_lin = 100", "limit_request_line"),
+        ("logconfig_dic = {}", "logconfig_dict"),
+    ]:
+        with pytest.raises(ConfigError, match=rf"unknown setting .*; did you mean '{meant}'\?$"):
+            loader.load({"config": write(tmp_path, typo + "\n")})
