@@ -63,6 +63,9 @@ GUNICORN_ALIASES = {
     "proxy_allow_ips": "forwarded_allow_ips",
     "worker_connections": "max_connections",
     "raw_env": "env",
+    # gunicorn 27's ASGI worker: the same values (auto, on, off), the same size
+    "asgi_lifespan": "lifespan",
+    "websocket_max_message_size": "ws_max_size",
 }
 
 #: gunicorn settings that have no meaning for prefork: ignored with a warning.
@@ -75,8 +78,25 @@ GUNICORN_IGNORED = frozenset(
     strip_header_spaces permit_unconventional_http_method permit_unconventional_http_version
     casefold_http_method header_map limit_request_field_size ssl_version ciphers
     do_handshake_on_connect suppress_ragged_eofs initgroups disable_redirect_access_to_syslog
-    errorlog_format proxy_protocol_timeout""".split()
+    errorlog_format proxy_protocol_timeout
+    enable_backlog_metric default_proc_name protocol uwsgi_allow_ips http_protocols
+    http2_cleartext http2_max_concurrent_streams http2_initial_window_size http2_max_frame_size
+    http2_max_header_list_size raw_paste_global_conf permit_obsolete_folding asgi_loop
+    asgi_disconnect_grace_period http_parser dirty_apps dirty_workers dirty_timeout
+    dirty_threads dirty_graceful_timeout control_socket control_socket_mode
+    control_socket_disable""".split()
 )
+
+#: gunicorn's hooks that prefork does not call (gunicorn 27's dirty arbiter,
+#: its TLS context factory): a file defining one is warned about, since the
+#: code in it would otherwise never run, unnoticed.
+GUNICORN_UNSUPPORTED_HOOKS = frozenset(
+    "ssl_context on_dirty_starting dirty_post_fork dirty_worker_init dirty_worker_exit".split()
+)
+
+#: gunicorn 27's proxy_protocol values: prefork reads v1 and v2 headers alike,
+#: so every "on" value is on (v1 or v2 alone: the other version is read too).
+GUNICORN_PROXY_PROTOCOL = {"v1": True, "v2": True, "auto": True, "none": False}
 
 
 #: ``PREFORK_*`` variables that are not settings: read by other parts
@@ -315,6 +335,11 @@ def read_config_file(
         if name in HOOKS:
             hooks[name] = _check_hook(path, name, value)
             continue
+        if name in GUNICORN_UNSUPPORTED_HOOKS and callable(value):
+            warnings.append(
+                f"{path}: gunicorn hook {name!r} is not supported by prefork: never called"
+            )
+            continue
         if callable(value) and name not in BY_NAME and name not in GUNICORN_ALIASES:
             close = difflib.get_close_matches(name, HOOKS, n=1, cutoff=0.85)
             if close and isinstance(value, types.FunctionType):
@@ -343,6 +368,8 @@ def read_config_file(
             continue
         if setting_name == "config":
             raise ConfigError("config", f"{path}: a config file cannot name another one")
+        if setting_name == "proxy_protocol" and (value is None or isinstance(value, str)):
+            value = GUNICORN_PROXY_PROTOCOL.get(str(value).strip().lower(), value)
         values[setting_name] = _parse(BY_NAME[setting_name], value, base, files)
     if unknown:
         warnings.append(f"{path}: not settings, ignored (helper variables?): {', '.join(unknown)}")

@@ -21,3 +21,23 @@ def test_tiangolos_gunicorn_conf_runs_unchanged() -> None:
     result = run_cli("--check-config", "-c", str(APPS / "tiangolo_gunicorn_conf.py"), APP)
     assert result.returncode == 0, result.stderr
     assert "graceful_timeout_str" in result.stderr  # (named among the helper variables)
+
+
+def test_a_gunicorn_27_file_is_checked_with_one_warning_per_name(tmp_path: Path) -> None:
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text(
+        'proxy_protocol = "v2"\nasgi_lifespan = "on"\ncontrol_socket_disable = True\n'
+        "def dirty_worker_init(worker):\n    pass\n"
+    )
+    result = run_cli("--print-config", "-c", str(conf), APP)
+    assert result.returncode == 0, result.stderr
+    assert "proxy_protocol = True" in result.stdout
+    assert "lifespan = 'on'" in result.stdout
+    result = run_cli("--check-config", "-c", str(conf), APP)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        f"prefork: warning: {conf}: gunicorn setting 'control_socket_disable' has no meaning "
+        "for prefork: ignored",
+        f"prefork: warning: {conf}: gunicorn hook 'dirty_worker_init' is not supported by "
+        "prefork: never called",
+    ]

@@ -521,3 +521,39 @@ def test_helpers_named_after_a_setting_are_not_typos(tmp_path: Path) -> None:
     ]:
         with pytest.raises(ConfigError, match=rf"unknown setting .*; did you mean '{meant}'\?$"):
             loader.load({"config": write(tmp_path, typo + "\n")})
+
+
+GUNICORN_27_FILE = """\
+bind = "127.0.0.1:8000"
+asgi_lifespan = "off"
+websocket_max_message_size = 1048576
+control_socket_disable = True
+http_protocols = "h1"
+dirty_workers = 2
+def ssl_context(conf, default_ssl_context_factory):
+    return default_ssl_context_factory()
+def dirty_post_fork(arbiter, worker):
+    pass
+"""
+
+
+def test_gunicorn_27_names_and_values(tmp_path: Path) -> None:
+    """gunicorn 27's names mean prefork's settings (asgi_lifespan,
+    websocket_max_message_size) or are ignored with gunicorn's warning (they
+    were "helper variables?"); its hooks prefork never calls are named, not
+    dropped silently; its proxy_protocol values v1, v2, auto are on."""
+    loaded = loader.load({"config": write(tmp_path, GUNICORN_27_FILE)})
+    assert (loaded.config.lifespan, loaded.config.ws_max_size) == ("off", 1048576)
+    assert not any("helper variables" in w for w in loaded.warnings), loaded.warnings
+    for name in ("control_socket_disable", "http_protocols", "dirty_workers"):
+        assert any(f"gunicorn setting {name!r} has no meaning" in w for w in loaded.warnings)
+    for hook in ("ssl_context", "dirty_post_fork"):
+        assert any(f"gunicorn hook {hook!r} is not supported" in w for w in loaded.warnings)
+    for value, on in [("'v1'", True), ("'v2'", True), ("'auto'", True), ("'off'", False)]:
+        conf = write(tmp_path, f"proxy_protocol = {value}\n")
+        assert loader.load({"config": conf}).config.proxy_protocol is on
+    assert not loader.load(
+        {"config": write(tmp_path, "proxy_protocol = None\n")}
+    ).config.proxy_protocol
+    with pytest.raises(ConfigError, match="proxy_protocol|proxy-protocol"):
+        loader.load({"config": write(tmp_path, "proxy_protocol = 'v3'\n")})
