@@ -94,6 +94,21 @@ GUNICORN_UNSUPPORTED_HOOKS = frozenset(
     "ssl_context on_dirty_starting dirty_post_fork dirty_worker_init dirty_worker_exit".split()
 )
 
+#: gunicorn's limits whose 0 means "unlimited" -> the prefork setting.  prefork
+#: refuses 0 for its own names (a limit of nothing is a mistake there); for
+#: gunicorn's the limit becomes the widest the head allows: the whole head's
+#: bound (max_header_size), which still applies, so nothing is unbounded.
+GUNICORN_UNLIMITED = {
+    "limit_request_line": "max_request_line",
+    "limit_request_fields": "max_headers",
+}
+
+
+class _HeadBound:
+    """A file's gunicorn limit of 0, resolved against max_header_size once every
+    source is merged (the environment or the command line may change it)."""
+
+
 #: gunicorn 27's proxy_protocol values: prefork reads v1 and v2 headers alike,
 #: so every "on" value is on (v1 or v2 alone: the other version is read too).
 GUNICORN_PROXY_PROTOCOL = {"v1": True, "v2": True, "auto": True, "none": False}
@@ -158,6 +173,15 @@ def load(
     for name, value in cli.items():
         if value is not None and name in BY_NAME and name != "chdir":
             values[name] = _parse(BY_NAME[name], value, base, files)
+    for gunicorn_name, name in GUNICORN_UNLIMITED.items():
+        if isinstance(values.get(name), _HeadBound):
+            bound = values.get("max_header_size", BY_NAME["max_header_size"].default)
+            # (a header line takes at least 4 bytes, "a:\r\n": no more fit the head)
+            values[name] = bound if name == "max_request_line" else max(1, bound // 4)
+            warnings.append(
+                f"{gunicorn_name} = 0 (gunicorn: unlimited): {name} = {values[name]}, "
+                f"as far as --max-header-size ({bound} bytes) allows"
+            )
     config = Config(**values, hooks=hooks)
     validate(config)
     if config.workers == 0:
@@ -368,6 +392,9 @@ def read_config_file(
             continue
         if setting_name == "config":
             raise ConfigError("config", f"{path}: a config file cannot name another one")
+        if name in GUNICORN_UNLIMITED and not isinstance(value, bool) and value in (0, "0"):
+            values[setting_name] = _HeadBound()
+            continue
         if setting_name == "proxy_protocol" and (value is None or isinstance(value, str)):
             value = GUNICORN_PROXY_PROTOCOL.get(str(value).strip().lower(), value)
         values[setting_name] = _parse(BY_NAME[setting_name], value, base, files)

@@ -41,3 +41,11 @@ def test_a_gunicorn_27_file_is_checked_with_one_warning_per_name(tmp_path: Path)
         f"prefork: warning: {conf}: gunicorn hook 'dirty_worker_init' is not supported by "
         "prefork: never called",
     ]
+
+
+def test_gunicorns_limit_request_line_0_is_accepted(tmp_path: Path) -> None:
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text("limit_request_line = 0\n")
+    result = run_cli("--print-config", "-c", str(conf), APP)
+    assert result.returncode == 0, result.stderr
+    assert "max_request_line = 65536" in result.stdout

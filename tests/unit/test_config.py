@@ -557,3 +557,23 @@ def test_gunicorn_27_names_and_values(tmp_path: Path) -> None:
     ).config.proxy_protocol
     with pytest.raises(ConfigError, match="proxy_protocol|proxy-protocol"):
         loader.load({"config": write(tmp_path, "proxy_protocol = 'v3'\n")})
+
+
+def test_gunicorns_unlimited_request_line_and_fields(tmp_path: Path) -> None:
+    """gunicorn's limit_request_line = 0 (and limit_request_fields = 0) is
+    "unlimited": it was refused ("must be at least 1 byte"). It is the widest
+    the head's bound allows, with a note; prefork's own names keep refusing 0."""
+    conf = write(tmp_path, "limit_request_line = 0\nlimit_request_fields = 0\n")
+    loaded = loader.load({"config": conf})
+    assert (loaded.config.max_request_line, loaded.config.max_headers) == (65536, 16384)
+    assert (
+        "limit_request_line = 0 (gunicorn: unlimited): max_request_line = 65536, as far as "
+        "--max-header-size (65536 bytes) allows" in loaded.warnings
+    )
+    loaded = loader.load({"config": conf}, {"PREFORK_MAX_HEADER_SIZE": "128K"})
+    assert loaded.config.max_request_line == 131072
+    assert loader.load({"config": conf, "max_request_line": "100"}).config.max_request_line == 100
+    with pytest.raises(ConfigError, match="must be at least 1 byte"):
+        loader.load({"config": write(tmp_path, "max_request_line = 0\n")})
+    with pytest.raises(ConfigError, match="max-headers"):
+        loader.load({"max_headers": "0"})
