@@ -60,7 +60,6 @@ GUNICORN_ALIASES = {
     "wsgi_app": "app",
     "limit_request_line": "max_request_line",
     "limit_request_fields": "max_headers",
-    "proxy_allow_ips": "forwarded_allow_ips",
     "worker_connections": "max_connections",
     "raw_env": "env",
     # gunicorn 27's ASGI worker: the same values (auto, on, off), the same size
@@ -108,6 +107,10 @@ class _HeadBound:
     """A file's gunicorn limit of 0, resolved against max_header_size once every
     source is merged (the environment or the command line may change it)."""
 
+
+#: the key, in a config file's values, of gunicorn's proxy_allow_ips: merged
+#: into forwarded_allow_ips by :func:`load` once proxy_protocol is known.
+PROXY_ALLOW_IPS = "proxy_allow_ips"
 
 #: gunicorn 27's proxy_protocol values: prefork reads v1 and v2 headers alike,
 #: so every "on" value is on (v1 or v2 alone: the other version is read too).
@@ -182,6 +185,9 @@ def load(
                 f"{gunicorn_name} = 0 (gunicorn: unlimited): {name} = {values[name]}, "
                 f"as far as --max-header-size ({bound} bytes) allows"
             )
+    proxy_ips = values.pop(PROXY_ALLOW_IPS, None)
+    if proxy_ips is not None:
+        _apply_proxy_allow_ips(values, proxy_ips, cli, environ, warnings)
     config = Config(**values, hooks=hooks)
     validate(config)
     if config.workers == 0:
@@ -200,6 +206,45 @@ def load(
             "scheme stay the proxy's"
         )
     return Loaded(config, tuple(warnings))
+
+
+def _apply_proxy_allow_ips(
+    values: dict[str, Any],
+    proxy_ips: str,
+    cli: Mapping[str, Any],
+    environ: Mapping[str, str],
+    warnings: list[str],
+) -> None:
+    """gunicorn's ``proxy_allow_ips`` (a file's), merged into ``values``.
+
+    gunicorn keeps two lists: ``proxy_allow_ips`` for the PROXY protocol,
+    ``forwarded_allow_ips`` for X-Forwarded-*; prefork trusts one list of
+    peers for both.  So the PROXY list is used only when the PROXY protocol is
+    on (otherwise it means nothing, as in gunicorn), and never silently
+    instead of another list: when both are given and differ, a warning names
+    both and the one used (the PROXY list, unless ``forwarded_allow_ips`` came
+    from the environment or the command line, which win over the file).
+    """
+    proxy_on = values.get("proxy_protocol", False)
+    if not proxy_on:
+        warnings.append(
+            "proxy_allow_ips (gunicorn's list for the PROXY protocol) is ignored: "
+            "--proxy-protocol is off"
+        )
+        return
+    later = cli.get("forwarded_allow_ips") is not None or (
+        BY_NAME["forwarded_allow_ips"].env in environ
+    )
+    forwarded = values.get("forwarded_allow_ips")
+    if forwarded is not None and forwarded != proxy_ips:
+        used = "forwarded_allow_ips" if later else "proxy_allow_ips"
+        warnings.append(
+            f"proxy_allow_ips ({proxy_ips}) and forwarded_allow_ips ({forwarded}) differ: "
+            f"prefork trusts one list for the PROXY protocol and X-Forwarded-*; using "
+            f"{used}"
+        )
+    if not later:
+        values["forwarded_allow_ips"] = proxy_ips
 
 
 def check_environment(environ: Mapping[str, str]) -> list[str]:
@@ -377,6 +422,9 @@ def read_config_file(
                 f"{path}: gunicorn setting {name!r} has no meaning for prefork: ignored"
             )
             continue
+        if name == PROXY_ALLOW_IPS:
+            values[name] = _parse(BY_NAME["forwarded_allow_ips"], value, base, files)
+            continue
         if setting_name not in BY_NAME:
             # A near miss of a setting is a typo (it would otherwise run with
             # the default, unnoticed); anything else is the file's own helper
@@ -428,7 +476,7 @@ def _near_miss(name: str, defined: set[str]) -> str | None:
     or when the name is that one plus a suffix (``max_requests_str``,
     ``timeout_s``): helpers like these are how gunicorn files are written.
     """
-    candidates = [*BY_NAME, *HOOKS, *GUNICORN_ALIASES, *GUNICORN_IGNORED]
+    candidates = [*BY_NAME, *HOOKS, *GUNICORN_ALIASES, *GUNICORN_IGNORED, PROXY_ALLOW_IPS]
     close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.85)
     if any(match in defined or name.startswith(match + "_") for match in close):
         return None

@@ -49,3 +49,17 @@ def test_gunicorns_limit_request_line_0_is_accepted(tmp_path: Path) -> None:
     result = run_cli("--print-config", "-c", str(conf), APP)
     assert result.returncode == 0, result.stderr
     assert "max_request_line = 65536" in result.stdout
+
+
+def test_proxy_allow_ips_and_forwarded_allow_ips_that_differ_are_named(tmp_path: Path) -> None:
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text(
+        "proxy_protocol = True\nforwarded_allow_ips = '10.0.0.1'\nproxy_allow_ips = '10.0.0.2'\n"
+    )
+    result = run_cli("--check-config", "-c", str(conf), APP)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        "prefork: warning: proxy_allow_ips (10.0.0.2) and forwarded_allow_ips (10.0.0.1) "
+        "differ: prefork trusts one list for the PROXY protocol and X-Forwarded-*; using "
+        "proxy_allow_ips"
+    ]

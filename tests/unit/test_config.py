@@ -577,3 +577,29 @@ def test_gunicorns_unlimited_request_line_and_fields(tmp_path: Path) -> None:
         loader.load({"config": write(tmp_path, "max_request_line = 0\n")})
     with pytest.raises(ConfigError, match="max-headers"):
         loader.load({"max_headers": "0"})
+
+
+def test_proxy_allow_ips_never_silently_replaces_forwarded_allow_ips(tmp_path: Path) -> None:
+    """Both gunicorn names were one prefork setting: the later line won,
+    silently. gunicorn's proxy_allow_ips is for the PROXY protocol only."""
+
+    def load(text: str, **cli: str) -> loader.Loaded:
+        return loader.load({"config": write(tmp_path, text), **cli})
+
+    both = "forwarded_allow_ips = '10.0.0.1'\nproxy_allow_ips = '10.0.0.2'\n"
+    loaded = load(both)  # (PROXY protocol off: the PROXY list means nothing)
+    assert loaded.config.forwarded_allow_ips == "10.0.0.1"
+    assert any("proxy_allow_ips (gunicorn's list" in w and "off" in w for w in loaded.warnings)
+    loaded = load(both + "proxy_protocol = True\n")
+    assert loaded.config.forwarded_allow_ips == "10.0.0.2"
+    assert (
+        "proxy_allow_ips (10.0.0.2) and forwarded_allow_ips (10.0.0.1) differ: prefork trusts "
+        "one list for the PROXY protocol and X-Forwarded-*; using proxy_allow_ips"
+        in loaded.warnings
+    )
+    loaded = load(both + "proxy_protocol = 'v2'\n", forwarded_allow_ips="10.0.0.3")
+    assert loaded.config.forwarded_allow_ips == "10.0.0.3"
+    assert any("using forwarded_allow_ips" in w for w in loaded.warnings)
+    loaded = load("proxy_allow_ips = ['10.0.0.2']\nproxy_protocol = True\n")
+    assert loaded.config.forwarded_allow_ips == "10.0.0.2"
+    assert not any("proxy_allow_ips" in w for w in loaded.warnings)
