@@ -417,6 +417,16 @@ def read_config_file(
                 )
             continue  # helpers, imported classes
         setting_name = GUNICORN_ALIASES.get(name, name)
+        if name == "worker_class" and _worker_kind(value) == "sync" and "threads" not in namespace:
+            # gunicorn's sync worker serves one request at a time: an
+            # application that is not thread-safe must not get prefork's 4.
+            values["threads"] = 1
+            warnings.append(
+                f"{path}: gunicorn setting 'worker_class' = {value!r}: threads = 1 (one "
+                "request at a time per worker, as gunicorn's sync worker); the class itself "
+                "is ignored"
+            )
+            continue
         if name in GUNICORN_IGNORED or (name == "access_log_format" and "%(" in str(value)):
             warnings.append(
                 f"{path}: gunicorn setting {name!r} has no meaning for prefork: ignored"
@@ -448,7 +458,40 @@ def read_config_file(
         values[setting_name] = _parse(BY_NAME[setting_name], value, base, files)
     if unknown:
         warnings.append(f"{path}: not settings, ignored (helper variables?): {', '.join(unknown)}")
+    if "timeout" in namespace and "request_timeout" not in namespace:
+        # (not gthread: its main thread keeps the heartbeat while a request is stuck)
+        if _worker_kind(namespace.get("worker_class")) == "sync" and (
+            _is_gunicorn_file(path, namespace)
+        ):
+            warnings.append(
+                f"{path}: timeout: gunicorn's sync worker was killed when one request "
+                "ran this long (a 500); prefork's --timeout only catches a worker whose event "
+                "loop is blocked: to limit a request's time, set request_timeout"
+            )
     return values, Hooks(**hooks), warnings
+
+
+def _worker_kind(worker_class: Any) -> str:
+    """gunicorn's worker class, as ``sync``, ``gthread`` or ``other``; ``sync``
+    when not set (gunicorn's default)."""
+    if worker_class is None:
+        return "sync"
+    text = str(worker_class).strip()
+    if text in ("sync", "gunicorn.workers.sync.SyncWorker"):
+        return "sync"
+    if text in ("gthread", "gunicorn.workers.gthread.ThreadWorker"):
+        return "gthread"
+    return "other"
+
+
+def _is_gunicorn_file(path: str, namespace: Mapping[str, Any]) -> bool:
+    """A file written for gunicorn: named so (gunicorn.conf.py,
+    gunicorn_conf.py) or using a gunicorn name prefork spells otherwise; a
+    prefork file's ``timeout`` means prefork's and gets no gunicorn note."""
+    if "gunicorn" in os.path.basename(path):
+        return True
+    gunicorn_names = {*GUNICORN_ALIASES, *GUNICORN_IGNORED, PROXY_ALLOW_IPS}
+    return any(name in gunicorn_names for name in namespace)
 
 
 def _assigned_names(path: str) -> set[str]:

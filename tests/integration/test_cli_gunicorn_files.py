@@ -63,3 +63,15 @@ def test_proxy_allow_ips_and_forwarded_allow_ips_that_differ_are_named(tmp_path:
         "differ: prefork trusts one list for the PROXY protocol and X-Forwarded-*; using "
         "proxy_allow_ips"
     ]
+
+
+def test_a_sync_worker_file_runs_one_thread_per_worker(tmp_path: Path) -> None:
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text("workers = 2\nworker_class = 'sync'\ntimeout = 3\n")
+    result = run_cli("--print-config", "-c", str(conf), APP)
+    assert result.returncode == 0, result.stderr
+    assert "threads = 1" in result.stdout.splitlines()
+    result = run_cli("--check-config", "-c", str(conf), APP)
+    assert result.returncode == 0, result.stderr
+    assert len(result.stderr.splitlines()) == 2  # (the threads note, the timeout note)
+    assert "set request_timeout" in result.stderr

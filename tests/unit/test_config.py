@@ -346,7 +346,8 @@ def test_a_gunicorn_config_file_loads_unchanged(tmp_path: Path) -> None:
         "worker_exit",
     ]
     ignored = [w for w in loaded.warnings if "ignored" in w]
-    assert any("'worker_class'" in w for w in ignored)
+    assert any("'worker_class' = 'sync': threads = 1" in w for w in ignored)
+    assert config.threads == 1  # (one request at a time, as gunicorn's sync worker)
     assert any("'access_log_format'" in w for w in ignored)
 
 
@@ -603,3 +604,32 @@ def test_proxy_allow_ips_never_silently_replaces_forwarded_allow_ips(tmp_path: P
     loaded = load("proxy_allow_ips = ['10.0.0.2']\nproxy_protocol = True\n")
     assert loaded.config.forwarded_allow_ips == "10.0.0.2"
     assert not any("proxy_allow_ips" in w for w in loaded.warnings)
+
+
+def test_gunicorns_sync_worker_is_one_thread_and_its_timeout_is_explained(
+    tmp_path: Path,
+) -> None:
+    """worker_class = "sync" quietly became 4 threads per worker (an
+    application that is not thread-safe ran concurrently); and gunicorn's sync
+    timeout ended a stuck request, which prefork's --timeout does not."""
+
+    def load(text: str, name: str = "conf.py", **cli: str) -> loader.Loaded:
+        return loader.load({"config": write(tmp_path, text, name), **cli})
+
+    assert load("worker_class = 'sync'\n").config.threads == 1
+    assert load("worker_class = 'sync'\n", threads="8").config.threads == 8
+    assert load("worker_class = 'sync'\nthreads = 3\n").config.threads == 3  # (gthread)
+    assert load("worker_class = 'gthread'\n").config.threads == 4
+    assert load("worker_class = 'uvicorn.workers.UvicornWorker'\n").config.threads == 4
+    assert load("workers = 2\n").config.threads == 4  # (a prefork file)
+
+    def noted(loaded: loader.Loaded) -> bool:
+        return any("set request_timeout" in w for w in loaded.warnings)
+
+    assert noted(load("timeout = 3\n", "gunicorn.conf.py"))
+    assert noted(load("timeout = 3\nloglevel = 'info'\n"))
+    assert noted(load("timeout = 3\nworker_class = 'sync'\n"))
+    assert not noted(load("timeout = 3\nworker_class = 'gthread'\n"))
+    assert not noted(load("timeout = 3\n"))  # (prefork's own file: prefork's timeout)
+    assert not noted(load("timeout = 3\nrequest_timeout = 3\n", "gunicorn.conf.py"))
+    assert not noted(load("timeout = 3\nworker_class = 'uvicorn.workers.UvicornWorker'\n"))
