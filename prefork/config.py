@@ -185,6 +185,11 @@ def load(
                 f"{gunicorn_name} = 0 (gunicorn: unlimited): {name} = {values[name]}, "
                 f"as far as --max-header-size ({bound} bytes) allows"
             )
+    if values.get("umask") is not None and "unix_socket_mode" not in values:
+        # gunicorn binds unix sockets under its umask and leaves the mode so:
+        # umask = 0o007 gives srwxrwx--- (nginx in the group may connect);
+        # prefork's 0600 would refuse it.
+        values["unix_socket_mode"] = 0o777 & ~values["umask"]
     proxy_ips = values.pop(PROXY_ALLOW_IPS, None)
     if proxy_ips is not None:
         _apply_proxy_allow_ips(values, proxy_ips, cli, environ, warnings)

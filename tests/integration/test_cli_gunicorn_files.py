@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.integration.test_cli_config import APP, run_cli
+from tests.conftest import wait_for
+from tests.integration.test_cli_config import APP, Cli, run_cli, stop_all
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux process model")
 
@@ -75,3 +78,17 @@ def test_a_sync_worker_file_runs_one_thread_per_worker(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert len(result.stderr.splitlines()) == 2  # (the threads note, the timeout note)
     assert "set request_timeout" in result.stderr
+
+
+def test_a_gunicorn_umask_gives_the_unix_sockets_mode(tmp_path: Path) -> None:
+    """A real start: the socket's mode follows the file's umask as under
+    gunicorn (0o007: srwxrwx---), not prefork's 0600."""
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text("workers = 1\numask = 0o007\n")
+    sock = tmp_path / "app.sock"
+    server = Cli(tmp_path, "-c", str(conf), "-b", f"unix:{sock}")
+    try:
+        wait_for(sock.exists, 30, "the unix socket")
+        assert stat.S_IMODE(os.stat(sock).st_mode) == 0o770
+    finally:
+        stop_all([server])

@@ -633,3 +633,16 @@ def test_gunicorns_sync_worker_is_one_thread_and_its_timeout_is_explained(
     assert not noted(load("timeout = 3\n"))  # (prefork's own file: prefork's timeout)
     assert not noted(load("timeout = 3\nrequest_timeout = 3\n", "gunicorn.conf.py"))
     assert not noted(load("timeout = 3\nworker_class = 'uvicorn.workers.UvicornWorker'\n"))
+
+
+def test_a_umask_gives_the_unix_socket_mode_gunicorn_gives(tmp_path: Path) -> None:
+    """gunicorn binds unix sockets under its umask (umask = 0o007:
+    srwxrwx---); prefork kept 0600, refusing nginx in the group."""
+    assert loader.load({"config": write(tmp_path, "umask = 0o007\n")}).config.unix_socket_mode == (
+        0o770
+    )
+    assert loader.load({"umask": "027"}).config.unix_socket_mode == 0o750
+    given = loader.load({"config": write(tmp_path, "umask = 0o007\nunix_socket_mode = 0o600\n")})
+    assert given.config.unix_socket_mode == 0o600
+    assert loader.load({"umask": "007", "unix_socket_mode": "660"}).config.unix_socket_mode == 0o660
+    assert loader.load({}).config.unix_socket_mode == 0o600
