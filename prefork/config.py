@@ -258,8 +258,9 @@ def check_environment(environ: Mapping[str, str]) -> list[str]:
     A misspelt ``PREFORK_*`` name would leave its setting at the default,
     unnoticed: a near miss of a real one is an error (as in a config file),
     any other is named in a warning.  gunicorn's ``GUNICORN_CMD_ARGS`` and
-    uvicorn's ``UVICORN_*``, brought along from a Dockerfile, are not read
-    either: said once, with prefork's name where there is one.
+    uvicorn's ``UVICORN_*`` and their shared ``FORWARDED_ALLOW_IPS``, brought
+    along from a Dockerfile, are not read either: said once, with prefork's
+    name where there is one.
     """
     known = {setting.env for setting in SETTINGS} | OTHER_VARIABLES
     unknown: list[str] = []
@@ -283,6 +284,13 @@ def check_environment(environ: Mapping[str, str]) -> list[str]:
         warnings.append(
             "GUNICORN_CMD_ARGS is gunicorn's and is not read: give the same options on "
             "prefork's command line, or each as PREFORK_<NAME> (prefork --help)"
+        )
+    if "FORWARDED_ALLOW_IPS" in environ and BY_NAME["forwarded_allow_ips"].env not in environ:
+        # (gunicorn and uvicorn both read it: a proxy set-up brought along
+        # would otherwise trust only 127.0.0.1 here, unnoticed)
+        warnings.append(
+            "FORWARDED_ALLOW_IPS (gunicorn's and uvicorn's) is not read: use "
+            "PREFORK_FORWARDED_ALLOW_IPS (with --xheaders or --proxy-protocol)"
         )
     uvicorn = sorted(name for name in environ if name.startswith("UVICORN_"))
     if uvicorn:

@@ -92,3 +92,12 @@ def test_a_gunicorn_umask_gives_the_unix_sockets_mode(tmp_path: Path) -> None:
         assert stat.S_IMODE(os.stat(sock).st_mode) == 0o770
     finally:
         stop_all([server])
+
+
+def test_check_config_names_forwarded_allow_ips_from_the_environment() -> None:
+    result = run_cli("--check-config", APP, env={"FORWARDED_ALLOW_IPS": "10.0.0.0/8"})
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        "prefork: warning: FORWARDED_ALLOW_IPS (gunicorn's and uvicorn's) is not read: use "
+        "PREFORK_FORWARDED_ALLOW_IPS (with --xheaders or --proxy-protocol)"
+    ]

@@ -646,3 +646,15 @@ def test_a_umask_gives_the_unix_socket_mode_gunicorn_gives(tmp_path: Path) -> No
     assert given.config.unix_socket_mode == 0o600
     assert loader.load({"umask": "007", "unix_socket_mode": "660"}).config.unix_socket_mode == 0o660
     assert loader.load({}).config.unix_socket_mode == 0o600
+
+
+def test_gunicorns_and_uvicorns_forwarded_allow_ips_variable_is_named() -> None:
+    """Read by gunicorn and uvicorn, it was ignored without a word: the
+    proxy's clients all showed as the proxy."""
+    warnings = loader.load({}, {"FORWARDED_ALLOW_IPS": "*"}).warnings
+    assert warnings == (
+        "FORWARDED_ALLOW_IPS (gunicorn's and uvicorn's) is not read: use "
+        "PREFORK_FORWARDED_ALLOW_IPS (with --xheaders or --proxy-protocol)",
+    )
+    both = {"FORWARDED_ALLOW_IPS": "*", "PREFORK_FORWARDED_ALLOW_IPS": "*", "PREFORK_XHEADERS": "1"}
+    assert loader.load({}, both).warnings == ()
