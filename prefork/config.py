@@ -164,6 +164,10 @@ def load(
         config_file = BY_NAME["config"].under(base, str(config_file))
         file_values, hooks, warnings = read_config_file(str(config_file), base, given_chdir)
         values.update(file_values)
+    elif os.path.isfile(os.path.join(base, "gunicorn.conf.py")):
+        # gunicorn reads it when no -c is given; a different server doing so
+        # would surprise, but passing it over in silence would too.
+        warnings.append("./gunicorn.conf.py is not read: pass -c gunicorn.conf.py to use it")
     if given_chdir is not None:
         values["chdir"] = _parse(BY_NAME["chdir"], given_chdir, base, base)
     files = values.get("chdir") or base

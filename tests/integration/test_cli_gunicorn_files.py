@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import wait_for
-from tests.integration.test_cli_config import APP, Cli, run_cli, stop_all
+from tests.conftest import ROOT, wait_for
+from tests.integration.test_cli_config import APP, Cli, _env, run_cli, stop_all
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux process model")
 
@@ -100,4 +101,21 @@ def test_check_config_names_forwarded_allow_ips_from_the_environment() -> None:
     assert result.stderr.splitlines() == [
         "prefork: warning: FORWARDED_ALLOW_IPS (gunicorn's and uvicorn's) is not read: use "
         "PREFORK_FORWARDED_ALLOW_IPS (with --xheaders or --proxy-protocol)"
+    ]
+
+
+def test_a_gunicorn_conf_py_in_the_working_directory_is_named(tmp_path: Path) -> None:
+    (tmp_path / "gunicorn.conf.py").write_text("workers = 7\n")
+    env = _env({"PYTHONPATH": str(ROOT)})
+    result = subprocess.run(
+        [sys.executable, "-m", "prefork", "--check-config", APP],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        "prefork: warning: ./gunicorn.conf.py is not read: pass -c gunicorn.conf.py to use it"
     ]

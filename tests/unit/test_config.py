@@ -658,3 +658,16 @@ def test_gunicorns_and_uvicorns_forwarded_allow_ips_variable_is_named() -> None:
     )
     both = {"FORWARDED_ALLOW_IPS": "*", "PREFORK_FORWARDED_ALLOW_IPS": "*", "PREFORK_XHEADERS": "1"}
     assert loader.load({}, both).warnings == ()
+
+
+def test_a_gunicorn_conf_py_in_the_working_directory_is_named_not_read(tmp_path: Path) -> None:
+    """gunicorn reads ./gunicorn.conf.py when no -c is given; prefork does not,
+    and said nothing: its settings were silently not applied."""
+    write(tmp_path, "workers = 7\n", "gunicorn.conf.py")
+    loaded = loader.load({}, {}, base=str(tmp_path))
+    assert loaded.config.workers == 0
+    assert loaded.warnings == (
+        "./gunicorn.conf.py is not read: pass -c gunicorn.conf.py to use it",
+    )
+    conf = write(tmp_path, "workers = 2\n")
+    assert loader.load({"config": conf}, {}, base=str(tmp_path)).warnings == ()
