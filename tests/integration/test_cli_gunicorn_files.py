@@ -119,3 +119,18 @@ def test_a_gunicorn_conf_py_in_the_working_directory_is_named(tmp_path: Path) ->
     assert result.stderr.splitlines() == [
         "prefork: warning: ./gunicorn.conf.py is not read: pass -c gunicorn.conf.py to use it"
     ]
+
+
+def test_print_config_shows_the_files_warnings_on_stderr(tmp_path: Path) -> None:
+    """--check-config showed them, --print-config did not: limit_request_line
+    = 0 printed as max_request_line = 65536 with no word why."""
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text("limit_request_line = 0\ndaemon = False\n")
+    result = run_cli("--print-config", "-c", str(conf), APP)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        f"prefork: warning: {conf}: gunicorn setting 'daemon' has no meaning for prefork: ignored",
+        "prefork: warning: limit_request_line = 0 (gunicorn: unlimited): max_request_line = "
+        "65536, as far as --max-header-size (65536 bytes) allows",
+    ]
+    assert "prefork: warning" not in result.stdout
