@@ -469,6 +469,10 @@ def _main(argv: Sequence[str] | None) -> None:
     if problem is not None:
         fail(problem)
     if print_only:
+        # The file's warnings too, on stderr (stdout stays a config file): a
+        # setting ignored or changed on the way must show where it is checked.
+        for warning in loaded.warnings:
+            print(f"prefork: warning: {warning}", file=sys.stderr)
         # (prefork --print-config | head: quiet, as for prefork status)
         sys.exit(quiet_on_closed_pipe(printing(lambda: print_config(config)), []))
     if config.preload and not checking and (config.metrics_path or config.metrics_bind):

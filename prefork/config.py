@@ -14,6 +14,7 @@ the setting; the CLI prints it and exits with status 2.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
 import inspect
@@ -59,9 +60,11 @@ GUNICORN_ALIASES = {
     "wsgi_app": "app",
     "limit_request_line": "max_request_line",
     "limit_request_fields": "max_headers",
-    "proxy_allow_ips": "forwarded_allow_ips",
     "worker_connections": "max_connections",
     "raw_env": "env",
+    # gunicorn 27's ASGI worker: the same values (auto, on, off), the same size
+    "asgi_lifespan": "lifespan",
+    "websocket_max_message_size": "ws_max_size",
 }
 
 #: gunicorn settings that have no meaning for prefork: ignored with a warning.
@@ -74,8 +77,44 @@ GUNICORN_IGNORED = frozenset(
     strip_header_spaces permit_unconventional_http_method permit_unconventional_http_version
     casefold_http_method header_map limit_request_field_size ssl_version ciphers
     do_handshake_on_connect suppress_ragged_eofs initgroups disable_redirect_access_to_syslog
-    errorlog_format proxy_protocol_timeout""".split()
+    errorlog_format proxy_protocol_timeout
+    enable_backlog_metric default_proc_name protocol uwsgi_allow_ips http_protocols
+    http2_cleartext http2_max_concurrent_streams http2_initial_window_size http2_max_frame_size
+    http2_max_header_list_size raw_paste_global_conf permit_obsolete_folding asgi_loop
+    asgi_disconnect_grace_period http_parser dirty_apps dirty_workers dirty_timeout
+    dirty_threads dirty_graceful_timeout control_socket control_socket_mode
+    control_socket_disable""".split()
 )
+
+#: gunicorn's hooks that prefork does not call (gunicorn 27's dirty arbiter,
+#: its TLS context factory): a file defining one is warned about, since the
+#: code in it would otherwise never run, unnoticed.
+GUNICORN_UNSUPPORTED_HOOKS = frozenset(
+    "ssl_context on_dirty_starting dirty_post_fork dirty_worker_init dirty_worker_exit".split()
+)
+
+#: gunicorn's limits whose 0 means "unlimited" -> the prefork setting.  prefork
+#: refuses 0 for its own names (a limit of nothing is a mistake there); for
+#: gunicorn's the limit becomes the widest the head allows: the whole head's
+#: bound (max_header_size), which still applies, so nothing is unbounded.
+GUNICORN_UNLIMITED = {
+    "limit_request_line": "max_request_line",
+    "limit_request_fields": "max_headers",
+}
+
+
+class _HeadBound:
+    """A file's gunicorn limit of 0, resolved against max_header_size once every
+    source is merged (the environment or the command line may change it)."""
+
+
+#: the key, in a config file's values, of gunicorn's proxy_allow_ips: merged
+#: into forwarded_allow_ips by :func:`load` once proxy_protocol is known.
+PROXY_ALLOW_IPS = "proxy_allow_ips"
+
+#: gunicorn 27's proxy_protocol values: prefork reads v1 and v2 headers alike,
+#: so every "on" value is on (v1 or v2 alone: the other version is read too).
+GUNICORN_PROXY_PROTOCOL = {"v1": True, "v2": True, "auto": True, "none": False}
 
 
 #: ``PREFORK_*`` variables that are not settings: read by other parts
@@ -125,6 +164,10 @@ def load(
         config_file = BY_NAME["config"].under(base, str(config_file))
         file_values, hooks, warnings = read_config_file(str(config_file), base, given_chdir)
         values.update(file_values)
+    elif os.path.isfile(os.path.join(base, "gunicorn.conf.py")):
+        # gunicorn reads it when no -c is given; a different server doing so
+        # would surprise, but passing it over in silence would too.
+        warnings.append("./gunicorn.conf.py is not read: pass -c gunicorn.conf.py to use it")
     if given_chdir is not None:
         values["chdir"] = _parse(BY_NAME["chdir"], given_chdir, base, base)
     files = values.get("chdir") or base
@@ -137,6 +180,23 @@ def load(
     for name, value in cli.items():
         if value is not None and name in BY_NAME and name != "chdir":
             values[name] = _parse(BY_NAME[name], value, base, files)
+    for gunicorn_name, name in GUNICORN_UNLIMITED.items():
+        if isinstance(values.get(name), _HeadBound):
+            bound = values.get("max_header_size", BY_NAME["max_header_size"].default)
+            # (a header line takes at least 4 bytes, "a:\r\n": no more fit the head)
+            values[name] = bound if name == "max_request_line" else max(1, bound // 4)
+            warnings.append(
+                f"{gunicorn_name} = 0 (gunicorn: unlimited): {name} = {values[name]}, "
+                f"as far as --max-header-size ({bound} bytes) allows"
+            )
+    if values.get("umask") is not None and "unix_socket_mode" not in values:
+        # gunicorn binds unix sockets under its umask and leaves the mode so:
+        # umask = 0o007 gives srwxrwx--- (nginx in the group may connect);
+        # prefork's 0600 would refuse it.
+        values["unix_socket_mode"] = 0o777 & ~values["umask"]
+    proxy_ips = values.pop(PROXY_ALLOW_IPS, None)
+    if proxy_ips is not None:
+        _apply_proxy_allow_ips(values, proxy_ips, cli, environ, warnings)
     config = Config(**values, hooks=hooks)
     validate(config)
     if config.workers == 0:
@@ -157,14 +217,54 @@ def load(
     return Loaded(config, tuple(warnings))
 
 
+def _apply_proxy_allow_ips(
+    values: dict[str, Any],
+    proxy_ips: str,
+    cli: Mapping[str, Any],
+    environ: Mapping[str, str],
+    warnings: list[str],
+) -> None:
+    """gunicorn's ``proxy_allow_ips`` (a file's), merged into ``values``.
+
+    gunicorn keeps two lists: ``proxy_allow_ips`` for the PROXY protocol,
+    ``forwarded_allow_ips`` for X-Forwarded-*; prefork trusts one list of
+    peers for both.  So the PROXY list is used only when the PROXY protocol is
+    on (otherwise it means nothing, as in gunicorn), and never silently
+    instead of another list: when both are given and differ, a warning names
+    both and the one used (the PROXY list, unless ``forwarded_allow_ips`` came
+    from the environment or the command line, which win over the file).
+    """
+    proxy_on = values.get("proxy_protocol", False)
+    if not proxy_on:
+        warnings.append(
+            "proxy_allow_ips (gunicorn's list for the PROXY protocol) is ignored: "
+            "--proxy-protocol is off"
+        )
+        return
+    later = cli.get("forwarded_allow_ips") is not None or (
+        BY_NAME["forwarded_allow_ips"].env in environ
+    )
+    forwarded = values.get("forwarded_allow_ips")
+    if forwarded is not None and forwarded != proxy_ips:
+        used = "forwarded_allow_ips" if later else "proxy_allow_ips"
+        warnings.append(
+            f"proxy_allow_ips ({proxy_ips}) and forwarded_allow_ips ({forwarded}) differ: "
+            f"prefork trusts one list for the PROXY protocol and X-Forwarded-*; using "
+            f"{used}"
+        )
+    if not later:
+        values["forwarded_allow_ips"] = proxy_ips
+
+
 def check_environment(environ: Mapping[str, str]) -> list[str]:
     """Warnings for variables that look like configuration but are not read.
 
     A misspelt ``PREFORK_*`` name would leave its setting at the default,
     unnoticed: a near miss of a real one is an error (as in a config file),
     any other is named in a warning.  gunicorn's ``GUNICORN_CMD_ARGS`` and
-    uvicorn's ``UVICORN_*``, brought along from a Dockerfile, are not read
-    either: said once, with prefork's name where there is one.
+    uvicorn's ``UVICORN_*`` and their shared ``FORWARDED_ALLOW_IPS``, brought
+    along from a Dockerfile, are not read either: said once, with prefork's
+    name where there is one.
     """
     known = {setting.env for setting in SETTINGS} | OTHER_VARIABLES
     unknown: list[str] = []
@@ -188,6 +288,13 @@ def check_environment(environ: Mapping[str, str]) -> list[str]:
         warnings.append(
             "GUNICORN_CMD_ARGS is gunicorn's and is not read: give the same options on "
             "prefork's command line, or each as PREFORK_<NAME> (prefork --help)"
+        )
+    if "FORWARDED_ALLOW_IPS" in environ and BY_NAME["forwarded_allow_ips"].env not in environ:
+        # (gunicorn and uvicorn both read it: a proxy set-up brought along
+        # would otherwise trust only 127.0.0.1 here, unnoticed)
+        warnings.append(
+            "FORWARDED_ALLOW_IPS (gunicorn's and uvicorn's) is not read: use "
+            "PREFORK_FORWARDED_ALLOW_IPS (with --xheaders or --proxy-protocol)"
         )
     uvicorn = sorted(name for name in environ if name.startswith("UVICORN_"))
     if uvicorn:
@@ -303,6 +410,7 @@ def read_config_file(
     warnings: list[str] = []
     unknown: list[str] = []
     files = base
+    defined = set(namespace) | _assigned_names(path)
     if chdir is None:
         chdir = namespace.get("chdir")
     if chdir is not None and base is not None:
@@ -313,6 +421,11 @@ def read_config_file(
         if name in HOOKS:
             hooks[name] = _check_hook(path, name, value)
             continue
+        if name in GUNICORN_UNSUPPORTED_HOOKS and callable(value):
+            warnings.append(
+                f"{path}: gunicorn hook {name!r} is not supported by prefork: never called"
+            )
+            continue
         if callable(value) and name not in BY_NAME and name not in GUNICORN_ALIASES:
             close = difflib.get_close_matches(name, HOOKS, n=1, cutoff=0.85)
             if close and isinstance(value, types.FunctionType):
@@ -321,30 +434,113 @@ def read_config_file(
                 )
             continue  # helpers, imported classes
         setting_name = GUNICORN_ALIASES.get(name, name)
+        if name == "worker_class" and _worker_kind(value) == "sync" and "threads" not in namespace:
+            # gunicorn's sync worker serves one request at a time: an
+            # application that is not thread-safe must not get prefork's 4.
+            values["threads"] = 1
+            warnings.append(
+                f"{path}: gunicorn setting 'worker_class' = {value!r}: threads = 1 (one "
+                "request at a time per worker, as gunicorn's sync worker); the class itself "
+                "is ignored"
+            )
+            continue
         if name in GUNICORN_IGNORED or (name == "access_log_format" and "%(" in str(value)):
             warnings.append(
                 f"{path}: gunicorn setting {name!r} has no meaning for prefork: ignored"
             )
+            continue
+        if name == PROXY_ALLOW_IPS:
+            values[name] = _parse(BY_NAME["forwarded_allow_ips"], value, base, files)
             continue
         if setting_name not in BY_NAME:
             # A near miss of a setting is a typo (it would otherwise run with
             # the default, unnoticed); anything else is the file's own helper
             # variable (gunicorn config files are full of them), ignored and
             # named once below.
-            close = difflib.get_close_matches(name, [*BY_NAME, *HOOKS], n=1, cutoff=0.85)
-            if close:
+            typo_of = _near_miss(name, defined)
+            if typo_of:
                 raise ConfigError(
-                    "config", f"{path}: unknown setting {name!r}; did you mean {close[0]!r}?"
+                    "config", f"{path}: unknown setting {name!r}; did you mean {typo_of!r}?"
                 )
             if not name.isupper():
                 unknown.append(name)
             continue
         if setting_name == "config":
             raise ConfigError("config", f"{path}: a config file cannot name another one")
+        if name in GUNICORN_UNLIMITED and not isinstance(value, bool) and value in (0, "0"):
+            values[setting_name] = _HeadBound()
+            continue
+        if setting_name == "proxy_protocol" and (value is None or isinstance(value, str)):
+            value = GUNICORN_PROXY_PROTOCOL.get(str(value).strip().lower(), value)
         values[setting_name] = _parse(BY_NAME[setting_name], value, base, files)
     if unknown:
         warnings.append(f"{path}: not settings, ignored (helper variables?): {', '.join(unknown)}")
+    if "timeout" in namespace and "request_timeout" not in namespace:
+        # (not gthread: its main thread keeps the heartbeat while a request is stuck)
+        if _worker_kind(namespace.get("worker_class")) == "sync" and (
+            _is_gunicorn_file(path, namespace)
+        ):
+            warnings.append(
+                f"{path}: timeout: gunicorn's sync worker was killed when one request "
+                "ran this long (a 500); prefork's --timeout only catches a worker whose event "
+                "loop is blocked: to limit a request's time, set request_timeout"
+            )
     return values, Hooks(**hooks), warnings
+
+
+def _worker_kind(worker_class: Any) -> str:
+    """gunicorn's worker class, as ``sync``, ``gthread`` or ``other``; ``sync``
+    when not set (gunicorn's default)."""
+    if worker_class is None:
+        return "sync"
+    text = str(worker_class).strip()
+    if text in ("sync", "gunicorn.workers.sync.SyncWorker"):
+        return "sync"
+    if text in ("gthread", "gunicorn.workers.gthread.ThreadWorker"):
+        return "gthread"
+    return "other"
+
+
+def _is_gunicorn_file(path: str, namespace: Mapping[str, Any]) -> bool:
+    """A file written for gunicorn: named so (gunicorn.conf.py,
+    gunicorn_conf.py) or using a gunicorn name prefork spells otherwise; a
+    prefork file's ``timeout`` means prefork's and gets no gunicorn note."""
+    if "gunicorn" in os.path.basename(path):
+        return True
+    gunicorn_names = {*GUNICORN_ALIASES, *GUNICORN_IGNORED, PROXY_ALLOW_IPS}
+    return any(name in gunicorn_names for name in namespace)
+
+
+def _assigned_names(path: str) -> set[str]:
+    """Every name the file assigns anywhere, run or not: ``certfile = cert_file``
+    under ``if cert_file:`` still makes ``cert_file`` a helper, not a typo."""
+    try:
+        with open(path, "rb") as file:
+            tree = ast.parse(file.read(), path)
+    except (OSError, SyntaxError, ValueError):
+        return set()
+    return {
+        node.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)
+    }
+
+
+def _near_miss(name: str, defined: set[str]) -> str | None:
+    """The setting ``name`` is a typo of, or None for one of the file's helpers.
+
+    Candidates are prefork's settings and hooks and gunicorn's names (a
+    misspelt ``preload_app`` would otherwise be a helper, ignored).  A near
+    miss is not a typo when the name it is near is defined in the same file
+    too (tiangolo's ``graceful_timeout_str`` next to ``graceful_timeout``),
+    or when the name is that one plus a suffix (``max_requests_str``,
+    ``timeout_s``): helpers like these are how gunicorn files are written.
+    """
+    candidates = [*BY_NAME, *HOOKS, *GUNICORN_ALIASES, *GUNICORN_IGNORED, PROXY_ALLOW_IPS]
+    close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.85)
+    if any(match in defined or name.startswith(match + "_") for match in close):
+        return None
+    return close[0] if close else None
 
 
 def _check_hook(path: str, name: str, value: Any) -> Callable[..., Any]:

@@ -348,7 +348,8 @@ def test_a_gunicorn_config_file_loads_unchanged(tmp_path: Path) -> None:
         "worker_exit",
     ]
     ignored = [w for w in loaded.warnings if "ignored" in w]
-    assert any("'worker_class'" in w for w in ignored)
+    assert any("'worker_class' = 'sync': threads = 1" in w for w in ignored)
+    assert config.threads == 1  # (one request at a time, as gunicorn's sync worker)
     assert any("'access_log_format'" in w for w in ignored)
 
 
@@ -500,3 +501,187 @@ def test_hooks_read_again_unchanged_are_not_a_change(tmp_path: Path) -> None:
     assert first.changes(again) == []
     write(tmp_path, "def post_fork(server, worker):\n    server.log.info('b')\n")
     assert first.changes(loader.load({"config": path}).config) == ["hooks"]
+
+
+TIANGOLO_HELPERS = """\
+import os
+graceful_timeout_str = os.getenv("GRACEFUL_TIMEOUT", "120")
+max_requests_str = os.getenv("MAX_REQUESTS", "1000")
+timeout_s = "90"
+graceful_timeout = int(graceful_timeout_str)
+max_requests = int(max_requests_str)
+timeout = int(timeout_s)
+cert_file = os.getenv("NO_SUCH_VARIABLE_FOR_THE_TEST")
+if cert_file:
+    certfile = cert_file
+"""
+
+
+def test_helpers_named_after_a_setting_are_not_typos(tmp_path: Path) -> None:
+    """tiangolo's gunicorn_conf.py (graceful_timeout_str next to
+    graceful_timeout) was refused as a typo: a near miss of a name the file
+    also assigns (even under an if not taken), or that name plus a suffix, is
+    a helper. Other near misses, of prefork's names or gunicorn's, stay errors."""
+    loaded = loader.load({"config": write(tmp_path, TIANGOLO_HELPERS)})
+    assert (loaded.config.graceful_timeout, loaded.config.max_requests) == (120, 1000)
+    [ignored] = [w for w in loaded.warnings if "not settings, ignored" in w]
+    assert ignored.endswith("graceful_timeout_str, max_requests_str, timeout_s, cert_file")
+    for typo, meant in [
+        ("max_requests_jiter = 5", "max_requests_jitter"),
+        ("preload_ap = True", "preload_app"),
+        ("raw_evn = ['A=1']", "raw_env"),
+        ("worker_conections = 10", "worker_connections"),
+        ("limit_request_lin = 100", "limit_request_line"),
+        ("logconfig_dic = {}", "logconfig_dict"),
+    ]:
+        with pytest.raises(ConfigError, match=rf"unknown setting .*; did you mean '{meant}'\?$"):
+            loader.load({"config": write(tmp_path, typo + "\n")})
+
+
+GUNICORN_27_FILE = """\
+bind = "127.0.0.1:8000"
+asgi_lifespan = "off"
+websocket_max_message_size = 1048576
+control_socket_disable = True
+http_protocols = "h1"
+dirty_workers = 2
+def ssl_context(conf, default_ssl_context_factory):
+    return default_ssl_context_factory()
+def dirty_post_fork(arbiter, worker):
+    pass
+"""
+
+
+def test_gunicorn_27_names_and_values(tmp_path: Path) -> None:
+    """gunicorn 27's names mean prefork's settings (asgi_lifespan,
+    websocket_max_message_size) or are ignored with gunicorn's warning (they
+    were "helper variables?"); its hooks prefork never calls are named, not
+    dropped silently; its proxy_protocol values v1, v2, auto are on."""
+    loaded = loader.load({"config": write(tmp_path, GUNICORN_27_FILE)})
+    assert (loaded.config.lifespan, loaded.config.ws_max_size) == ("off", 1048576)
+    assert not any("helper variables" in w for w in loaded.warnings), loaded.warnings
+    for name in ("control_socket_disable", "http_protocols", "dirty_workers"):
+        assert any(f"gunicorn setting {name!r} has no meaning" in w for w in loaded.warnings)
+    for hook in ("ssl_context", "dirty_post_fork"):
+        assert any(f"gunicorn hook {hook!r} is not supported" in w for w in loaded.warnings)
+    for value, on in [("'v1'", True), ("'v2'", True), ("'auto'", True), ("'off'", False)]:
+        conf = write(tmp_path, f"proxy_protocol = {value}\n")
+        assert loader.load({"config": conf}).config.proxy_protocol is on
+    assert not loader.load(
+        {"config": write(tmp_path, "proxy_protocol = None\n")}
+    ).config.proxy_protocol
+    with pytest.raises(ConfigError, match="proxy_protocol|proxy-protocol"):
+        loader.load({"config": write(tmp_path, "proxy_protocol = 'v3'\n")})
+
+
+def test_gunicorns_unlimited_request_line_and_fields(tmp_path: Path) -> None:
+    """gunicorn's limit_request_line = 0 (and limit_request_fields = 0) is
+    "unlimited": it was refused ("must be at least 1 byte"). It is the widest
+    the head's bound allows, with a note; prefork's own names keep refusing 0."""
+    conf = write(tmp_path, "limit_request_line = 0\nlimit_request_fields = 0\n")
+    loaded = loader.load({"config": conf})
+    assert (loaded.config.max_request_line, loaded.config.max_headers) == (65536, 16384)
+    assert (
+        "limit_request_line = 0 (gunicorn: unlimited): max_request_line = 65536, as far as "
+        "--max-header-size (65536 bytes) allows" in loaded.warnings
+    )
+    loaded = loader.load({"config": conf}, {"PREFORK_MAX_HEADER_SIZE": "128K"})
+    assert loaded.config.max_request_line == 131072
+    assert loader.load({"config": conf, "max_request_line": "100"}).config.max_request_line == 100
+    with pytest.raises(ConfigError, match="must be at least 1 byte"):
+        loader.load({"config": write(tmp_path, "max_request_line = 0\n")})
+    with pytest.raises(ConfigError, match="max-headers"):
+        loader.load({"max_headers": "0"})
+
+
+def test_proxy_allow_ips_never_silently_replaces_forwarded_allow_ips(tmp_path: Path) -> None:
+    """Both gunicorn names were one prefork setting: the later line won,
+    silently. gunicorn's proxy_allow_ips is for the PROXY protocol only."""
+
+    def load(text: str, **cli: str) -> loader.Loaded:
+        return loader.load({"config": write(tmp_path, text), **cli})
+
+    both = "forwarded_allow_ips = '10.0.0.1'\nproxy_allow_ips = '10.0.0.2'\n"
+    loaded = load(both)  # (PROXY protocol off: the PROXY list means nothing)
+    assert loaded.config.forwarded_allow_ips == "10.0.0.1"
+    assert any("proxy_allow_ips (gunicorn's list" in w and "off" in w for w in loaded.warnings)
+    loaded = load(both + "proxy_protocol = True\n")
+    assert loaded.config.forwarded_allow_ips == "10.0.0.2"
+    assert (
+        "proxy_allow_ips (10.0.0.2) and forwarded_allow_ips (10.0.0.1) differ: prefork trusts "
+        "one list for the PROXY protocol and X-Forwarded-*; using proxy_allow_ips"
+        in loaded.warnings
+    )
+    loaded = load(both + "proxy_protocol = 'v2'\n", forwarded_allow_ips="10.0.0.3")
+    assert loaded.config.forwarded_allow_ips == "10.0.0.3"
+    assert any("using forwarded_allow_ips" in w for w in loaded.warnings)
+    loaded = load("proxy_allow_ips = ['10.0.0.2']\nproxy_protocol = True\n")
+    assert loaded.config.forwarded_allow_ips == "10.0.0.2"
+    assert not any("proxy_allow_ips" in w for w in loaded.warnings)
+
+
+def test_gunicorns_sync_worker_is_one_thread_and_its_timeout_is_explained(
+    tmp_path: Path,
+) -> None:
+    """worker_class = "sync" quietly became 4 threads per worker (an
+    application that is not thread-safe ran concurrently); and gunicorn's sync
+    timeout ended a stuck request, which prefork's --timeout does not."""
+
+    def load(text: str, name: str = "conf.py", **cli: str) -> loader.Loaded:
+        return loader.load({"config": write(tmp_path, text, name), **cli})
+
+    assert load("worker_class = 'sync'\n").config.threads == 1
+    assert load("worker_class = 'sync'\n", threads="8").config.threads == 8
+    assert load("worker_class = 'sync'\nthreads = 3\n").config.threads == 3  # (gthread)
+    assert load("worker_class = 'gthread'\n").config.threads == 4
+    assert load("worker_class = 'uvicorn.workers.UvicornWorker'\n").config.threads == 4
+    assert load("workers = 2\n").config.threads == 4  # (a prefork file)
+
+    def noted(loaded: loader.Loaded) -> bool:
+        return any("set request_timeout" in w for w in loaded.warnings)
+
+    assert noted(load("timeout = 3\n", "gunicorn.conf.py"))
+    assert noted(load("timeout = 3\nloglevel = 'info'\n"))
+    assert noted(load("timeout = 3\nworker_class = 'sync'\n"))
+    assert not noted(load("timeout = 3\nworker_class = 'gthread'\n"))
+    assert not noted(load("timeout = 3\n"))  # (prefork's own file: prefork's timeout)
+    assert not noted(load("timeout = 3\nrequest_timeout = 3\n", "gunicorn.conf.py"))
+    assert not noted(load("timeout = 3\nworker_class = 'uvicorn.workers.UvicornWorker'\n"))
+
+
+def test_a_umask_gives_the_unix_socket_mode_gunicorn_gives(tmp_path: Path) -> None:
+    """gunicorn binds unix sockets under its umask (umask = 0o007:
+    srwxrwx---); prefork kept 0600, refusing nginx in the group."""
+    assert loader.load({"config": write(tmp_path, "umask = 0o007\n")}).config.unix_socket_mode == (
+        0o770
+    )
+    assert loader.load({"umask": "027"}).config.unix_socket_mode == 0o750
+    given = loader.load({"config": write(tmp_path, "umask = 0o007\nunix_socket_mode = 0o600\n")})
+    assert given.config.unix_socket_mode == 0o600
+    assert loader.load({"umask": "007", "unix_socket_mode": "660"}).config.unix_socket_mode == 0o660
+    assert loader.load({}).config.unix_socket_mode == 0o600
+
+
+def test_gunicorns_and_uvicorns_forwarded_allow_ips_variable_is_named() -> None:
+    """Read by gunicorn and uvicorn, it was ignored without a word: the
+    proxy's clients all showed as the proxy."""
+    warnings = loader.load({}, {"FORWARDED_ALLOW_IPS": "*"}).warnings
+    assert warnings == (
+        "FORWARDED_ALLOW_IPS (gunicorn's and uvicorn's) is not read: use "
+        "PREFORK_FORWARDED_ALLOW_IPS (with --xheaders or --proxy-protocol)",
+    )
+    both = {"FORWARDED_ALLOW_IPS": "*", "PREFORK_FORWARDED_ALLOW_IPS": "*", "PREFORK_XHEADERS": "1"}
+    assert loader.load({}, both).warnings == ()
+
+
+def test_a_gunicorn_conf_py_in_the_working_directory_is_named_not_read(tmp_path: Path) -> None:
+    """gunicorn reads ./gunicorn.conf.py when no -c is given; prefork does not,
+    and said nothing: its settings were silently not applied."""
+    write(tmp_path, "workers = 7\n", "gunicorn.conf.py")
+    loaded = loader.load({}, {}, base=str(tmp_path))
+    assert loaded.config.workers == 0
+    assert loaded.warnings == (
+        "./gunicorn.conf.py is not read: pass -c gunicorn.conf.py to use it",
+    )
+    conf = write(tmp_path, "workers = 2\n")
+    assert loader.load({"config": conf}, {}, base=str(tmp_path)).warnings == ()
