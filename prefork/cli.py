@@ -13,6 +13,7 @@ line naming the setting), 3 no worker could boot.  ``prefork status
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import logging
@@ -458,12 +459,18 @@ def _main(argv: Sequence[str] | None) -> None:
     parsed = vars(argument_parser().parse_args(args))
     checking = parsed.pop("check_config")
     print_only = parsed.pop("print_config")
+    worker_class = parsed.pop("worker_class")
     cli = {name: value for name, value in parsed.items() if value is not None}
+    notes = []
+    if worker_class is not None:
+        notes.append(config_file.worker_class_on_command_line(worker_class, cli))
     start_dir = os.getcwd()  # (relative paths mean from here, also after --chdir, on HUP)
     try:
         loaded = config_file.load(cli, os.environ, start_dir)
     except ConfigError as exc:
         fail(str(exc))
+    if notes:
+        loaded = dataclasses.replace(loaded, warnings=(*notes, *loaded.warnings))
     config = loaded.config
     problem = tls_problem(config)
     if problem is not None:

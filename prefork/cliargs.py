@@ -115,6 +115,14 @@ def argument_parser() -> argparse.ArgumentParser:
         "--print-config", action="store_true", help="print the effective settings, then exit"
     )
     commands.add_argument(
+        "-k",
+        "--worker-class",
+        metavar="CLASS",
+        help="gunicorn's worker class, for a ported command line: sync is --threads 1, "
+        "uvicorn.workers.UvicornWorker is --interface asgi, gthread needs nothing; "
+        "others are ignored (a warning says what it became)",
+    )
+    commands.add_argument(
         "--version",
         action=_VersionAction,
         help="print prefork's and Python's versions, the event loop and the optional "

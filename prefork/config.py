@@ -488,6 +488,29 @@ def read_config_file(
     return values, Hooks(**hooks), warnings
 
 
+def worker_class_on_command_line(worker_class: str, cli: dict[str, Any]) -> str:
+    """gunicorn's ``-k CLASS`` on a ported command line: what it meant, in
+    prefork's settings, added to ``cli`` (the command line's own ``--threads``
+    or ``--interface`` win); returns the note to show.  A config file's
+    ``worker_class`` is read by :func:`read_config_file` the same way."""
+    kind = _worker_kind(worker_class)
+    if kind == "sync":
+        cli.setdefault("threads", 1)
+        return (
+            f"-k {worker_class}: threads = {cli['threads']} (one request at a time per "
+            "worker, as gunicorn's sync worker)"
+        )
+    if kind == "gthread":
+        return f"-k {worker_class}: WSGI with --threads (gunicorn's gthread)"
+    if worker_class.strip().startswith("uvicorn.workers.") or worker_class.strip() in (
+        "uvicorn_worker.UvicornWorker",
+        "uvicorn_worker.UvicornH11Worker",
+    ):
+        cli.setdefault("interface", "asgi")
+        return f"-k {worker_class}: --interface {cli['interface']} (prefork serves ASGI itself)"
+    return f"-k {worker_class}: gunicorn's worker class has no meaning for prefork: ignored"
+
+
 def _worker_kind(worker_class: Any) -> str:
     """gunicorn's worker class, as ``sync``, ``gthread`` or ``other``; ``sync``
     when not set (gunicorn's default)."""

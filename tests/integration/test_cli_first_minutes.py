@@ -400,3 +400,24 @@ def test_gunicorns_short_options_mean_what_they_mean_there(tmp_path: Path) -> No
         f"group = '{os.getgid()}'",
     ):
         assert line in lines, printed.stdout
+
+
+@pytest.mark.parametrize(
+    ("worker_class", "line", "note"),
+    [
+        ("uvicorn.workers.UvicornWorker", "interface = 'asgi'", "--interface asgi"),
+        ("sync", "threads = 1", "threads = 1"),
+        ("gthread", "threads = 4", "gunicorn's gthread"),
+        ("gevent", "threads = 4", "has no meaning for prefork: ignored"),
+    ],
+)
+def test_gunicorns_worker_class_option_says_what_it_became(
+    worker_class: str, line: str, note: str
+) -> None:
+    """``gunicorn -k uvicorn.workers.UvicornWorker -w 4 app:app`` ported as it
+    is: '-k' was refused, and the message blamed the application."""
+    printed = prefork("--print-config", "-k", worker_class, "-w", "4", "examples.flask_app:app")
+    assert printed.returncode == 0, printed.stderr
+    assert line in printed.stdout.splitlines(), printed.stdout
+    assert f"prefork: warning: -k {worker_class}: " in printed.stderr, printed.stderr
+    assert note in printed.stderr, printed.stderr
