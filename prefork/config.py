@@ -444,6 +444,13 @@ def read_config_file(
                 "is ignored"
             )
             continue
+        if name == "worker_class" and _is_uvicorn_worker(value) and "interface" not in namespace:
+            values["interface"] = "asgi"
+            warnings.append(
+                f"{path}: gunicorn setting 'worker_class' = {value!r}: interface = 'asgi' "
+                "(prefork serves ASGI itself)"
+            )
+            continue
         if name in GUNICORN_IGNORED or (name == "access_log_format" and "%(" in str(value)):
             warnings.append(
                 f"{path}: gunicorn setting {name!r} has no meaning for prefork: ignored"
@@ -502,13 +509,16 @@ def worker_class_on_command_line(worker_class: str, cli: dict[str, Any]) -> str:
         )
     if kind == "gthread":
         return f"-k {worker_class}: WSGI with --threads (gunicorn's gthread)"
-    if worker_class.strip().startswith("uvicorn.workers.") or worker_class.strip() in (
-        "uvicorn_worker.UvicornWorker",
-        "uvicorn_worker.UvicornH11Worker",
-    ):
+    if _is_uvicorn_worker(worker_class):
         cli.setdefault("interface", "asgi")
         return f"-k {worker_class}: --interface {cli['interface']} (prefork serves ASGI itself)"
     return f"-k {worker_class}: gunicorn's worker class has no meaning for prefork: ignored"
+
+
+def _is_uvicorn_worker(worker_class: Any) -> bool:
+    """uvicorn's worker classes for gunicorn (and the uvicorn-worker package's)."""
+    text = str(worker_class).strip()
+    return text.startswith(("uvicorn.workers.", "uvicorn_worker."))
 
 
 def _worker_kind(worker_class: Any) -> str:

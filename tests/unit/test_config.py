@@ -685,3 +685,13 @@ def test_a_gunicorn_conf_py_in_the_working_directory_is_named_not_read(tmp_path:
     )
     conf = write(tmp_path, "workers = 2\n")
     assert loader.load({"config": conf}, {}, base=str(tmp_path)).warnings == ()
+
+
+def test_a_uvicorn_worker_class_in_a_gunicorn_file_is_the_asgi_interface(tmp_path: Path) -> None:
+    """worker_class = "uvicorn.workers.UvicornWorker" (the usual FastAPI
+    gunicorn.conf.py) was 'ignored': --interface asgi says what it meant."""
+    loaded = loader.load(
+        {"config": write(tmp_path, 'worker_class = "uvicorn.workers.UvicornWorker"\n')}
+    )
+    assert loaded.config.interface == "asgi"
+    assert any("interface = 'asgi'" in w for w in loaded.warnings), loaded.warnings
