@@ -447,7 +447,7 @@ def _s(
 class Hooks:
     """Server hooks from a config file, named and called as gunicorn calls them.
 
-    ``server`` is the master's view (:class:`prefork.hooks.ServerView`),
+    ``server`` is the master (:class:`prefork.master.Master`),
     ``worker`` a worker's (:class:`prefork.hooks.WorkerView`); the README
     says when and in which process each one runs.
     """
