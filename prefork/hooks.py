@@ -45,6 +45,23 @@ __all__ = [
 ]
 
 log = logging.getLogger("prefork.master")
+worker_log = logging.getLogger("prefork.worker")
+
+#: the hooks that run in a worker process: their failures are the worker's
+#: (logged under prefork.worker, as everything else the worker says), not
+#: the master's.
+WORKER_HOOKS = frozenset(
+    {
+        "post_fork",
+        "post_worker_init",
+        "pre_request",
+        "post_request",
+        "worker_int",
+        "worker_abort",
+        "worker_exit",
+        "ssl_context",
+    }
+)
 
 
 def _address(bind: str) -> Any:
@@ -340,7 +357,9 @@ def worker_view(ctx: WorkerContext) -> WorkerView:
 def call_hook(config: Config, name: str, *args: Any) -> bool:
     """Call hook ``name`` if the config file defines it; False if it raised.
 
-    The traceback goes to the log of the process the hook runs in.
+    The traceback goes to the log of the process the hook runs in: a worker
+    hook's under ``prefork.worker`` (with the worker's pid), a master hook's
+    under ``prefork.master``.
     """
     hook = getattr(config.hooks, name)
     if hook is None:
@@ -348,11 +367,13 @@ def call_hook(config: Config, name: str, *args: Any) -> bool:
     try:
         hook(*args)
     except Exception:
-        log.exception("server hook %s raised", name)
+        (worker_log if name in WORKER_HOOKS else log).exception("server hook %s raised", name)
         return False
     except SystemExit as exc:
         # (sys.exit() in a hook is its failure too, named as such: it ended
         # the master with a bare message that did not say where it came from)
-        log.error("server hook %s called sys.exit(%r)", name, exc.code)
+        (worker_log if name in WORKER_HOOKS else log).error(
+            "server hook %s called sys.exit(%r)", name, exc.code
+        )
         return False
     return True

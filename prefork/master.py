@@ -258,6 +258,16 @@ class Master:
         """
         for check in [check_no_event_loop, *self.pre_fork_checks]:
             check()
+        if self.config.hooks.nworkers_changed is not None:
+            # gunicorn calls it as its arbiter first sets num_workers, with
+            # old_value None, before on_starting (a hook that keeps a gauge
+            # of the workers counts from there).
+            try:
+                first = self.num_workers
+            except ValueError:
+                pass  # (a bad WEB_CONCURRENCY: the setup below says so and exits)
+            else:
+                call_hook(self.config, "nworkers_changed", self, first, None)
         if not call_hook(self.config, "on_starting", self):
             log.error("server hook on_starting failed: not starting")
             sys.exit(2)
