@@ -316,6 +316,7 @@ class _Service:
         from prefork.worker.interfaces import InterfaceMismatch, request_callback_for
         from prefork.worker.ioloop import IOLoop, new_event_loop
         from prefork.worker.runner import attach
+        from prefork.worker.tls import SSLContextHookError
 
         enable_hang_tracebacks()  # (a hung import or lifespan startup shows where)
         config: Config = ctx.config
@@ -332,7 +333,10 @@ class _Service:
             callback = request_callback_for(app, config.interface, config.threads, config)
         except InterfaceMismatch as exc:
             raise BootFailure(f"app {config.app!r}: {exc}") from None
-        server = HTTPServer(callback, config=config)
+        try:
+            server = HTTPServer(callback, config=config)
+        except SSLContextHookError as exc:
+            raise BootFailure(str(exc)) from None
         loop = IOLoop.current().asyncio_loop
         startup = getattr(callback, "startup", None)
         if startup is not None:

@@ -35,7 +35,7 @@ from typing import Any
 
 from prefork import appmetrics, process, scoreboard
 from prefork.children import Backoff, MemoryWatch, Worker
-from prefork.hooks import WorkerView, call_hook, worker_view
+from prefork.hooks import GunicornConfig, WorkerView, call_hook, worker_view
 from prefork.metrics_server import MetricsServer
 from prefork.process import WORKER_BOOT_ERROR, check_no_event_loop, describe_status, sd_notify
 from prefork.scoreboard import Scoreboard, SlotSnapshot, SlotState, WorkerContext
@@ -116,6 +116,7 @@ class Master:
         self.unlink_unix = unlink_unix
         #: what hooks call ``server.log``
         self.log = log
+        self._cfg_view: tuple[Config, GunicornConfig] | None = None
         #: when no worker of the first generation can boot, wait for a HUP
         #: (``--reload``'s: the developer's next save) instead of exiting 3
         self.wait_for_fix = False
@@ -185,9 +186,44 @@ class Master:
         return self.sockets
 
     @property
-    def cfg(self) -> Config:
-        """The settings (gunicorn's name, for server hooks)."""
-        return self.config
+    def cfg(self) -> GunicornConfig:
+        """The settings, for server hooks: gunicorn's ``server.cfg``, which
+        migrated hooks read by gunicorn's names (``cfg.keepalive``)."""
+        cfg = self._cfg_view
+        if cfg is None or cfg[0] is not self.config:  # (a HUP loads new settings)
+            cfg = self._cfg_view = (self.config, GunicornConfig(self.config))
+        return cfg[1]
+
+    @property
+    def proc_name(self) -> str:
+        """gunicorn's ``server.proc_name`` (the process title's name)."""
+        return self.config.proc_name or "prefork"
+
+    @property
+    def app(self) -> Any:
+        """gunicorn's ``server.app``; here the application's spec
+        (``MODULE:CALLABLE``), since the master does not load it unless --preload."""
+        return self.config.app
+
+    @property
+    def address(self) -> list[Any]:
+        """gunicorn's ``server.address``: (host, port) or a unix path per bind."""
+        return self.cfg.address  # type: ignore[no-any-return]
+
+    @property
+    def timeout(self) -> float:
+        """gunicorn's ``server.timeout``."""
+        return self.config.timeout
+
+    @property
+    def LISTENERS(self) -> list[socket.socket]:  # noqa: N802 (gunicorn's name)
+        """gunicorn's ``server.LISTENERS``: the listening sockets."""
+        return list(self.sockets or ())
+
+    @property
+    def WORKERS(self) -> dict[int, WorkerView]:  # noqa: N802 (gunicorn's name)
+        """gunicorn's ``server.WORKERS``: pid -> worker, the live workers."""
+        return {pid: self._view(w) for pid, w in sorted(self._workers.items())}
 
     @property
     def num_workers(self) -> int:
@@ -222,6 +258,16 @@ class Master:
         """
         for check in [check_no_event_loop, *self.pre_fork_checks]:
             check()
+        if self.config.hooks.nworkers_changed is not None:
+            # gunicorn calls it as its arbiter first sets num_workers, with
+            # old_value None, before on_starting (a hook that keeps a gauge
+            # of the workers counts from there).
+            try:
+                first = self.num_workers
+            except ValueError:
+                pass  # (a bad WEB_CONCURRENCY: the setup below says so and exits)
+            else:
+                call_hook(self.config, "nworkers_changed", self, first, None)
         if not call_hook(self.config, "on_starting", self):
             log.error("server hook on_starting failed: not starting")
             sys.exit(2)

@@ -447,7 +447,7 @@ def _s(
 class Hooks:
     """Server hooks from a config file, named and called as gunicorn calls them.
 
-    ``server`` is the master's view (:class:`prefork.hooks.ServerView`),
+    ``server`` is the master (:class:`prefork.master.Master`),
     ``worker`` a worker's (:class:`prefork.hooks.WorkerView`); the README
     says when and in which process each one runs.
     """
@@ -467,6 +467,7 @@ class Hooks:
     worker_exit: Callable[..., Any] | None = None
     nworkers_changed: Callable[..., Any] | None = None
     on_exit: Callable[..., Any] | None = None
+    ssl_context: Callable[..., Any] | None = None
 
     def names(self) -> list[str]:
         return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None]
@@ -489,6 +490,7 @@ HOOKS: dict[str, tuple[str, ...]] = {
     "worker_exit": ("server", "worker"),
     "nworkers_changed": ("server", "new_value", "old_value"),
     "on_exit": ("server",),
+    "ssl_context": ("config", "default_ssl_context_factory"),
 }
 
 

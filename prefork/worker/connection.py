@@ -814,6 +814,7 @@ class HTTPConnection(asyncio.Protocol):
         # Fail now, in the application's frame, on a header that would split
         # the response (nothing has been sent yet).
         build_response_head(status, reason, pairs)
+        self._request.response_headers = pairs  # (the post_request hook's resp.headers)
         self._framed = (status, reason, pairs)
         self._resp_status = status
         self._resp_state = _R_FRAMED_HELD

@@ -42,7 +42,7 @@ from prefork.worker.connection import HTTPConnection
 from prefork.worker.httputil import HTTPFile, HTTPHeaders
 from prefork.worker.ioloop import IOLoop
 from prefork.worker.request import HTTPRequest
-from prefork.worker.tls import options_from_config, server_context
+from prefork.worker.tls import hooked_context, options_from_config, server_context
 from prefork.worker.tls_accept import TLSAcceptor
 from prefork.worker.xheaders import parse_networks
 
@@ -136,6 +136,9 @@ class HTTPServer:
         self.io_loop = io_loop
         if ssl_options is None:
             ssl_options = options_from_config(config)
+            if ssl_options and config.hooks.ssl_context is not None:
+                # (the config file's gunicorn ssl_context hook makes the context)
+                ssl_options = hooked_context(config, ssl_options)
         self.ssl_options = ssl_options
         self.ssl_context = server_context(ssl_options) if ssl_options else None
         #: peers whose X-Forwarded-* / X-Real-Ip and PROXY headers are trusted

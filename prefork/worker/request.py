@@ -49,6 +49,12 @@ class HTTPRequest:
     #: True once ``--request-timeout`` gave up on this request (answered 503
     #: or closed): what the application still writes goes nowhere.
     timed_out = False
+    #: the headers the application gave ``write_headers`` (WSGI, ASGI): what
+    #: the ``post_request`` hook's ``resp.headers`` shows (None: raw head).
+    response_headers: list[tuple[str, str]] | None = None
+    #: the ``req`` of the request hooks, shared by ``pre_request`` and
+    #: ``post_request`` (set only when one of them is defined).
+    hook_request: Any = None
 
     def __init__(
         self,

@@ -19,14 +19,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from prefork.hooks import WorkerView, call_hook, worker_view
+from prefork.hooks import HookRequest, HookResponse, WorkerView, call_hook, worker_view
 from prefork.lifecycle import WorkerLifecycle, install, install_abort_hook
 from prefork.scoreboard import WorkerContext
 from prefork.settings import Config
 from prefork.worker import accesslog
 from prefork.worker.httpserver import HTTPServer, RequestObserver
 from prefork.worker.ioloop import IOLoop
-from prefork.worker.response import REASONS
 
 if TYPE_CHECKING:
     from prefork.scoreboard import Slot
@@ -102,18 +101,6 @@ class _MetricsObserver(_SlotObserver):
         self.slot.request_rejected(status)
 
 
-class HookResponse:
-    """What the ``post_request`` hook gets as ``resp`` (gunicorn's names)."""
-
-    __slots__ = ("status_code", "status", "sent")
-
-    def __init__(self, status_code: int, sent: int) -> None:
-        self.status_code = status_code
-        self.status = f"{status_code} {REASONS.get(status_code, '')}".rstrip()
-        #: body bytes sent
-        self.sent = sent
-
-
 class _HookedObserver(_SlotObserver):
     """A slot observer that also calls ``pre_request`` / ``post_request``.
 
@@ -130,14 +117,18 @@ class _HookedObserver(_SlotObserver):
 
     def request_started(self, request: HTTPRequest) -> None:
         super().request_started(request)
-        call_hook(self.config, "pre_request", self.view, request)
+        # (one req for both hooks: what pre_request stores on it, post_request finds)
+        request.hook_request = req = HookRequest(request)
+        call_hook(self.config, "pre_request", self.view, req)
 
     def request_finished(self, request: HTTPRequest, status: int, size: int) -> None:
         super().request_finished(request, status, size)  # worker.nr counts this one
+        req, request.hook_request = request.hook_request, None  # (no cycle left to collect)
         if self.config.hooks.post_request is not None:
             environ = request.wsgi_environ if request.wsgi_environ is not None else {}
+            resp = HookResponse(status, size, request.response_headers)
             call_hook(
-                self.config, "post_request", self.view, request, environ, HookResponse(status, size)
+                self.config, "post_request", self.view, req or HookRequest(request), environ, resp
             )
 
 
@@ -156,6 +147,10 @@ def attach(
     aloop = loop.asyncio_loop
     config = ctx.config
     view = worker_view(ctx)
+    # (gunicorn's worker.wsgi / worker.app: the application, where there is one)
+    app = getattr(server.request_callback, "app", None)
+    view.wsgi = view.app = app if app is not None else server.request_callback
+    view.sockets = list(ctx.sockets)
     hooks = config.hooks
     observer = _observer(ctx, view)
     server.set_observer(observer)
@@ -163,6 +158,7 @@ def attach(
         server.builtin_routes[config.metrics_path] = _metrics_route(ctx)
 
     def graceful_stop() -> None:
+        view.alive = False
         log.info("worker %d (pid %d): graceful stop", ctx.index, os.getpid())
         server.set_not_ready()
         # WebSocket clients learn why: replaced (1012) or gone for good (1001).
@@ -218,6 +214,7 @@ def attach(
         aloop.call_later(_DRAIN_POLL, check)
 
     def fast_stop() -> None:
+        view.alive = False
         call_hook(config, "worker_int", view)
         server.stop()
         server.close_connections_now()

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from prefork.settings import Config
 
-__all__ = ["options_from_config", "server_context"]
+__all__ = ["SSLContextHookError", "hooked_context", "options_from_config", "server_context"]
 
 _KNOWN_KEYS = {"certfile", "keyfile", "cert_reqs", "ca_certs", "ciphers", "password"}
 
@@ -81,3 +81,42 @@ def options_from_config(config: Config) -> dict[str, Any] | None:
         "required": ssl.CERT_REQUIRED,
     }[config.cert_reqs]
     return options
+
+
+class SSLContextHookError(ValueError):
+    """The config file's ``ssl_context`` hook raised or returned no SSLContext."""
+
+
+def hooked_context(config: Config, ssl_options: Mapping[str, Any]) -> ssl.SSLContext:
+    """The context the config file's ``ssl_context(config, default_ssl_context_factory)``
+    hook returns (gunicorn >= 21), called once in each worker.
+
+    As in gunicorn, the factory builds the default context from the
+    settings (certfile, keyfile, ca_certs, cert_reqs; here also prefork's
+    TLS 1.2 minimum and ALPN), which the hook usually adjusts and returns.
+    A hook that raises, or returns something else than an SSLContext, fails
+    the worker's boot: serving with another context than the one asked for
+    (a TLS version the hook meant to refuse) would be a silent downgrade.
+    """
+    import logging
+
+    from prefork.hooks import GunicornConfig
+
+    hook = config.hooks.ssl_context
+    assert hook is not None
+
+    def default_ssl_context_factory() -> ssl.SSLContext:
+        return server_context(ssl_options)
+
+    try:
+        context = hook(GunicornConfig(config), default_ssl_context_factory)
+    except Exception as exc:
+        logging.getLogger("prefork.worker").exception("server hook ssl_context raised")
+        raise SSLContextHookError(
+            f"server hook ssl_context raised {type(exc).__name__}: {exc}"
+        ) from None
+    if not isinstance(context, ssl.SSLContext):
+        raise SSLContextHookError(
+            f"server hook ssl_context returned {type(context).__name__}, not an ssl.SSLContext"
+        )
+    return context
