@@ -86,11 +86,11 @@ GUNICORN_IGNORED = frozenset(
     control_socket_disable""".split()
 )
 
-#: gunicorn's hooks that prefork does not call (gunicorn 27's dirty arbiter,
-#: its TLS context factory): a file defining one is warned about, since the
-#: code in it would otherwise never run, unnoticed.
+#: gunicorn's hooks that prefork does not call (gunicorn 27's dirty arbiter):
+#: a file defining one is warned about, since the code in it would otherwise
+#: never run, unnoticed.
 GUNICORN_UNSUPPORTED_HOOKS = frozenset(
-    "ssl_context on_dirty_starting dirty_post_fork dirty_worker_init dirty_worker_exit".split()
+    "on_dirty_starting dirty_post_fork dirty_worker_init dirty_worker_exit".split()
 )
 
 #: gunicorn's limits whose 0 means "unlimited" -> the prefork setting.  prefork
