@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from prefork.settings import DEFAULTS, Config
-from prefork.worker import accesslog, filesend
+from prefork.worker import accesslog, filesend, sendclock
 from prefork.worker.bodystream import BodyStream
 from prefork.worker.deadlines import body_deadline, head_deadline
 from prefork.worker.http1 import NEED_DATA, PAUSED, ProtocolError, RequestHead, RequestParser
@@ -272,6 +272,7 @@ class HTTPConnection(asyncio.Protocol):
         self._closed = True
         if self._send_clock is not None:
             self._send_clock.stop()
+            self._send_clock = None  # (the clock holds this connection: no cycle)
         if self._file_sender is not None:
             self._file_sender.cancel()
         if self._body_stream is not None:
@@ -451,7 +452,7 @@ class HTTPConnection(asyncio.Protocol):
         self._closed = True
         self._output_blocked = False
         self.deadline = 0.0
-        self.transport.abort()  # (connection_lost follows, on the loop)
+        sendclock.reset(self.transport)  # (connection_lost follows, on the loop)
 
     # -- reading requests ------------------------------------------------------
 
@@ -1248,6 +1249,7 @@ class HTTPConnection(asyncio.Protocol):
         self._write_callback = None
         if self._send_clock is not None:  # (the new protocol has its own)
             self._send_clock.stop()
+            self._send_clock = None
         self.deadline = 0.0
         server = self.server
         if server is not None:

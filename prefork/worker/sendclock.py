@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import socket
 import struct
 import termios
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["SendClock", "unsent_bytes"]
+__all__ = ["SendClock", "reset", "unsent_bytes"]
 
 
 def unsent_bytes(transport: Any) -> int:
@@ -41,9 +42,28 @@ def unsent_bytes(transport: Any) -> int:
     return unsent
 
 
+def reset(transport: Any) -> None:
+    """Abort ``transport`` with a reset (``SO_LINGER`` 0): a plain abort
+    closes the socket with its unsent bytes still queued, and the kernel
+    keeps that orphan (megabytes of buffer) probing a zero window for
+    minutes while the client, which reads nothing, sees the connection open.
+    A reset frees both ends at once (nginx's ``reset_timedout_connection``)."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except (OSError, ValueError):
+            pass  # (already closed, or not a socket that lingers: a plain abort)
+    transport.abort()
+
+
 class SendClock:
     """Calls ``on_stall(unsent)`` when ``transport``'s output has not shrunk
-    for ``timeout`` seconds while the clock runs (0: never)."""
+    for ``timeout`` seconds while the clock runs (0: never).
+
+    The owner drops its clock once the connection is lost: the clock holds
+    the transport and the owner's callback, a cycle that would keep a closed
+    connection (with its TLS buffers) until the cycle collector ran."""
 
     __slots__ = ("_backlog", "_handle", "_loop", "_on_stall", "_timeout", "_transport")
 

@@ -32,7 +32,7 @@ from collections.abc import Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from prefork.settings import Config
-from prefork.worker.sendclock import SendClock
+from prefork.worker.sendclock import SendClock, reset
 from prefork.worker.websocket_frames import (
     FAST_PATH,
     BytesMessage,
@@ -543,7 +543,10 @@ class WebSocketConnection(asyncio.Protocol):
             unsent,
             self.config.send_timeout,
         )
-        self._end(abort=True)
+        self._state = CLOSED
+        self._cancel_timer()
+        if not self._gone:
+            reset(self._transport)
 
     def resume_writing(self) -> None:
         self._write_paused = False
@@ -565,6 +568,7 @@ class WebSocketConnection(asyncio.Protocol):
         self._cancel_timer()
         if self._send_clock is not None:
             self._send_clock.stop()
+            self._send_clock = None  # (the clock holds this protocol: no cycle)
         self._set_final(1006)
         waiter = self._writable
         if waiter is not None and not waiter.done():
