@@ -144,17 +144,6 @@ class HTTPConnection(asyncio.Protocol):
     _file_sender: filesend.FileSender | None = None
     #: _batch holds only a raw head written alone (write), until the next write
     _head_held = False
-    #: the transport holds more unsent output than its high-water mark
-    #: (pause_writing, until resume_writing).
-    _writing_paused = False
-    #: a response finished while writing was paused: the next request is
-    #: neither read nor answered until the client has read (_block_output).
-    _output_blocked = False
-    #: aborts the connection when its output stalls (send_timeout); made
-    #: when it first does.
-    _send_clock: SendClock | None = None
-    #: roughly what the batch of pipelined responses holds (see _finish_request)
-    _batch_bytes = 0
 
     def __init__(
         self,
@@ -185,6 +174,19 @@ class HTTPConnection(asyncio.Protocol):
         #: responses held while pipelined requests are answered (None: send at once).
         self._batch: list[bytes] | None = None
         self._reading_paused = False
+        # (instance attributes, not class defaults: read on every request,
+        # and Python 3.11 reads a class default through an instance slowly)
+        #: the transport holds more unsent output than its high-water mark
+        #: (pause_writing, until resume_writing).
+        self._writing_paused = False
+        #: a response finished while writing was paused: the next request is
+        #: neither read nor answered until the client has read (_block_output).
+        self._output_blocked = False
+        #: aborts the connection when its output stalls (send_timeout); made
+        #: when it first does.
+        self._send_clock: SendClock | None = None
+        #: roughly what the batch of pipelined responses holds (see _finish_request)
+        self._batch_bytes = 0
         self._write_callback: Callable[[], Any] | None = None
         self._close_callback: Callable[[], Any] | None = None
         self._eof_callback: Callable[[], Any] | None = None
