@@ -220,20 +220,53 @@ def _configure_logging(config: Config) -> None:
     global _error_handler, _logging_config
     # The new handler first: if its file cannot be opened (a HUP's new
     # path), the error propagates with the old logging still in place.
-    handler = _make_error_handler(config)
+    handler = None if config.log_config else _make_error_handler(config)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     _release_own_loggers()
     _error_handler = handler
-    root.addHandler(_error_handler)
     root.setLevel(getattr(logging, config.log_level.upper()))
-    _protect_own_loggers()
+    _protect_own_loggers()  # (before the operator's configuration: never disabled by it)
+    if handler is not None:
+        root.addHandler(handler)
+    else:
+        try:
+            _apply_log_config(config.log_config)
+        except ValueError:
+            # (at start: one line and exit 2; on HUP: the reload is refused,
+            # said where the logs still go)
+            _error_handler = _make_error_handler(config)
+            root.addHandler(_error_handler)
+            raise
     _logging_config = config
 
     from prefork.worker import accesslog
 
     accesslog.configure(config.access_log, config.access_log_format)
+
+
+def _apply_log_config(log_config: Any) -> None:
+    """--log-config (gunicorn's logconfig, logconfig_dict, logconfig_json;
+    uvicorn's --log-config): the operator's logging, prefork's loggers
+    included (they propagate to its root handlers).  A configuration that
+    cannot be applied (a handler's file in a missing directory, a class that
+    does not import) raises ValueError naming it."""
+    import logging.config
+
+    try:
+        if isinstance(log_config, dict):
+            logging.config.dictConfig(log_config)
+        elif str(log_config).endswith(".json"):
+            import json
+
+            with open(log_config, encoding="utf-8") as file:
+                logging.config.dictConfig(json.load(file))
+        else:
+            logging.config.fileConfig(log_config, disable_existing_loggers=False)
+    except (ValueError, TypeError, AttributeError, ImportError, KeyError, OSError) as exc:
+        cause = f": {exc.__cause__}" if exc.__cause__ is not None else ""
+        raise ValueError(f"--log-config: {exc}{cause}") from None
 
 
 def _release_own_loggers() -> None:
@@ -276,6 +309,8 @@ def keep_own_logging() -> None:
         # (dictConfig closed its handler, or took it off prefork.access by
         # naming that logger or "prefork": the operator's --access-log wins)
         accesslog.configure(config.access_log, config.access_log_format)
+    if config.log_config:
+        return  # (the operator's --log-config routes them: nothing of prefork's to keep)
     root = logging.getLogger()
     owns = [logging.getLogger(name) for name in _OWN_LOGGERS]
     if _error_handler in root.handlers and not any(own.disabled for own in owns):
@@ -497,7 +532,10 @@ def _main(argv: Sequence[str] | None) -> None:
             print(f"prefork: warning: {warning}", file=sys.stderr)
         ok = f"prefork: configuration OK, application {config.app!r} imports"
         sys.exit(quiet_on_closed_pipe(printing(lambda: ok), []))
-    _configure_logging(config)
+    try:
+        _configure_logging(config)
+    except ValueError as exc:
+        fail(str(exc))
     for warning in loaded.warnings:
         log.warning("%s", warning)
     _run(config, app, cli, start_dir)

@@ -62,6 +62,10 @@ GUNICORN_ALIASES = {
     "limit_request_fields": "max_headers",
     "worker_connections": "max_connections",
     "raw_env": "env",
+    # gunicorn's three ways of giving a logging configuration
+    "logconfig": "log_config",
+    "logconfig_dict": "log_config",
+    "logconfig_json": "log_config",
     # gunicorn 27's ASGI worker: the same values (auto, on, off), the same size
     "asgi_lifespan": "lifespan",
     "websocket_max_message_size": "ws_max_size",
@@ -72,7 +76,7 @@ GUNICORN_IGNORED = frozenset(
     """worker_class daemon capture_output worker_tmp_dir
     reload_extra_files spew check_config print_config statsd_host
     statsd_prefix dogstatsd_tags syslog syslog_addr syslog_prefix syslog_facility
-    enable_stdio_inheritance logger_class logconfig logconfig_dict logconfig_json
+    enable_stdio_inheritance logger_class
     tmp_upload_dir secure_scheme_headers forwarder_headers paste sendfile
     strip_header_spaces permit_unconventional_http_method permit_unconventional_http_version
     casefold_http_method header_map limit_request_field_size ssl_version ciphers

@@ -168,6 +168,44 @@ def _existing_file(value: Any) -> str | None:
     return path
 
 
+def _log_config(value: Any) -> str | dict[str, Any] | None:
+    """A logging configuration: a dict (a config file's, gunicorn's
+    ``logconfig_dict``; ``version`` 1 is supplied when missing, as gunicorn
+    merges it into its defaults) or a file: ``.json`` (a dictConfig dict, as
+    uvicorn's ``--log-config``) or an INI file for ``fileConfig``.  Checked
+    now (a file that does not parse is one line); applied at start."""
+    import configparser
+    import json
+    import os.path
+
+    if isinstance(value, dict):
+        if not all(isinstance(key, str) for key in value):
+            raise ValueError("a logging configuration dict has str keys")
+        return {"version": 1, **value}
+    path = _optional_str(value)
+    if path is None:
+        return None
+    if not os.path.isfile(path):
+        raise ValueError(f"no such file: {path!r}")
+    if path.endswith(".json"):
+        try:
+            with open(path, encoding="utf-8") as file:
+                loaded = json.load(file)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path}: not a JSON logging configuration: {exc}") from None
+        if not isinstance(loaded, dict) or loaded.get("version") != 1:
+            raise ValueError(f"{path}: a dictConfig object with \"version\": 1 is expected")
+        return path
+    parser = configparser.ConfigParser()
+    try:
+        parser.read(path, encoding="utf-8")
+    except configparser.Error as exc:
+        raise ValueError(f"{path}: not an INI logging configuration: {exc}") from None
+    if not parser.has_section("loggers"):
+        raise ValueError(f"{path}: an INI logging configuration needs a [loggers] section")
+    return path
+
+
 def _file_to_write(value: Any, *special: str) -> str | None:
     """A file prefork will create or append to: its directory must exist and
     the path must not be a directory (checked now, so that a typo is one line
@@ -881,6 +919,17 @@ class Config:
         "log level",
         "logging",
         metavar="LEVEL",
+    )
+    log_config: str | dict[str, Any] | None = _s(
+        None,
+        _log_config,
+        "logging configuration, applied in the master (the workers inherit it): a .json "
+        "dictConfig file (uvicorn's --log-config) or an INI fileConfig file (gunicorn's "
+        "--log-config); in a config file also a dict (gunicorn's logconfig_dict). It "
+        "replaces --error-log; the access log stays --access-log's",
+        "logging",
+        metavar="FILE",
+        path=True,
     )
     # -- TLS, proxies, health
     certfile: str | None = _s(
