@@ -194,7 +194,7 @@ def _log_config(value: Any) -> str | dict[str, Any] | None:
         except (OSError, ValueError) as exc:
             raise ValueError(f"{path}: not a JSON logging configuration: {exc}") from None
         if not isinstance(loaded, dict) or loaded.get("version") != 1:
-            raise ValueError(f"{path}: a dictConfig object with \"version\": 1 is expected")
+            raise ValueError(f'{path}: a dictConfig object with "version": 1 is expected')
         return path
     parser = configparser.ConfigParser()
     try:
