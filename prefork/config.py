@@ -60,6 +60,7 @@ GUNICORN_ALIASES = {
     "wsgi_app": "app",
     "limit_request_line": "max_request_line",
     "limit_request_fields": "max_headers",
+    "limit_request_field_size": "max_header_line",
     "worker_connections": "max_connections",
     "raw_env": "env",
     # gunicorn's three ways of giving a logging configuration
@@ -79,7 +80,7 @@ GUNICORN_IGNORED = frozenset(
     enable_stdio_inheritance logger_class
     tmp_upload_dir secure_scheme_headers forwarder_headers paste sendfile
     strip_header_spaces permit_unconventional_http_method permit_unconventional_http_version
-    casefold_http_method header_map limit_request_field_size ssl_version ciphers
+    casefold_http_method header_map ssl_version ciphers
     do_handshake_on_connect suppress_ragged_eofs initgroups disable_redirect_access_to_syslog
     errorlog_format proxy_protocol_timeout
     enable_backlog_metric default_proc_name protocol uwsgi_allow_ips http_protocols
@@ -104,6 +105,7 @@ GUNICORN_UNSUPPORTED_HOOKS = frozenset(
 GUNICORN_UNLIMITED = {
     "limit_request_line": "max_request_line",
     "limit_request_fields": "max_headers",
+    "limit_request_field_size": "max_header_line",
 }
 
 
@@ -188,7 +190,7 @@ def load(
         if isinstance(values.get(name), _HeadBound):
             bound = values.get("max_header_size", BY_NAME["max_header_size"].default)
             # (a header line takes at least 4 bytes, "a:\r\n": no more fit the head)
-            values[name] = bound if name == "max_request_line" else max(1, bound // 4)
+            values[name] = max(1, bound // 4) if name == "max_headers" else bound
             warnings.append(
                 f"{gunicorn_name} = 0 (gunicorn: unlimited): {name} = {values[name]}, "
                 f"as far as --max-header-size ({bound} bytes) allows"

@@ -142,7 +142,6 @@ _DERIVED: dict[str, Any] = {
     "sendfile": lambda c: True,
     "worker_tmp_dir": lambda c: None,
     "secure_scheme_headers": lambda c: {},
-    "limit_request_field_size": lambda c: c.max_header_size,
     "capture_output": lambda c: False,
     "statsd_host": lambda c: None,
     "logconfig": lambda c: None,

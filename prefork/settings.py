@@ -756,6 +756,14 @@ class Config:
         "limits",
         metavar="N",
     )
+    max_header_line: int = _s(
+        8190,
+        _positive_size,
+        "one header or trailer line, name and value, in bytes (over it: 431; gunicorn's "
+        "limit_request_field_size and Apache's LimitRequestFieldSize, the same default)",
+        "limits",
+        metavar="SIZE",
+    )
     max_body_size: int = _s(
         100 * 1024 * 1024,
         parse_size,

@@ -179,10 +179,16 @@ def _normalize_name(raw: bytes) -> str:
     return name
 
 
+def _longest(lines: list[bytes], start: int) -> int:
+    return max(map(len, lines[start:]), default=0)
+
+
 def _parse_field_lines(lines: list[bytes], limits: Config, what: str) -> list[tuple[str, str]]:
-    """Parse a trailer section: its line count limit, then :func:`_parse_fields`."""
+    """Parse a trailer section: its line limits, then :func:`_parse_fields`."""
     if len(lines) > limits.max_headers:
         raise ProtocolError(431, f"too many {what} lines")
+    if _longest(lines, 0) > limits.max_header_line:
+        raise ProtocolError(431, f"a {what} line is too long")
     return _parse_fields(lines, what, _NO_FRAMING, [])
 
 
@@ -530,6 +536,9 @@ class RequestParser:
                 target_host = absolute_authority(raw_target)
         if line_ends > limits.max_headers:
             raise ProtocolError(431, "too many header lines")
+        if len(head) > limits.max_header_line and _longest(lines, 1) > limits.max_header_line:
+            # (the usual head is shorter than one line may be: one test, no scan)
+            raise ProtocolError(431, "a header line is too long")
         # Lines are split on CRLF only (bare CR and LF were refused above).
         # The framing headers are collected on the way (usually Host and
         # Connection alone), so only they are looked at again below.

@@ -26,6 +26,7 @@ README_LIMITS = (
     "max_header_size",
     "max_request_line",
     "max_headers",
+    "max_header_line",
     "max_body_size",
     "max_chunk_line",
     "header_timeout",

@@ -1361,7 +1361,12 @@ def test_trailer_count_limit_boundary() -> None:
     ("data", "raised", "status"),
     [
         (req(request_line_of(10000)), Config(max_request_line=10000), 414),
-        (req(headers=HOST + b"X: " + b"v" * 70000 + b"\r\n"), Config(max_header_size=80000), 431),
+        (
+            req(headers=HOST + b"X: " + b"v" * 70000 + b"\r\n"),
+            Config(max_header_size=80000, max_header_line=80000),
+            431,
+        ),
+        (req(headers=HOST + b"X: " + b"v" * 9000 + b"\r\n"), Config(max_header_line=9100), 431),
         (
             req(headers=HOST + b"".join(b"X-%d: v\r\n" % i for i in range(150))),
             Config(max_headers=200),
@@ -1370,11 +1375,20 @@ def test_trailer_count_limit_boundary() -> None:
         (chunked(b"1;" + b"e" * 5000 + b"\r\nx\r\n0\r\n\r\n"), Config(max_chunk_line=6000), 400),
         (
             chunked(b"0\r\nX: " + b"v" * 70000 + b"\r\n\r\n"),
-            Config(max_header_size=80000),
+            Config(max_header_size=80000, max_header_line=80000),
             431,
         ),
+        (chunked(b"0\r\nX: " + b"v" * 9000 + b"\r\n\r\n"), Config(max_header_line=9100), 431),
     ],
-    ids=["request-line", "header-size", "header-count", "chunk-line", "trailer-size"],
+    ids=[
+        "request-line",
+        "header-size",
+        "header-line",
+        "header-count",
+        "chunk-line",
+        "trailer-size",
+        "trailer-line",
+    ],
 )
 def test_raising_a_limit_accepts_what_the_default_refuses(
     data: bytes, raised: Config, status: int
@@ -1523,7 +1537,7 @@ def _feed_trailer_bytewise(trailer: bytes, limits: Config) -> object:
 
 
 def test_trailer_one_byte_at_a_time_scales_linearly() -> None:
-    limits = Config(max_header_size=1 << 20)
+    limits = Config(max_header_size=1 << 20, max_header_line=1 << 20)
 
     def trailer(n: int) -> bytes:
         return b"X: " + b"t" * n + b"\r\n\r\n"
