@@ -83,7 +83,6 @@ _OTHER_SERVERS_OPTIONS = {
     "--limit-concurrency": "--max-concurrency",
     "--limit-max-requests": "--max-requests",
     "--timeout-keep-alive": "--keep-alive",
-    "--proxy-headers": "--xheaders",
     "--ssl-certfile": "--certfile",
     "--ssl-keyfile": "--keyfile",
     "--ssl-ca-certs": "--ca-certs",

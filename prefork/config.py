@@ -212,12 +212,14 @@ def load(
             workers_from_environment(environ)
         except WorkerVariableError as exc:
             raise ConfigError("workers", exc.reason, where=exc.variable) from None
-    if "forwarded_allow_ips" in values and not (config.xheaders or config.proxy_protocol):
+    if "forwarded_allow_ips" in values and not (
+        config.xheaders or config.proxy_headers or config.proxy_protocol
+    ):
         # (gunicorn reads X-Forwarded-* from these peers on its own: here that
-        # is --xheaders; without it the list trusts nobody for anything)
+        # is --proxy-headers, on by default; without it the list trusts nobody)
         warnings.append(
-            "--forwarded-allow-ips has no effect without --xheaders (X-Forwarded-For, "
-            "X-Forwarded-Proto, X-Real-Ip) or --proxy-protocol: the client address and "
+            "--forwarded-allow-ips has no effect without --proxy-headers (X-Forwarded-For, "
+            "X-Forwarded-Proto), --xheaders or --proxy-protocol: the client address and "
             "scheme stay the proxy's"
         )
     return Loaded(config, tuple(warnings))

@@ -967,10 +967,18 @@ class Config:
         metavar="MODE",
     )
     xheaders: bool = _s(
+        False,
+        parse_bool,
+        "use X-Real-Ip / X-Forwarded-For / X-Scheme / X-Forwarded-Proto from trusted peers "
+        "(tornado's set: only behind a proxy that sets or clears all four)",
+        "proxies",
+        flag=True,
+    )
+    proxy_headers: bool = _s(
         True,
         parse_bool,
-        "use X-Real-Ip / X-Forwarded-For / X-Forwarded-Proto from trusted peers "
-        "(--forwarded-allow-ips: loopback by default, as uvicorn's --proxy-headers)",
+        "use X-Forwarded-For (its right-most address) and X-Forwarded-Proto from trusted "
+        "peers (--forwarded-allow-ips: loopback by default), as uvicorn's --proxy-headers",
         "proxies",
         flag=True,
     )

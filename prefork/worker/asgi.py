@@ -264,6 +264,10 @@ def build_scope(
     if type(address) is tuple and len(address) >= 2:
         ip = request.remote_ip
         client = (address[0], address[1]) if not ip or ip == address[0] else (ip, 0)
+    elif request.remote_ip and request.remote_ip != "0.0.0.0":
+        # A unix-socket peer (no address: None, as uvicorn) that a trusted
+        # proxy's header names: that client, port unknown (it was None).
+        client = (request.remote_ip, 0)
     fields = request.headers
     # One value per name (the usual case): the dict's own items, no generator.
     pairs = dict.items(fields) if fields._as_list is None else fields.get_all()

@@ -151,7 +151,7 @@ class HTTPConnection(asyncio.Protocol):
         address: Any = None,
         request_callback: Callable[[HTTPRequest], Any] | None = None,
         no_keep_alive: bool = False,
-        xheaders: bool = False,
+        xheaders: bool | int = False,
         *,
         server: HTTPServer | None = None,
     ) -> None:
@@ -259,7 +259,7 @@ class HTTPConnection(asyncio.Protocol):
             server._connection_opened(self)
             if self.xheaders or server.proxy_protocol:
                 trusted = server.peer_trusted(self.remote_ip, not isinstance(peer, tuple))
-                self.xheaders = self.xheaders and trusted
+                self.xheaders = self.xheaders if trusted else 0
                 if server.proxy_protocol:
                     if not trusted:
                         error_log.info("PROXY protocol: refusing untrusted peer %s", self.remote_ip)

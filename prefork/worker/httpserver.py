@@ -44,7 +44,7 @@ from prefork.worker.ioloop import IOLoop
 from prefork.worker.request import HTTPRequest
 from prefork.worker.tls import hooked_context, options_from_config, server_context
 from prefork.worker.tls_accept import TLSAcceptor
-from prefork.worker.xheaders import parse_networks
+from prefork.worker.xheaders import XHEADERS_ALL, XHEADERS_FORWARDED, parse_networks
 
 if TYPE_CHECKING:
     from prefork.worker.overload import AcceptGate, RequestTracker
@@ -122,9 +122,10 @@ class HTTPServer:
             settings["keep_alive"] = 0
         if xheaders:
             settings["xheaders"] = True
-        elif config is None:
-            # (the seed's default: off; the command line's trusts loopback peers)
-            settings.setdefault("xheaders", False)
+        if config is None:
+            # (the seed's default: no forwarded header unless xheaders=True;
+            # the command line's reads X-Forwarded-For/-Proto from loopback)
+            settings.setdefault("proxy_headers", False)
         try:
             self.config: Config = make_config(config, **settings)
         except TypeError as exc:
@@ -146,7 +147,12 @@ class HTTPServer:
         self.trusted_networks = parse_networks(config.forwarded_allow_ips)
         # Read on every connection: kept as plain attributes, derived once.
         self.no_keep_alive = config.keep_alive == 0
-        self.xheaders = config.xheaders
+        #: which forwarded headers trusted peers may set: XHEADERS_ALL
+        #: (--xheaders, tornado's four), XHEADERS_FORWARDED (--proxy-headers:
+        #: X-Forwarded-For and -Proto, uvicorn's two) or 0
+        self.xheaders = (
+            XHEADERS_ALL if config.xheaders else XHEADERS_FORWARDED if config.proxy_headers else 0
+        )
         self.proxy_protocol = config.proxy_protocol
         self.drain_delay = config.drain_delay
         self.ready = True

@@ -8,12 +8,12 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from prefork.worker.httputil import HTTPFile, HTTPHeaders, parse_qs_bytes
-from prefork.worker.xheaders import forwarded_ip, forwarded_protocol
+from prefork.worker.xheaders import XHEADERS_ALL, forwarded_ip, forwarded_protocol
 
 #: the headers xheaders reads, as HTTPHeaders keeps their names: a request
 #: with none of them (any not from a proxy) is told apart in one C-level set
-#: operation (~0.1 µs), not four header lookups (~0.6 µs: xheaders is on by
-#: default for loopback peers, so this is most requests in benchmarks).
+#: operation (~0.1 µs), not four header lookups (~0.6 µs: --proxy-headers is
+#: on by default for loopback peers, so this is most requests in benchmarks).
 _FORWARDED = frozenset(("X-Real-Ip", "X-Forwarded-For", "X-Scheme", "X-Forwarded-Proto"))
 
 if TYPE_CHECKING:
@@ -80,9 +80,10 @@ class HTTPRequest:
             and connection.xheaders
             and not _FORWARDED.isdisjoint(dict.keys(self.headers))  # type: ignore[arg-type]
         ):
-            self.remote_ip = forwarded_ip(self.headers, remote_ip)
+            tornado = connection.xheaders is True or connection.xheaders == XHEADERS_ALL
+            self.remote_ip = forwarded_ip(self.headers, remote_ip, tornado)
             self.protocol = forwarded_protocol(
-                self.headers, protocol or ("https" if connection.is_tls else "http")
+                self.headers, protocol or ("https" if connection.is_tls else "http"), tornado
             )
         else:
             self.remote_ip = remote_ip

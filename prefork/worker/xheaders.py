@@ -10,7 +10,21 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 
-__all__ = ["forwarded_ip", "forwarded_protocol", "parse_networks"]
+__all__ = [
+    "XHEADERS_ALL",
+    "XHEADERS_FORWARDED",
+    "forwarded_ip",
+    "forwarded_protocol",
+    "parse_networks",
+]
+
+#: which headers a trusted peer may set: tornado's four (``xheaders``) ...
+XHEADERS_ALL = 2
+#: ... or X-Forwarded-For and X-Forwarded-Proto alone (``proxy_headers``,
+#: uvicorn's): the two a proxy configured from uvicorn's or gunicorn's docs
+#: sets or appends.  X-Real-Ip and X-Scheme, which such a proxy passes
+#: through from the client unchanged, would let a client name itself.
+XHEADERS_FORWARDED = 1
 
 
 def _last_element(value: str) -> str:
@@ -25,13 +39,16 @@ def _valid_ip(candidate: str) -> bool:
     return True
 
 
-def forwarded_ip(headers: Mapping[str, str], default: str | None) -> str | None:
-    """``X-Real-Ip``, else the right-most ``X-Forwarded-For`` element.
+def forwarded_ip(
+    headers: Mapping[str, str], default: str | None, real_ip: bool = True
+) -> str | None:
+    """``X-Real-Ip`` (with ``real_ip``), else the right-most ``X-Forwarded-For``
+    element.
 
     The right-most element is the one the nearest proxy appended; the others
     are whatever the client claimed.  An invalid value is ignored.
     """
-    candidate = headers.get("X-Real-Ip")
+    candidate = headers.get("X-Real-Ip") if real_ip else None
     if candidate:
         candidate = candidate.strip(" \t")
         if _valid_ip(candidate):
@@ -44,9 +61,10 @@ def forwarded_ip(headers: Mapping[str, str], default: str | None) -> str | None:
     return default
 
 
-def forwarded_protocol(headers: Mapping[str, str], default: str) -> str:
-    """``X-Scheme``, else the last ``X-Forwarded-Proto`` element, if http(s)."""
-    for name in ("X-Scheme", "X-Forwarded-Proto"):
+def forwarded_protocol(headers: Mapping[str, str], default: str, scheme: bool = True) -> str:
+    """``X-Scheme`` (with ``scheme``), else the last ``X-Forwarded-Proto``
+    element, if http(s)."""
+    for name in ("X-Scheme", "X-Forwarded-Proto") if scheme else ("X-Forwarded-Proto",):
         value = headers.get(name)
         if value:
             candidate = _last_element(value).lower()

@@ -10,6 +10,7 @@ master's pid and waited for, with bounded waits only.
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import signal
 import subprocess
@@ -273,7 +274,10 @@ def test_a_reader_that_went_away_ends_a_report_quietly(args: list[str]) -> None:
         (["--timout=5"], "unrecognized arguments: --timout=5; did you mean --timeout?"),
         (["--no-preloda"], "unrecognized arguments: --no-preloda; did you mean --no-preload?"),
         # a unique prefix is named, never taken (no abbreviations)
-        (["--proxy"], "unrecognized arguments: --proxy; did you mean --proxy-protocol?"),
+        (
+            ["--health-ready"],
+            "unrecognized arguments: --health-ready; did you mean --health-ready-path?",
+        ),
         # another server's name for an option prefork has under its own
         (["--port", "8000"], "unrecognized arguments: --port; prefork's is -b/--bind HOST:PORT"),
         (["--access-logfile", "-"], "unrecognized arguments: --access-logfile; prefork's is"),
@@ -348,12 +352,25 @@ def test_a_proxy_on_loopback_is_trusted_by_default_as_under_uvicorn(tmp_path: Pa
     """nginx on the same host says X-Forwarded-Proto: https; the application
     saw http (and built http:// URLs, or redirected to https for ever) unless
     --xheaders was given, where uvicorn (--proxy-headers) and gunicorn (its
-    secure_scheme_headers) trust a loopback peer by default.  --no-xheaders
-    turns it off; other peers are never trusted (--forwarded-allow-ips)."""
+    secure_scheme_headers) trust a loopback peer by default.  Only those two
+    headers: X-Real-Ip and X-Scheme, which a proxy set up from uvicorn's or
+    gunicorn's docs passes through from the client, are read with --xheaders
+    alone (a client named itself through such a proxy, a probe found).
+    --no-proxy-headers turns it off."""
     (tmp_path / "scheme_app.py").write_text(SCHEME_APP)
-    headers = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.7"}
-    for extra, expected in (([], b"https 203.0.113.7"), (["--no-xheaders"], b"http 127.0.0.1")):
-        log, pidfile = tmp_path / f"error{len(extra)}.log", tmp_path / f"p{len(extra)}.pid"
+    headers = {
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-For": "198.51.100.1, 203.0.113.7",
+        "X-Real-Ip": "7.7.7.7",
+        "X-Scheme": "http",
+    }
+    for extra, expected in (
+        ([], b"https 203.0.113.7"),
+        (["--no-proxy-headers"], b"http 127.0.0.1"),
+        (["--xheaders"], b"http 7.7.7.7"),
+    ):
+        tag = extra[0].strip("-") if extra else "default"
+        log, pidfile = tmp_path / f"error-{tag}.log", tmp_path / f"p-{tag}.pid"
         args = ["--error-log", str(log), "--pidfile", str(pidfile), *extra, "scheme_app:app"]
         server = Server(tmp_path, pidfile, log, *args)
         try:
@@ -421,3 +438,34 @@ def test_gunicorns_worker_class_option_says_what_it_became(
     assert line in printed.stdout.splitlines(), printed.stdout
     assert f"prefork: warning: -k {worker_class}: " in printed.stderr, printed.stderr
     assert note in printed.stderr, printed.stderr
+
+
+def test_an_asgi_client_behind_a_proxy_on_a_unix_socket_is_named(tmp_path: Path) -> None:
+    """nginx on the unix socket (the shipped configuration's usual case) says
+    X-Forwarded-For: the ASGI scope's client was None (a unix peer has no
+    address), where WSGI's REMOTE_ADDR and the access log had the client, and
+    uvicorn gives (ip, 0).  Without a forwarded header it stays None."""
+    import socket
+
+    path = tmp_path / "app.sock"
+    pidfile, log = tmp_path / "p.pid", tmp_path / "error.log"
+    args = ["--bind", f"unix:{path}", "--error-log", str(log), "--pidfile", str(pidfile)]
+    server = Server(tmp_path, pidfile, log, *args, "tests.apps.asgi_app:app")
+    try:
+        server.port()
+        server.wait_workers(1)
+        clients = []
+        for extra in (b"X-Forwarded-For: 203.0.113.7\r\n", b""):
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(10)
+                sock.connect(str(path))
+                sock.sendall(
+                    b"GET /scope HTTP/1.1\r\nHost: x\r\n%sConnection: close\r\n\r\n" % extra
+                )
+                data = b""
+                while chunk := sock.recv(65536):
+                    data += chunk
+            clients.append(json.loads(data.partition(b"\r\n\r\n")[2])["client"])
+        assert clients == [["203.0.113.7", 0], None]
+    finally:
+        assert server.stop() == 0

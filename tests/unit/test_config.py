@@ -262,13 +262,13 @@ def test_a_gunicorn_file_with_helper_variables_runs(tmp_path: Path) -> None:
         "default_web_concurrency, log_data"
     )
     assert "DEFAULT_PORT" not in ignored
-    # ... the trusted proxies it names are used (xheaders is on by default, as
-    # uvicorn's --proxy-headers), and would do nothing with --no-xheaders: said.
-    assert config.xheaders
+    # ... the trusted proxies it names are used (proxy_headers is on by default,
+    # as uvicorn's), and would do nothing with --no-proxy-headers: said.
+    assert config.proxy_headers and not config.xheaders
     assert not any("no effect" in w for w in loaded.warnings)
-    loaded = loader.load({"config": write(tmp_path, HELPER_VARIABLES_FILE), "xheaders": False})
+    loaded = loader.load({"config": write(tmp_path, HELPER_VARIABLES_FILE), "proxy_headers": False})
     assert any(
-        "--forwarded-allow-ips has no effect without --xheaders" in w for w in loaded.warnings
+        "--forwarded-allow-ips has no effect without --proxy-headers" in w for w in loaded.warnings
     )
 
 
