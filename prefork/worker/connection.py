@@ -1181,7 +1181,8 @@ class HTTPConnection(asyncio.Protocol):
                 self._batch_bytes += self._resp_bytes + 256
                 if self._batch_bytes > SPLIT_BODY:
                     self._flush_batch()
-                    self._batch = []
+                    if self._batch is None:  # (a file being sent keeps it held)
+                        self._batch = []
                     self._batch_bytes = 0
         if self._writing_paused:
             self._block_output()
