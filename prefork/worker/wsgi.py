@@ -187,13 +187,20 @@ def build_environ(
         path = path[len(root_path) :]
     # PEP 3333: the decoded bytes, carried as a latin-1 "bytes-as-str".
     path_info = unquote_to_bytes(path).decode("latin-1")
+    conn = request.connection
+    remote_addr = request.remote_ip or ""
+    if remote_addr == "0.0.0.0" and conn is not None and type(conn.address) is not tuple:
+        # A unix-socket peer has no address: "" as gunicorn gives (the seed's
+        # remote_ip says 0.0.0.0, which reached the application's logs as if
+        # it were one); a trusted proxy's forwarded address still shows.
+        remote_addr = ""
     environ: dict[str, Any] = {
         "REQUEST_METHOD": request.method,
         "SCRIPT_NAME": root_path,
         "PATH_INFO": path_info,
         "QUERY_STRING": request.query,
         "SERVER_PROTOCOL": request.version,
-        "REMOTE_ADDR": request.remote_ip or "",
+        "REMOTE_ADDR": remote_addr,
         "RAW_URI": request.uri,
         "REQUEST_URI": request.uri,
         "wsgi.version": (1, 0),
@@ -226,7 +233,6 @@ def build_environ(
         environ["CONTENT_LENGTH"] = str(len(request.body))
     default_port = "443" if scheme == "https" else "80"
     host = environ.get("HTTP_HOST")
-    conn = request.connection
     if host:
         environ["SERVER_NAME"], environ["SERVER_PORT"] = _split_host(host, default_port)
     else:

@@ -469,3 +469,34 @@ def test_an_asgi_client_behind_a_proxy_on_a_unix_socket_is_named(tmp_path: Path)
         assert clients == [["203.0.113.7", 0], None]
     finally:
         assert server.stop() == 0
+
+
+def test_a_wsgi_client_on_a_unix_socket_has_no_address_unless_a_proxy_names_it(
+    tmp_path: Path,
+) -> None:
+    """REMOTE_ADDR was '0.0.0.0' for a unix-socket peer (the seed's remote_ip),
+    which reached the application's logs as if it were an address; gunicorn
+    gives ''. A trusted proxy's X-Forwarded-For still names the client."""
+    import socket
+
+    (tmp_path / "scheme_app.py").write_text(SCHEME_APP)
+    path = tmp_path / "app.sock"
+    pidfile, log = tmp_path / "p.pid", tmp_path / "error.log"
+    args = ["--bind", f"unix:{path}", "--error-log", str(log), "--pidfile", str(pidfile)]
+    server = Server(tmp_path, pidfile, log, *args, "scheme_app:app")
+    try:
+        server.port()
+        server.wait_workers(1)
+        bodies = []
+        for extra in (b"", b"X-Forwarded-For: 203.0.113.7\r\n"):
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(10)
+                sock.connect(str(path))
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n%sConnection: close\r\n\r\n" % extra)
+                data = b""
+                while chunk := sock.recv(65536):
+                    data += chunk
+            bodies.append(data.partition(b"\r\n\r\n")[2])
+        assert bodies == [b"http ", b"http 203.0.113.7"]
+    finally:
+        assert server.stop() == 0
