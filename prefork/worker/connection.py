@@ -65,6 +65,7 @@ from prefork.worker.response import (
     frame_response,
 )
 from prefork.worker.sendclock import SendClock
+from prefork.worker.xheaders import XHEADERS_ALL
 
 if TYPE_CHECKING:
     from prefork.worker.httpserver import HTTPServer
@@ -157,7 +158,8 @@ class HTTPConnection(asyncio.Protocol):
     ) -> None:
         self.request_callback = request_callback
         self.no_keep_alive = no_keep_alive
-        self.xheaders = xheaders
+        # (the seed's xheaders=True is tornado's four headers: XHEADERS_ALL)
+        self.xheaders = XHEADERS_ALL if xheaders is True else xheaders
         self.address = address
         self.server = server
         self.config: Config = server.config if server is not None else DEFAULTS

@@ -116,16 +116,16 @@ class HTTPServer:
         """
         if "keep_alive_timeout" in settings:
             settings["keep_alive"] = settings.pop("keep_alive_timeout")
-        if config is None and "forwarded_allow_ips" not in settings:
-            settings["forwarded_allow_ips"] = "*"
+        if config is None:
+            # The seed's trust rule: no forwarded header unless xheaders=True,
+            # then from every peer (the command line's: X-Forwarded-For/-Proto
+            # from loopback, --proxy-headers).
+            settings.setdefault("forwarded_allow_ips", "*")
+            settings.setdefault("proxy_headers", False)
         if no_keep_alive:
             settings["keep_alive"] = 0
         if xheaders:
             settings["xheaders"] = True
-        if config is None:
-            # (the seed's default: no forwarded header unless xheaders=True;
-            # the command line's reads X-Forwarded-For/-Proto from loopback)
-            settings.setdefault("proxy_headers", False)
         try:
             self.config: Config = make_config(config, **settings)
         except TypeError as exc:

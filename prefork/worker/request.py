@@ -80,7 +80,7 @@ class HTTPRequest:
             and connection.xheaders
             and not _FORWARDED.isdisjoint(dict.keys(self.headers))  # type: ignore[arg-type]
         ):
-            tornado = connection.xheaders is True or connection.xheaders == XHEADERS_ALL
+            tornado = connection.xheaders == XHEADERS_ALL
             self.remote_ip = forwarded_ip(self.headers, remote_ip, tornado)
             self.protocol = forwarded_protocol(
                 self.headers, protocol or ("https" if connection.is_tls else "http"), tornado

@@ -543,10 +543,7 @@ class WebSocketConnection(asyncio.Protocol):
             unsent,
             self.config.send_timeout,
         )
-        self._state = CLOSED
-        self._cancel_timer()
-        if not self._gone:
-            reset(self._transport)
+        self._end(abort=True, reset_peer=True)
 
     def resume_writing(self) -> None:
         self._write_paused = False
@@ -579,8 +576,9 @@ class WebSocketConnection(asyncio.Protocol):
         if not self._done.done():
             self._done.set_result(None)
 
-    def _end(self, abort: bool) -> None:
-        """Close the socket (``abort``: without sending what is still buffered).
+    def _end(self, abort: bool, reset_peer: bool = False) -> None:
+        """Close the socket (``abort``: without sending what is still buffered;
+        ``reset_peer``: with a reset, see :func:`prefork.worker.sendclock.reset`).
 
         A plain close waits for the buffer to drain, which a client that does
         not read would make last forever: it is bounded by an abort too.
@@ -590,7 +588,9 @@ class WebSocketConnection(asyncio.Protocol):
         if self._gone:
             return
         transport = self._transport
-        if abort:
+        if reset_peer:
+            reset(transport)
+        elif abort:
             transport.abort()
         else:
             transport.close()
