@@ -16,17 +16,13 @@ Routes:
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import sys
 import threading
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from prefork.worker.httpserver import HTTPServer  # noqa: E402
-from prefork.worker.ioloop import IOLoop  # noqa: E402
 
 PIECE = b"x" * 65536
 STATE: dict[str, object] = {"big": 0, "events": []}
@@ -137,39 +133,7 @@ async def asgi_app(scope, receive, send) -> None:  # type: ignore[no-untyped-def
 # ---------------------------------------------------------------- main
 
 
-def _limit(text: str) -> tuple[str, str]:
-    name, _, value = text.partition("=")
-    return name, value
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--interface", choices=("callback", "wsgi", "asgi"), default="callback")
-    parser.add_argument("--limit", action="append", type=_limit, default=[], help="NAME=VALUE")
-    args = parser.parse_args()
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO)
-
-    from prefork.settings import make_config
-
-    config = make_config(**dict(args.limit))
-    if args.interface == "wsgi":
-        from prefork.worker.wsgi import WSGIAdapter
-
-        callback = WSGIAdapter(wsgi_app, threads=4)
-    elif args.interface == "asgi":
-        from prefork.worker.asgi import ASGIAdapter
-
-        callback = ASGIAdapter(asgi_app, make_config(config, lifespan="off"))
-    else:
-        callback = callback_app
-    server = HTTPServer(callback, config=config)
-    from prefork.sockets import bind_sockets
-
-    sockets = bind_sockets(0, "127.0.0.1")
-    server.add_sockets(sockets)
-    print(sockets[0].getsockname()[1], flush=True)
-    IOLoop.instance().start()
-
-
 if __name__ == "__main__":
-    main()
+    from tests.apps.three_interfaces import serve
+
+    serve(callback_app, wsgi_app, asgi_app)

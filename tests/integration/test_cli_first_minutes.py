@@ -440,13 +440,26 @@ def test_gunicorns_worker_class_option_says_what_it_became(
     assert note in printed.stderr, printed.stderr
 
 
+def unix_get(path: Path, target: bytes, extra_headers: bytes) -> bytes:
+    """The body of ``GET target`` over the unix socket ``path`` (read to the close)."""
+    import socket
+
+    request = b"GET %s HTTP/1.1\r\nHost: x\r\n%sConnection: close\r\n\r\n"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(str(path))
+        sock.sendall(request % (target, extra_headers))
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data.partition(b"\r\n\r\n")[2]
+
+
 def test_an_asgi_client_behind_a_proxy_on_a_unix_socket_is_named(tmp_path: Path) -> None:
     """nginx on the unix socket (the shipped configuration's usual case) says
     X-Forwarded-For: the ASGI scope's client was None (a unix peer has no
     address), where WSGI's REMOTE_ADDR and the access log had the client, and
     uvicorn gives (ip, 0).  Without a forwarded header it stays None."""
-    import socket
-
     path = tmp_path / "app.sock"
     pidfile, log = tmp_path / "p.pid", tmp_path / "error.log"
     args = ["--bind", f"unix:{path}", "--error-log", str(log), "--pidfile", str(pidfile)]
@@ -454,18 +467,10 @@ def test_an_asgi_client_behind_a_proxy_on_a_unix_socket_is_named(tmp_path: Path)
     try:
         server.port()
         server.wait_workers(1)
-        clients = []
-        for extra in (b"X-Forwarded-For: 203.0.113.7\r\n", b""):
-            with socket.socket(socket.AF_UNIX) as sock:
-                sock.settimeout(10)
-                sock.connect(str(path))
-                sock.sendall(
-                    b"GET /scope HTTP/1.1\r\nHost: x\r\n%sConnection: close\r\n\r\n" % extra
-                )
-                data = b""
-                while chunk := sock.recv(65536):
-                    data += chunk
-            clients.append(json.loads(data.partition(b"\r\n\r\n")[2])["client"])
+        clients = [
+            json.loads(unix_get(path, b"/scope", extra))["client"]
+            for extra in (b"X-Forwarded-For: 203.0.113.7\r\n", b"")
+        ]
         assert clients == [["203.0.113.7", 0], None]
     finally:
         assert server.stop() == 0
@@ -477,8 +482,6 @@ def test_a_wsgi_client_on_a_unix_socket_has_no_address_unless_a_proxy_names_it(
     """REMOTE_ADDR was '0.0.0.0' for a unix-socket peer (the seed's remote_ip),
     which reached the application's logs as if it were an address; gunicorn
     gives ''. A trusted proxy's X-Forwarded-For still names the client."""
-    import socket
-
     (tmp_path / "scheme_app.py").write_text(SCHEME_APP)
     path = tmp_path / "app.sock"
     pidfile, log = tmp_path / "p.pid", tmp_path / "error.log"
@@ -487,16 +490,9 @@ def test_a_wsgi_client_on_a_unix_socket_has_no_address_unless_a_proxy_names_it(
     try:
         server.port()
         server.wait_workers(1)
-        bodies = []
-        for extra in (b"", b"X-Forwarded-For: 203.0.113.7\r\n"):
-            with socket.socket(socket.AF_UNIX) as sock:
-                sock.settimeout(10)
-                sock.connect(str(path))
-                sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n%sConnection: close\r\n\r\n" % extra)
-                data = b""
-                while chunk := sock.recv(65536):
-                    data += chunk
-            bodies.append(data.partition(b"\r\n\r\n")[2])
+        bodies = [
+            unix_get(path, b"/", extra) for extra in (b"", b"X-Forwarded-For: 203.0.113.7\r\n")
+        ]
         assert bodies == [b"http ", b"http 203.0.113.7"]
     finally:
         assert server.stop() == 0
