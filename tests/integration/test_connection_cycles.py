@@ -8,7 +8,9 @@ of handshakes grew a worker's heap by hundreds of MB.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+from collections.abc import Iterator
 
 from prefork.worker.asgi import ASGIAdapter
 from prefork.worker.connection import HTTPConnection
@@ -23,16 +25,36 @@ async def _hello(scope, receive, send):  # type: ignore[no-untyped-def]
     await send({"type": "http.response.body", "body": b"hi"})
 
 
-def test_a_closed_asgi_connection_leaves_no_cycle() -> None:
+@contextlib.contextmanager
+def _loop_keeping_garbage() -> Iterator[asyncio.AbstractEventLoop]:
+    """An installed IOLoop's asyncio loop, with the cycle collector off and
+    what it would free kept in gc.garbage (DEBUG_SAVEALL); all undone after."""
     ioloop = IOLoop()
     ioloop.install()  # (the loop the server listens on)
     loop = ioloop.asyncio_loop
     asyncio.set_event_loop(loop)
-    server = HTTPServer(ASGIAdapter(_hello))
     gc.collect()
     gc.disable()
     gc.set_debug(gc.DEBUG_SAVEALL)
     try:
+        yield loop
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+        loop.close()
+        asyncio.set_event_loop(None)
+        IOLoop.clear_instance()
+
+
+def _connections_in_cycles() -> list[HTTPConnection]:
+    gc.collect()
+    return [obj for obj in gc.garbage if isinstance(obj, HTTPConnection)]
+
+
+def test_a_closed_asgi_connection_leaves_no_cycle() -> None:
+    with _loop_keeping_garbage() as loop:
+        server = HTTPServer(ASGIAdapter(_hello))
 
         async def one_request() -> bytes:
             server.listen(0, "127.0.0.1")
@@ -48,16 +70,7 @@ def test_a_closed_asgi_connection_leaves_no_cycle() -> None:
         answer = loop.run_until_complete(one_request())
         assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"hi")
         server.stop()
-        gc.collect()
-        kept = [obj for obj in gc.garbage if isinstance(obj, HTTPConnection)]
-        assert kept == [], "the closed connection was in a reference cycle"
-    finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
-        gc.enable()
-        loop.close()
-        asyncio.set_event_loop(None)
-        IOLoop.clear_instance()
+        assert _connections_in_cycles() == [], "the closed connection was in a reference cycle"
 
 
 def _big(request) -> None:  # type: ignore[no-untyped-def]
@@ -73,15 +86,8 @@ def test_a_connection_closed_with_its_output_stalled_leaves_no_cycle() -> None:
     (a probe: RSS +55 MB per 50 such connections)."""
     import socket
 
-    ioloop = IOLoop()
-    ioloop.install()
-    loop = ioloop.asyncio_loop
-    asyncio.set_event_loop(loop)
-    server = HTTPServer(_big)
-    gc.collect()
-    gc.disable()
-    gc.set_debug(gc.DEBUG_SAVEALL)
-    try:
+    with _loop_keeping_garbage() as loop:
+        server = HTTPServer(_big)
 
         async def stalled_then_closed() -> None:
             server.listen(0, "127.0.0.1")
@@ -106,13 +112,4 @@ def test_a_connection_closed_with_its_output_stalled_leaves_no_cycle() -> None:
 
         loop.run_until_complete(stalled_then_closed())
         server.stop()
-        gc.collect()
-        kept = [obj for obj in gc.garbage if isinstance(obj, HTTPConnection)]
-        assert kept == [], "the closed connection was in a reference cycle"
-    finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
-        gc.enable()
-        loop.close()
-        asyncio.set_event_loop(None)
-        IOLoop.clear_instance()
+        assert _connections_in_cycles() == [], "the closed connection was in a reference cycle"
