@@ -27,7 +27,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from prefork.settings import DEFAULTS, Config
+from prefork.settings import DEFAULTS, GUNICORN_ALIASES, Config
 
 if TYPE_CHECKING:
     from prefork.scoreboard import Slot, WorkerContext
@@ -98,8 +98,6 @@ class GunicornConfig:
 
     def __getattr__(self, name: str) -> Any:
         config: Config = object.__getattribute__(self, "_config")
-        from prefork.config import GUNICORN_ALIASES
-
         alias = GUNICORN_ALIASES.get(name)
         if alias is not None:
             value = getattr(config, alias)

@@ -30,6 +30,7 @@ from typing import Any
 __all__ = [
     "DEFAULTS",
     "GROUPS",
+    "GUNICORN_ALIASES",
     "HOOKS",
     "SETTINGS",
     "Config",
@@ -1166,6 +1167,28 @@ SETTINGS: tuple[Setting, ...] = tuple(
 )
 
 BY_NAME: dict[str, Setting] = {setting.name: setting for setting in SETTINGS}
+
+#: gunicorn's names for prefork's settings, accepted in config files.
+GUNICORN_ALIASES = {
+    "keepalive": "keep_alive",
+    "loglevel": "log_level",
+    "accesslog": "access_log",
+    "errorlog": "error_log",
+    "preload_app": "preload",
+    "wsgi_app": "app",
+    "limit_request_line": "max_request_line",
+    "limit_request_fields": "max_headers",
+    "limit_request_field_size": "max_header_line",
+    "worker_connections": "max_connections",
+    "raw_env": "env",
+    # gunicorn's three ways of giving a logging configuration
+    "logconfig": "log_config",
+    "logconfig_dict": "log_config",
+    "logconfig_json": "log_config",
+    # gunicorn 27's ASGI worker: the same values (auto, on, off), the same size
+    "asgi_lifespan": "lifespan",
+    "websocket_max_message_size": "ws_max_size",
+}
 
 #: Every default, as one object (what ``HTTPServer(cb)`` serves with).
 DEFAULTS = Config()
