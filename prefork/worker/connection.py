@@ -166,6 +166,8 @@ class HTTPConnection(asyncio.Protocol):
         self.parser = RequestParser(self.config)
         self.transport: Any = None
         self.is_tls = False
+        #: the socket's transport under asyncio's TLS one (sendclock.socket_transport)
+        self.lower_transport: Any = None
         self.remote_ip: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -256,6 +258,8 @@ class HTTPConnection(asyncio.Protocol):
         # Unix sockets have no peer address: the seed reports 0.0.0.0.
         self.remote_ip = peer[0] if isinstance(peer, tuple) and peer else "0.0.0.0"
         self.is_tls = transport.get_extra_info("sslcontext") is not None
+        if self.is_tls:
+            self.lower_transport = sendclock.socket_transport(transport)
         self.deadline = self._loop.time() + self.config.header_timeout
         if server is not None:
             server._connection_opened(self)
@@ -705,6 +709,9 @@ class HTTPConnection(asyncio.Protocol):
             raise RuntimeError("write() called with no request in progress (after finish()?)")
         if self._closed:
             return
+        lower = self.lower_transport
+        if lower is not None and lower.is_closing():
+            return  # the client is gone; connection_lost is a loop turn away
         state = self._resp_state
         if state == _R_RAW_BODY:
             expected = self._resp_expected
@@ -984,6 +991,13 @@ class HTTPConnection(asyncio.Protocol):
                         self.transport.write(part)
                     return
             self.transport.writelines(batch)
+
+    def output_lost(self) -> bool:
+        """The transport is closing, or the socket under asyncio's TLS
+        transport already failed (see ``sendclock.socket_transport``): what
+        is written now goes nowhere."""
+        lower = self.lower_transport
+        return bool(self.transport.is_closing()) or (lower is not None and lower.is_closing())
 
     def _flush_held(self) -> None:
         """The end of the loop turn in which write() held a head: it goes now."""

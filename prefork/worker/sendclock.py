@@ -23,7 +23,7 @@ import termios
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["SendClock", "reset", "unsent_bytes"]
+__all__ = ["SendClock", "reset", "socket_transport", "unsent_bytes"]
 
 
 def unsent_bytes(transport: Any) -> int:
@@ -40,6 +40,20 @@ def unsent_bytes(transport: Any) -> int:
             return unsent
         unsent += struct.unpack("i", queued)[0]
     return unsent
+
+
+def socket_transport(transport: Any) -> Any:
+    """The socket's own transport under asyncio's TLS transport, else None.
+
+    When a send fails (the client reset the connection), asyncio (not
+    uvloop) marks only that lower transport closing: its TLS transport says
+    it is open until ``connection_lost``, a turn of the loop later, and
+    each write meanwhile goes to the dead socket and is logged from the
+    fifth on ("socket.send() raised exception.", a line per write), as an
+    application streaming from memory writes many before that turn.  A
+    connection asks this one too (once per connection, not per write)."""
+    protocol = getattr(transport, "_ssl_protocol", None)
+    return getattr(protocol, "_transport", None)
 
 
 def reset(transport: Any) -> None:

@@ -32,7 +32,7 @@ from collections.abc import Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from prefork.settings import Config
-from prefork.worker.sendclock import SendClock, reset
+from prefork.worker.sendclock import SendClock, reset, socket_transport
 from prefork.worker.websocket_frames import (
     FAST_PATH,
     BytesMessage,
@@ -125,6 +125,8 @@ class WebSocketConnection(asyncio.Protocol):
         self._state = HANDSHAKE
         self._server: HTTPServer | None = None
         self._transport: Any = None
+        #: the socket's transport under asyncio's TLS one (sendclock.socket_transport)
+        self._lower: Any = None
         self._conn: Connection | None = None
         self._app_closed = False  # the application sent websocket.close (or denied)
         self._gone = False  # the client can no longer be written to
@@ -176,6 +178,7 @@ class WebSocketConnection(asyncio.Protocol):
         """Take the transport over: the 101 response ``head``, then frames."""
         self._server = server
         self._transport = transport
+        self._lower = socket_transport(transport)
         if params is not None:
             self._deflater = Deflater(params)
             self._inflater = Inflater(params)
@@ -271,7 +274,11 @@ class WebSocketConnection(asyncio.Protocol):
 
     def _write_data(self, opcode: int, data: bytes, first: bool, fin: bool) -> None:
         """Write one data frame (compressed when deflate was negotiated and it pays)."""
-        if self._state != OPEN or self._transport.is_closing():
+        if (
+            self._state != OPEN
+            or self._transport.is_closing()
+            or (self._lower is not None and self._lower.is_closing())
+        ):
             # (closing: reset by the client, connection_lost is a turn of the
             # loop away; writes would go nowhere, and an application sending
             # from memory would never give the loop that turn)

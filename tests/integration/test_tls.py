@@ -11,6 +11,7 @@ import http.client
 import re
 import socket
 import ssl
+import struct
 import subprocess
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ import requests
 import trustme
 
 from prefork import HTTPServer
-from tests.conftest import read_until_closed
+from tests.conftest import read_until_closed, wait_for
 
 APP = Path(__file__).resolve().parent.parent / "apps" / "echo_app.py"
 TIMEOUT = 5.0
@@ -325,3 +326,44 @@ def test_a_client_ending_its_tls_side_after_its_request_is_no_warning(tls_dict, 
                 pass
     assert https_echo(tls_dict.port, certs)  # the worker serves on
     assert "eof_received() has no effect" not in tls_dict.stderr_text()
+
+
+@pytest.mark.parametrize("interface", ["asgi", "wsgi", "callback"])
+def test_a_client_leaving_a_tls_stream_is_no_warning_on_asyncio(
+    spawn, certs, free_port, monkeypatch, tmp_path, interface
+) -> None:
+    """On asyncio's loop (not uvloop) a client that resets a TLS connection
+    while the application streams marked only the socket's transport closed;
+    the TLS transport said open until connection_lost, a loop turn later, and
+    each write meanwhile was logged from the fifth on ("socket.send() raised
+    exception.", a line per write: a log any client could fill)."""
+    monkeypatch.setenv("PREFORK_UVLOOP", "0")
+    port = free_port()
+    access = tmp_path / "access.log"
+    server = spawn(
+        "-m", "prefork", "-b", f"127.0.0.1:{port}", "-w", "1", *certs.server_args(),
+        "--interface", interface, "--access-log", access, "--chdir", APP.parent,
+        f"endless_stream:{interface}",
+        ready_port=port,
+    )  # fmt: skip
+    context = ssl.create_default_context(cafile=str(certs.ca))
+    clients = 8
+    for _ in range(clients):
+        raw = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            tls.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            got = 0
+            while got < 300_000:
+                chunk = tls.recv(65536)
+                assert chunk, "the stream ended early"
+                got += len(chunk)
+            # Unread data in the socket: the close is a reset.
+            tls.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    wait_for(
+        lambda: access.exists() and access.read_text().count('"GET / HTTP/1.1" 200') == clients,
+        TIMEOUT * 2,
+        "an access-log line for each stream the client left",
+    )
+    assert server.proc.poll() is None
+    errors = server.stderr_text()
+    assert "raised exception" not in errors and "SSL connection is closed" not in errors, errors
