@@ -161,6 +161,8 @@ def tls_problem(config: Config) -> str | None:
         setting = "--ca-certs" if "ca_certs" in reason else "--certfile/--keyfile"
         if "cert_reqs" in reason:
             setting = "--cert-reqs"
+        elif "ciphers" in reason:
+            setting = "--ciphers"
         return f"{setting}: {reason}"
     return None
 

@@ -59,7 +59,7 @@ GUNICORN_IGNORED = frozenset(
     enable_stdio_inheritance logger_class
     tmp_upload_dir secure_scheme_headers forwarder_headers paste sendfile
     strip_header_spaces permit_unconventional_http_method permit_unconventional_http_version
-    casefold_http_method header_map ssl_version ciphers
+    casefold_http_method header_map ssl_version
     do_handshake_on_connect suppress_ragged_eofs initgroups disable_redirect_access_to_syslog
     errorlog_format proxy_protocol_timeout
     enable_backlog_metric default_proc_name protocol uwsgi_allow_ips http_protocols

@@ -128,6 +128,25 @@ def _positive_size(value: Any) -> int:
     return size
 
 
+def _ciphers(value: Any) -> str | None:
+    """An OpenSSL cipher list (gunicorn's ``ciphers``), checked by OpenSSL
+    itself: a list that selects no cipher, or a typo, is refused here, not
+    at the first handshake.  Empty: OpenSSL's defaults (TLS 1.3's suites are
+    not set by it: OpenSSL keeps those apart)."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    if not text:
+        return None
+    import ssl
+
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(text)
+    except ssl.SSLError:
+        raise ValueError(f"OpenSSL selects no cipher from {text!r}") from None
+    return text
+
+
 def _cert_reqs(value: Any) -> str:
     """none, optional or required; also the ``ssl.CERT_NONE`` / ``CERT_OPTIONAL``
     / ``CERT_REQUIRED`` numbers 0, 1, 2 that a gunicorn config file gives
@@ -966,6 +985,14 @@ class Config:
         "client certificates: none, optional or required (or gunicorn's 0, 1, 2)",
         "proxies",
         metavar="MODE",
+    )
+    ciphers: str | None = _s(
+        None,
+        _ciphers,
+        "TLS 1.2 cipher list, OpenSSL's syntax (TLS 1.3's suites are OpenSSL's own); "
+        "default: Python's",
+        "proxies",
+        metavar="LIST",
     )
     xheaders: bool = _s(
         False,

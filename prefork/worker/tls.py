@@ -80,6 +80,8 @@ def options_from_config(config: Config) -> dict[str, Any] | None:
         "optional": ssl.CERT_OPTIONAL,
         "required": ssl.CERT_REQUIRED,
     }[config.cert_reqs]
+    if config.ciphers:
+        options["ciphers"] = config.ciphers
     return options
 
 

@@ -367,3 +367,27 @@ def test_a_client_leaving_a_tls_stream_is_no_warning_on_asyncio(
     assert server.proc.poll() is None
     errors = server.stderr_text()
     assert "raised exception" not in errors and "SSL connection is closed" not in errors, errors
+
+
+def test_ciphers_restrict_what_a_tls_1_2_client_may_use(spawn, certs, free_port) -> None:
+    """``--ciphers`` (gunicorn's ``ciphers``) reaches the listener: a TLS 1.2
+    client offering only ciphers outside the list is refused, one offering
+    the list's gets it."""
+    port = free_port()
+    spawn(
+        "-m", "prefork", "-b", f"127.0.0.1:{port}", "-w", "1", *certs.server_args(),
+        "--ciphers", "ECDHE+AESGCM:!AES128", "--chdir", APP.parent, "endless_stream:callback",
+        ready_port=port,
+    )  # fmt: skip
+
+    def handshake(client_ciphers: str) -> str:
+        context = ssl.create_default_context(cafile=str(certs.ca))
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+        context.set_ciphers(client_ciphers)
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as raw:
+            with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                return tls.cipher()[0]  # type: ignore[index]
+
+    assert "AES256-GCM" in handshake("ECDHE+AESGCM")
+    with pytest.raises(ssl.SSLError):
+        handshake("ECDHE+AESGCM:!AES256")

@@ -697,3 +697,17 @@ def test_a_uvicorn_worker_class_in_a_gunicorn_file_is_the_asgi_interface(tmp_pat
     )
     assert loaded.config.interface == "asgi"
     assert any("interface = 'asgi'" in w for w in loaded.warnings), loaded.warnings
+
+
+def test_gunicorn_ciphers_are_a_setting_checked_by_openssl(tmp_path: Path) -> None:
+    """gunicorn's ``ciphers`` was ignored with a warning: a file meant to
+    restrict TLS 1.2's ciphers served every default one.  Now it is
+    ``--ciphers``, and a list OpenSSL selects nothing from is a config error."""
+    pem = write(tmp_path, "x", "cert.pem")
+    conf = write(tmp_path, f"certfile = {pem!r}\nciphers = 'ECDHE+AESGCM'\n")
+    loaded = loader.load({"config": conf}, {})
+    assert loaded.config.ciphers == "ECDHE+AESGCM"
+    assert not [w for w in loaded.warnings if "ciphers" in w]
+    assert make_config(ciphers="").ciphers is None
+    with pytest.raises(ConfigError, match="^--ciphers: OpenSSL selects no cipher from 'NOPE'"):
+        make_config(ciphers="NOPE")
