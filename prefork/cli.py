@@ -633,6 +633,7 @@ def _start_reloader(config: Config) -> Any:
         config.reload_include,
         config.reload_exclude,
         use_watchfiles=None if engine == "auto" else engine == "watchfiles",
+        extra_files=config.reload_extra_files,
     )
     reloader.start()  # it logs "--reload: watching ..." once it is
     return reloader

@@ -134,6 +134,8 @@ def argument_parser() -> argparse.ArgumentParser:
             group.add_argument("app", nargs="?", metavar=setting.metavar, help=setting.help)
             continue
         names = [setting.short, setting.option] if setting.short else [setting.option]
+        if setting.alias:
+            names.append(setting.alias)
         default = setting.default
         shown = default if not isinstance(default, tuple) else " ".join(default)
         if setting.name in ("unix_socket_mode", "umask") and isinstance(default, int):

@@ -136,7 +136,7 @@ _DERIVED: dict[str, Any] = {
     "default_proc_name": lambda c: "prefork",
     "uid": lambda c: os.geteuid(),
     "gid": lambda c: os.getegid(),
-    "reload_extra_files": lambda c: [],
+    "reload_extra_files": lambda c: list(c.reload_extra_files),
     "sendfile": lambda c: True,
     "worker_tmp_dir": lambda c: None,
     "secure_scheme_headers": lambda c: {},

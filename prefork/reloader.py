@@ -86,16 +86,22 @@ def default_dirs(app_spec: str | None, config_path: str | None) -> list[str]:
 
 
 class _Filter:
-    """Which paths count: included by name, not excluded by any component."""
+    """Which paths count: included by name, not excluded by any component;
+    and the extra files, named one by one, whatever their names."""
 
-    def __init__(self, include: Iterable[str], exclude: Iterable[str]) -> None:
+    def __init__(
+        self, include: Iterable[str], exclude: Iterable[str], extra: Iterable[str] = ()
+    ) -> None:
         self.include = tuple(DEFAULT_INCLUDE) + tuple(include)
         self.exclude = tuple(DEFAULT_EXCLUDE) + tuple(exclude)
+        self.extra = frozenset(extra)
 
     def excluded_name(self, name: str) -> bool:
         return any(fnmatch.fnmatch(name, pattern) for pattern in self.exclude)
 
     def __call__(self, path: str) -> bool:
+        if path in self.extra:
+            return True
         parts = Path(path).parts
         if any(self.excluded_name(part) for part in parts[1:]):
             return False
@@ -116,10 +122,23 @@ class Reloader:
         include: Iterable[str] = (),
         exclude: Iterable[str] = (),
         use_watchfiles: bool | None = None,
+        extra_files: Iterable[str] = (),
     ) -> None:
         self.dirs = [os.path.realpath(d) for d in dirs]
+        self.extra_files = [
+            os.path.join(os.path.realpath(os.path.dirname(os.path.abspath(f))), os.path.basename(f))
+            for f in extra_files
+        ]
+        #: the directories of extra files outside ``dirs``: watchfiles watches
+        #: them (an editor replaces a file on save: a watch on the file itself
+        #: would go with it), for those files only; the poller stats the files
+        self.extra_dirs: list[str] = []
+        for path in self.extra_files:
+            parent = os.path.dirname(path)
+            if not self._under_dirs(path) and parent not in self.extra_dirs:
+                self.extra_dirs.append(parent)
         self.on_change = on_change
-        self.filter = _Filter(include, exclude)
+        self.filter = _Filter(include, exclude, self.extra_files)
         if use_watchfiles is None:
             use_watchfiles = importlib.util.find_spec("watchfiles") is not None
         self.engine = "watchfiles" if use_watchfiles else "polling"
@@ -127,6 +146,9 @@ class Reloader:
         self._thread: threading.Thread | None = None
         #: set once the watcher is watching (tests wait for it before they write)
         self.watching = threading.Event()
+
+    def _under_dirs(self, path: str) -> bool:
+        return any(path.startswith(directory + os.sep) for directory in self.dirs)
 
     def start(self) -> None:
         target = self._run_watchfiles if self.engine == "watchfiles" else self._run_polling
@@ -141,7 +163,10 @@ class Reloader:
 
     def _now_watching(self) -> None:
         self.watching.set()
-        log.info("--reload: watching %s (%s)", ", ".join(self.dirs), self.engine)
+        watched = ", ".join(self.dirs)
+        if self.extra_files:
+            watched += f" and {', '.join(self.extra_files)}"
+        log.info("--reload: watching %s (%s)", watched, self.engine)
 
     def _guarded(self, target: Callable[[], None]) -> None:
         try:
@@ -160,11 +185,22 @@ class Reloader:
 
         accept = self.filter
 
-        def wanted(_change: object, path: str) -> bool:
-            return accept(path)
+        extra_dirs = self.extra_dirs
+        if extra_dirs:
+            extra = accept.extra
+
+            def wanted(_change: object, path: str) -> bool:
+                # (in an extra file's directory: that file alone)
+                return path in extra or (self._under_dirs(path) and accept(path))
+
+        else:
+
+            def wanted(_change: object, path: str) -> bool:
+                return accept(path)
 
         for changes in watchfiles.watch(
             *self.dirs,
+            *extra_dirs,
             watch_filter=wanted,
             stop_event=self._stop,
             debounce=int(MAX_WAIT * 1000),
@@ -200,6 +236,11 @@ class Reloader:
                         found[entry.path] = entry.stat().st_mtime_ns
                 except OSError:
                     continue
+        for path in self.extra_files:
+            try:
+                found[path] = os.stat(path).st_mtime_ns
+            except OSError:
+                found.pop(path, None)  # (not there: its appearing is a change)
         return found
 
     @staticmethod

@@ -366,6 +366,17 @@ def _directories(value: Any) -> tuple[str, ...]:
     return paths
 
 
+def _files_in_directories(value: Any) -> tuple[str, ...]:
+    """Several files, each in an existing directory (the file itself may
+    come later: a watcher sees it appear)."""
+    import os.path
+
+    paths = _strings(value)
+    for path in paths:
+        _directory(os.path.dirname(os.path.abspath(path)))
+    return paths
+
+
 def _metrics_bind(value: Any) -> str | None:
     from prefork.bindspec import parse_bind
 
@@ -424,6 +435,8 @@ class Setting:
     help: str
     group: str
     short: str | None = None
+    #: another long option for it (gunicorn's name, where it differs)
+    alias: str | None = None
     flag: bool = False  # a switch on the command line (no value)
     multiple: bool = False  # may be given several times
     metavar: str | None = None
@@ -1129,6 +1142,18 @@ class Config:
         "development",
         multiple=True,
         metavar="DIR",
+        restart=True,
+        path=True,
+    )
+    reload_extra_files: tuple[str, ...] = _s(
+        (),
+        _files_in_directories,
+        "files --reload watches too, whatever their names (templates, .env, ...; "
+        "gunicorn's --reload-extra-file); repeatable",
+        "development",
+        alias="--reload-extra-file",
+        multiple=True,
+        metavar="FILE",
         restart=True,
         path=True,
     )

@@ -174,6 +174,35 @@ def test_reload_include_adds_globs(reload_cli, tmp_path: Path) -> None:
     assert server.stop() == 0
 
 
+@pytest.mark.parametrize("engine", ["watchfiles", "poll"])
+def test_reload_extra_files_roll_for_those_files_alone(
+    reload_cli, tmp_path: Path, engine: str
+) -> None:
+    """gunicorn's ``reload_extra_files`` (``--reload-extra-file``) was ignored
+    with a warning: an ``.env`` (a dot file, excluded by default) in the
+    watched directory and a file in a directory outside it roll the workers;
+    that outside directory's other files do not."""
+    outside = tmp_path / "conf"
+    outside.mkdir()
+    settings = outside / "settings.toml"
+    settings.write_text("a = 1\n")
+    dotenv = tmp_path / "src" / ".env"  # (start() makes src; the file may come later)
+    server = reload_cli(
+        tmp_path, engine, "--reload-extra-file", str(settings), "--reload-extra-file", str(dotenv)
+    )
+    assert f"and {settings.resolve()}" in server.log()
+    (outside / "other.py").write_text("x = 1  # outside: not watched\n")
+    settings.write_text("a = 2\n")
+    wait_for(lambda: reload_lines(server), 5, "the roll for settings.toml")
+    wait_for(lambda: "reload complete" in server.log(), 10, "the roll to complete")
+    lines = reload_lines(server)
+    assert len(lines) == 1 and "settings.toml" in lines[0] and "other.py" not in lines[0], lines
+    dotenv.write_text("SECRET=1\n")
+    wait_for(lambda: len(reload_lines(server)) == 2, 5, "the roll for .env")
+    assert ".env" in reload_lines(server)[1]
+    assert server.stop() == 0
+
+
 def test_reload_with_preload_is_refused_in_one_line() -> None:
     result = run_cli("--reload", "--preload", "tests.integration.apps.master_app:app")
     assert result.returncode == 2

@@ -711,3 +711,21 @@ def test_gunicorn_ciphers_are_a_setting_checked_by_openssl(tmp_path: Path) -> No
     assert make_config(ciphers="").ciphers is None
     with pytest.raises(ConfigError, match="^--ciphers: OpenSSL selects no cipher from 'NOPE'"):
         make_config(ciphers="NOPE")
+
+
+def test_gunicorn_reload_extra_files_is_a_setting(tmp_path: Path, monkeypatch) -> None:
+    """gunicorn's ``reload_extra_files`` was ignored with a warning (its files
+    never rolled the workers); now relative names are taken from where
+    prefork starts, as every path, and a file in a directory that does not
+    exist is refused."""
+    monkeypatch.chdir(tmp_path)
+    conf = write(tmp_path, "reload_extra_files = ['templates/base.html', '.env']\n")
+    (tmp_path / "templates").mkdir()
+    loaded = loader.load({"config": conf}, {})
+    assert loaded.config.reload_extra_files == (
+        str(tmp_path / "templates" / "base.html"),
+        str(tmp_path / ".env"),
+    )
+    assert not [w for w in loaded.warnings if "reload_extra_files" in w]
+    with pytest.raises(ConfigError, match="^--reload-extra-files: "):
+        make_config(reload_extra_files=[str(tmp_path / "nowhere" / "x.toml")])
