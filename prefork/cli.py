@@ -27,7 +27,7 @@ from prefork import config as config_file
 from prefork.cliargs import argument_parser, fail, printing, quiet_on_closed_pipe
 from prefork.privileges import drop_privileges, resolve_group, resolve_user
 from prefork.process import BootFailure
-from prefork.settings import GROUPS, SETTINGS, Config, ConfigError
+from prefork.settings import GROUPS, OWN_LOGGERS, SETTINGS, Config, ConfigError
 
 __all__ = ["load_app", "main"]
 
@@ -167,8 +167,7 @@ def tls_problem(config: Config) -> str | None:
     return None
 
 
-#: prefork's own loggers: they keep the error log if the application takes the root logger over
-_OWN_LOGGERS = ("prefork.error", "prefork.master", "prefork.sockets", "prefork.worker")
+_OWN_LOGGERS = OWN_LOGGERS
 #: the logging settings _configure_logging applied, and the error log's handler it made
 _logging_config: Config | None = None
 _error_handler: logging.Handler | None = None

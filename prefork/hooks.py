@@ -141,7 +141,6 @@ _DERIVED: dict[str, Any] = {
     "worker_tmp_dir": lambda c: None,
     "secure_scheme_headers": lambda c: {},
     "capture_output": lambda c: False,
-    "statsd_host": lambda c: None,
     "logconfig": lambda c: None,
     "logconfig_dict": lambda c: {},
     "settings": lambda c: {},

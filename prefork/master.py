@@ -126,6 +126,8 @@ class Master:
         self.scoreboard: Scoreboard | None = None
         self._workers: dict[int, Worker] = {}
         self._target = 0
+        #: --statsd-host: the master's statsd client (see _setup_statsd)
+        self._statsd: Any = None
         self._workers_setting = 0
         self._generation = 1
         self._free_slots: list[int] = []
@@ -292,6 +294,7 @@ class Master:
             log.error("%s", e)
             return 1
         self._upgrade = Upgrade()
+        self._setup_statsd()
         failed = self._setup_metrics()
         if failed is not None:
             return failed
@@ -511,8 +514,31 @@ class Master:
             cwd=self.reexec_cwd,
         )
 
+    def _setup_statsd(self) -> None:
+        """``--statsd-host``: the ``gunicorn.workers`` gauge and the master's
+        log counts (sent at once: rare events).  An address that does not
+        resolve is logged, not fatal: metrics are not the service."""
+        if not self.config.statsd_host:
+            return
+        from prefork.settings import OWN_LOGGERS
+        from prefork.statsd import LogCounter, StatsdClient
+
+        try:
+            client = self._statsd = StatsdClient(
+                self.config.statsd_host, self.config.statsd_prefix, self.config.dogstatsd_tags
+            )
+        except OSError as exc:
+            log.error("--statsd-host %s: %s; no statsd metrics", self.config.statsd_host, exc)
+            return
+        counter = LogCounter(client)
+        for name in OWN_LOGGERS:
+            logging.getLogger(name).addHandler(counter)
+        client.gauge("gunicorn.workers", self._target)
+
     def _set_target(self, target: int) -> None:
         old, self._target = self._target, target
+        if self._statsd is not None:
+            self._statsd.gauge("gunicorn.workers", target)
         if self.scoreboard is not None:
             self.scoreboard.master.set_info(target, self._generation)
         if old != target:

@@ -451,6 +451,9 @@ def run_worker_entry(
                 accesslog.close()
             except Exception:
                 traceback.print_exc()
+        statsd = sys.modules.get("prefork.statsd")
+        if statsd is not None:
+            statsd.close_all()  # (--statsd-host: the last second's figures)
         logging.shutdown()
         for stream in (sys.stdout, sys.stderr):
             try:

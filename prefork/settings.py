@@ -377,6 +377,16 @@ def _files_in_directories(value: Any) -> tuple[str, ...]:
     return paths
 
 
+def _statsd_host(value: Any) -> str | None:
+    from prefork.statsd import parse_address
+
+    text = _optional_str(value)
+    if text is None or not text.strip():
+        return None
+    parse_address(text)
+    return text.strip()
+
+
 def _metrics_bind(value: Any) -> str | None:
     from prefork.bindspec import parse_bind
 
@@ -423,6 +433,11 @@ GROUPS: dict[str, str] = {
     "metrics": "Prometheus metrics of the server and the application",
     "development": "reloading workers when the application's code changes",
 }
+
+
+#: prefork's own loggers (not the access log): they keep the error log if
+#: the application takes the root logger over; statsd counts their warnings
+OWN_LOGGERS = ("prefork.error", "prefork.master", "prefork.sockets", "prefork.worker")
 
 
 @dataclass(frozen=True)
@@ -1114,6 +1129,28 @@ class Config:
         "metrics",
         metavar="ADDRESS",
         restart=True,
+    )
+    statsd_host: str | None = _s(
+        None,
+        _statsd_host,
+        "send gunicorn's statsd metrics (requests, status codes, durations, workers, "
+        "log lines) to this address: HOST[:PORT] (UDP, port 8125) or unix:PATH",
+        "metrics",
+        metavar="ADDRESS",
+    )
+    statsd_prefix: str = _s(
+        "",
+        str,
+        "a prefix for the statsd metric names (a dot is added)",
+        "metrics",
+        metavar="PREFIX",
+    )
+    dogstatsd_tags: str = _s(
+        "",
+        str,
+        "DogStatsD tags added to every statsd line: key:value,key2:value2",
+        "metrics",
+        metavar="TAGS",
     )
     reload: bool = _s(
         False,

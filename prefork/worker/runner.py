@@ -11,6 +11,7 @@ that ``IOLoop.instance().start()`` returns in the application's code.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import logging
 import os
@@ -22,7 +23,9 @@ from typing import TYPE_CHECKING, Any
 from prefork.hooks import HookRequest, HookResponse, WorkerView, call_hook, worker_view
 from prefork.lifecycle import WorkerLifecycle, install, install_abort_hook
 from prefork.scoreboard import WorkerContext
-from prefork.settings import Config
+from prefork.settings import OWN_LOGGERS, Config
+from prefork.statsd import LogCounter, StatsdClient
+from prefork.statsd import close_all as close_statsd
 from prefork.worker import accesslog
 from prefork.worker.httpserver import HTTPServer, RequestObserver
 from prefork.worker.ioloop import IOLoop
@@ -153,7 +156,8 @@ def attach(
     view.sockets = list(ctx.sockets)
     hooks = config.hooks
     observer = _observer(ctx, view)
-    server.set_observer(observer)
+    statsd = _statsd_client(config, aloop) if config.statsd_host else None
+    server.set_observer(observer if statsd is None else _StatsdObserver(observer, statsd))
     if config.metrics_path:
         server.builtin_routes[config.metrics_path] = _metrics_route(ctx)
 
@@ -238,6 +242,54 @@ class _HookedMetricsObserver(_HookedObserver, _MetricsObserver):
     __slots__ = ()
 
 
+class _StatsdObserver(RequestObserver):
+    """``--statsd-host``: each response counted for statsd (see
+    :mod:`prefork.statsd`), then passed on to the slot observer."""
+
+    __slots__ = ("inner", "client")
+
+    def __init__(self, inner: _SlotObserver, client: StatsdClient) -> None:
+        self.inner = inner
+        self.client = client
+
+    def request_started(self, request: HTTPRequest) -> None:
+        self.inner.request_started(request)
+
+    def request_finished(self, request: HTTPRequest, status: int, size: int) -> None:
+        self.client.request(status, _wall_clock() - request._start_time)
+        self.inner.request_finished(request, status, size)
+
+    def connections_changed(self, count: int, websockets: int) -> None:
+        self.inner.connections_changed(count, websockets)
+
+    def request_rejected(self, status: int) -> None:
+        self.client.request(status, 0.0)  # (gunicorn counts its refusals as requests too)
+        self.inner.request_rejected(status)
+
+
+def _statsd_client(config: Config, loop: asyncio.AbstractEventLoop) -> StatsdClient | None:
+    """The worker's statsd client: sends at most a second after it counts,
+    and counts prefork's own warnings and errors (``gunicorn.log.*``) in
+    this worker, in place of the master's counter the fork copied."""
+    try:
+        client = StatsdClient(
+            config.statsd_host or "",
+            config.statsd_prefix,
+            config.dogstatsd_tags,
+            schedule=loop.call_later,
+        )
+    except OSError as exc:
+        log.error("--statsd-host %s: %s; no statsd metrics", config.statsd_host, exc)
+        return None
+    counter = LogCounter(client)
+    for name in OWN_LOGGERS:
+        own = logging.getLogger(name)
+        for inherited in [h for h in own.handlers if isinstance(h, LogCounter)]:
+            own.removeHandler(inherited)
+        own.addHandler(counter)
+    return client
+
+
 def _observer(ctx: WorkerContext, view: WorkerView) -> _SlotObserver:
     """The slot observer: with request hooks or not, with metrics or not.
 
@@ -294,6 +346,7 @@ def fork_and_attach(server: HTTPServer, sockets: list[socket.socket], num_proces
     # pending lines, whether or not its handler is still on logging's list;
     # registered first, so it runs after the worker_exit hook)
     atexit.register(accesslog.close)
+    atexit.register(close_statsd)  # (--statsd-host: the last second's figures)
     atexit.register(call_hook, ctx.config, "worker_exit", master, worker_view(ctx))
     # A fresh loop in the child: nothing from the parent's process may be reused.
     IOLoop.clear_instance()
