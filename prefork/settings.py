@@ -377,6 +377,11 @@ def _files_in_directories(value: Any) -> tuple[str, ...]:
     return paths
 
 
+def _text(value: Any) -> str:
+    """Text, where a config file's None is no text (not "None")."""
+    return "" if value is None else str(value).strip()
+
+
 def _statsd_host(value: Any) -> str | None:
     from prefork.statsd import parse_address
 
@@ -1140,14 +1145,14 @@ class Config:
     )
     statsd_prefix: str = _s(
         "",
-        str,
+        _text,
         "a prefix for the statsd metric names (a dot is added)",
         "metrics",
         metavar="PREFIX",
     )
     dogstatsd_tags: str = _s(
         "",
-        str,
+        _text,
         "DogStatsD tags added to every statsd line: key:value,key2:value2",
         "metrics",
         metavar="TAGS",
