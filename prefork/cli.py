@@ -531,6 +531,9 @@ def _main(argv: Sequence[str] | None) -> None:
     if checking:
         for warning in loaded.warnings:
             print(f"prefork: warning: {warning}", file=sys.stderr)
+        problem = _ssl_context_hook_problem(config)
+        if problem is not None:
+            fail(problem)
         ok = f"prefork: configuration OK, application {config.app!r} imports"
         sys.exit(quiet_on_closed_pipe(printing(lambda: ok), []))
     try:
@@ -540,6 +543,22 @@ def _main(argv: Sequence[str] | None) -> None:
     for warning in loaded.warnings:
         log.warning("%s", warning)
     _run(config, app, cli, start_dir)
+
+
+def _ssl_context_hook_problem(config: Config) -> str | None:
+    """``--check-config`` runs the config file's ``ssl_context`` hook once, as
+    a worker would: one that raises or returns no SSLContext would otherwise
+    show only when the workers boot.  (A normal start leaves it to the
+    workers: the master never calls it.)"""
+    if not config.certfile or config.hooks.ssl_context is None:
+        return None
+    from prefork.worker.tls import SSLContextHookError, hooked_context, options_from_config
+
+    try:
+        hooked_context(config, options_from_config(config) or {}, log_traceback=False)
+    except SSLContextHookError as exc:
+        return str(exc)
+    return None
 
 
 def _run(

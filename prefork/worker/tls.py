@@ -89,7 +89,9 @@ class SSLContextHookError(ValueError):
     """The config file's ``ssl_context`` hook raised or returned no SSLContext."""
 
 
-def hooked_context(config: Config, ssl_options: Mapping[str, Any]) -> ssl.SSLContext:
+def hooked_context(
+    config: Config, ssl_options: Mapping[str, Any], log_traceback: bool = True
+) -> ssl.SSLContext:
     """The context the config file's ``ssl_context(config, default_ssl_context_factory)``
     hook returns (gunicorn >= 21), called once in each worker.
 
@@ -113,12 +115,29 @@ def hooked_context(config: Config, ssl_options: Mapping[str, Any]) -> ssl.SSLCon
     try:
         context = hook(GunicornConfig(config), default_ssl_context_factory)
     except Exception as exc:
-        logging.getLogger("prefork.worker").exception("server hook ssl_context raised")
+        if log_traceback:
+            logging.getLogger("prefork.worker").exception("server hook ssl_context raised")
+        where = _hook_line(exc, hook)
         raise SSLContextHookError(
-            f"server hook ssl_context raised {type(exc).__name__}: {exc}"
+            f"server hook ssl_context raised {type(exc).__name__}: {exc}{where}"
         ) from None
     if not isinstance(context, ssl.SSLContext):
         raise SSLContextHookError(
             f"server hook ssl_context returned {type(context).__name__}, not an ssl.SSLContext"
         )
     return context
+
+
+def _hook_line(exc: BaseException, hook: Any) -> str:
+    """`` (FILE, line N)``: where in the hook's file it raised, if it did there."""
+    import traceback
+
+    code = getattr(hook, "__code__", None)
+    if code is None:
+        return ""
+    lines = [
+        frame.lineno
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if frame.filename == code.co_filename
+    ]
+    return f" ({code.co_filename}, line {lines[-1]})" if lines else ""

@@ -112,3 +112,33 @@ def test_a_raising_ssl_context_hook_fails_the_boot(tmp_path: Path) -> None:
         assert "server hook ssl_context raised RuntimeError: no ctx here" in log
     finally:
         stop_all([server])
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        (
+            "raise RuntimeError('no ctx here')",
+            "server hook ssl_context raised RuntimeError: no ctx",
+        ),
+        ("return None", "server hook ssl_context returned NoneType, not an ssl.SSLContext"),
+    ],
+)
+def test_check_config_runs_the_ssl_context_hook(tmp_path: Path, body: str, said: str) -> None:
+    """``--check-config`` said "configuration OK" for a hook that fails every
+    worker's boot; now it calls the hook once, as a worker would, and a good
+    hook still passes."""
+    certs = Certs(tmp_path)
+    conf = tmp_path / "gunicorn.conf.py"
+    args = [
+        sys.executable, "-m", "prefork", "--check-config", "-c", str(conf),
+        "--certfile", str(certs.server_cert), "--keyfile", str(certs.server_key),
+        "tests.apps.asgi_app:app",
+    ]  # fmt: skip
+    conf.write_text(f"def ssl_context(conf, factory):\n    {body}\n")
+    bad = subprocess.run(args, capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2, bad.stderr
+    assert said in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+    conf.write_text("def ssl_context(conf, factory):\n    return factory()\n")
+    good = subprocess.run(args, capture_output=True, text=True, timeout=30)
+    assert good.returncode == 0 and "configuration OK" in good.stdout, good.stderr
