@@ -24,10 +24,11 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from prefork import config as config_file
+from prefork import process
 from prefork.cliargs import argument_parser, fail, printing, quiet_on_closed_pipe
 from prefork.privileges import drop_privileges, resolve_group, resolve_user
 from prefork.process import BootFailure
-from prefork.settings import GROUPS, OWN_LOGGERS, SETTINGS, Config, ConfigError
+from prefork.settings import GROUPS, LOG_NOT_FILES, OWN_LOGGERS, SETTINGS, Config, ConfigError
 
 __all__ = ["load_app", "main"]
 
@@ -241,6 +242,8 @@ def _configure_logging(config: Config) -> None:
             root.addHandler(_error_handler)
             raise
     _logging_config = config
+    captured = config.error_log if config.capture_output else None
+    process.capture_output(captured if captured not in (None, *LOG_NOT_FILES) else None)
 
     from prefork.worker import accesslog
 

@@ -53,7 +53,7 @@ __all__ = [
 
 #: gunicorn settings that have no meaning for prefork: ignored with a warning.
 GUNICORN_IGNORED = frozenset(
-    """worker_class daemon capture_output worker_tmp_dir
+    """worker_class daemon worker_tmp_dir
     spew check_config print_config syslog syslog_addr syslog_prefix syslog_facility
     enable_stdio_inheritance logger_class
     tmp_upload_dir secure_scheme_headers forwarder_headers paste sendfile

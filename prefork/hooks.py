@@ -140,7 +140,6 @@ _DERIVED: dict[str, Any] = {
     "sendfile": lambda c: True,
     "worker_tmp_dir": lambda c: None,
     "secure_scheme_headers": lambda c: {},
-    "capture_output": lambda c: False,
     "logconfig": lambda c: None,
     "logconfig_dict": lambda c: {},
     "settings": lambda c: {},

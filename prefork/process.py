@@ -225,6 +225,32 @@ class SystemdWatchdog:
 # Log files
 
 
+#: --capture-output: the file stdout and stderr go to (reopened with the logs)
+_captured_path: str | None = None
+
+
+def capture_output(path: str | None) -> None:
+    """Point file descriptors 1 and 2 at ``path`` (appending); None: leave
+    them as they are from now on.  What the process and its children write
+    there (print, a C library, the interpreter's last traceback) lands in
+    the file; a reopen (USR1, after logrotate) points them at the new one."""
+    global _captured_path
+    _captured_path = path
+    if path is None:
+        return
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+    finally:
+        os.close(fd)
+
+
 def reopen_log_files() -> int:
     """Close and reopen every ``logging.FileHandler`` (after logrotate moved the file).
 
@@ -257,6 +283,11 @@ def reopen_log_files() -> int:
             log.warning("could not reopen log file %s: %s", handler.baseFilename, e)
         finally:
             handler.release()
+    if _captured_path is not None:
+        try:
+            capture_output(_captured_path)
+        except OSError as e:
+            log.warning("could not reopen %s for stdout/stderr: %s", _captured_path, e)
     return count
 
 

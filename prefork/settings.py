@@ -974,6 +974,14 @@ class Config:
     error_log: str | None = _s(
         "-", _log_file, "error log file ('-': stderr)", "logging", metavar="FILE", path=True
     )
+    capture_output: bool = _s(
+        False,
+        parse_bool,
+        "with --error-log FILE: stdout and stderr of the master and workers (print, "
+        "C libraries, a crash's traceback) go to that file too, as gunicorn's",
+        "logging",
+        flag=True,
+    )
     log_level: str = _s(
         "info",
         _choice("debug", "info", "warning", "error", "critical"),
