@@ -32,7 +32,12 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from prefork.process import reopen_log_files, set_parent_death_signal, term_received_during_boot
+from prefork.process import (
+    reopen_log_files,
+    run_exit_hook,
+    set_parent_death_signal,
+    term_received_during_boot,
+)
 from prefork.scoreboard import WorkerContext
 
 __all__ = ["WorkerLifecycle", "install", "install_abort_hook", "report_waiting_tasks_after"]
@@ -284,6 +289,7 @@ def install_abort_hook(hook: Callable[[], object]) -> None:
             pass
         try:
             hook()
+            run_exit_hook()  # worker_exit, after worker_abort (as gunicorn's)
         finally:
             signal.signal(signal.SIGABRT, signal.SIG_DFL)
             os.abort()

@@ -429,6 +429,26 @@ def fork_with_signals_blocked(signals: Iterable[int]) -> int:
     return pid
 
 
+#: the worker_exit server hook of this worker process, run once (see run_exit_hook)
+_exit_hook: Callable[[], object] | None = None
+
+
+def set_exit_hook(hook: Callable[[], object] | None) -> None:
+    """What :func:`run_exit_hook` runs: the worker's ``worker_exit`` hook."""
+    global _exit_hook
+    _exit_hook = hook
+
+
+def run_exit_hook() -> None:
+    """Run the worker's exit hook, once: as it exits, or before it aborts on
+    the master's SIGABRT (after ``worker_abort``, as gunicorn runs
+    ``worker_exit`` after it), since ``os.abort`` runs no ``finally``."""
+    global _exit_hook
+    hook, _exit_hook = _exit_hook, None
+    if hook is not None:
+        hook()
+
+
 def run_worker_entry(
     entry: Callable[[WorkerContext], None],
     ctx: WorkerContext,
@@ -445,6 +465,7 @@ def run_worker_entry(
     failing at the same import show the cause once.
     """
     status = 0
+    set_exit_hook(at_exit)
     try:
         entry(ctx)
     except SystemExit as e:
@@ -472,8 +493,7 @@ def run_worker_entry(
                 "worker %d (pid %d) failed", ctx.index, os.getpid()
             )
     finally:
-        if at_exit is not None:
-            at_exit()  # the worker_exit server hook (it logs what it raises)
+        run_exit_hook()  # the worker_exit server hook (it logs what it raises)
         # The batched access log's pending lines, explicitly: an application's
         # dictConfig may have taken its handler off logging.shutdown()'s list.
         accesslog = sys.modules.get("prefork.worker.accesslog")

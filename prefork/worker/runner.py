@@ -337,6 +337,7 @@ def fork_and_attach(server: HTTPServer, sockets: list[socket.socket], num_proces
     In the parent this never returns (the master exits when it stops).  In
     each child it returns once the server is attached to a fresh IOLoop.
     """
+    from prefork import process
     from prefork.master import Master
 
     started = time.monotonic()
@@ -347,7 +348,9 @@ def fork_and_attach(server: HTTPServer, sockets: list[socket.socket], num_proces
     # registered first, so it runs after the worker_exit hook)
     atexit.register(accesslog.close)
     atexit.register(close_statsd)  # (--statsd-host: the last second's figures)
-    atexit.register(call_hook, ctx.config, "worker_exit", master, worker_view(ctx))
+    view = worker_view(ctx)
+    process.set_exit_hook(lambda: call_hook(ctx.config, "worker_exit", master, view))
+    atexit.register(process.run_exit_hook)
     # A fresh loop in the child: nothing from the parent's process may be reused.
     IOLoop.clear_instance()
     server.io_loop = None

@@ -512,6 +512,9 @@ def test_a_raising_worker_hook_never_stops_the_service(cli, tmp_path: Path) -> N
 
 
 def test_worker_abort_runs_in_a_hung_worker(cli, tmp_path: Path) -> None:
+    """worker_abort, then worker_exit (as gunicorn runs them: its abort
+    handler's exit unwinds to worker_exit); worker_exit was never called
+    for a hung worker, since the abort that follows runs no ``finally``."""
     conf = tmp_path / "c.py"
     notes_path = tmp_path / "hooks.log"
     conf.write_text(
@@ -519,14 +522,20 @@ def test_worker_abort_runs_in_a_hung_worker(cli, tmp_path: Path) -> None:
         "def worker_abort(worker):\n"
         "    with open(os.environ['HOOK_LOG'], 'a') as f:\n"
         "        f.write(f'worker_abort {os.getpid()} {worker.pid}\\n')\n"
+        "def worker_exit(server, worker):\n"
+        "    with open(os.environ['HOOK_LOG'], 'a') as f:\n"
+        "        f.write(f'worker_exit {os.getpid()} {worker.pid}\\n')\n"
     )
     server = cli("-w", "1", "--timeout", "1", "-c", str(conf), env={"HOOK_LOG": str(notes_path)})
     port = server.port()
     [worker] = server.wait_workers(1)
     hung = threading.Thread(target=lambda: _quietly(get, port, "/block?s=30"), daemon=True)
     hung.start()
-    wait_for(lambda: _notes(notes_path), 15, "the worker_abort hook")
-    assert _notes(notes_path) == [["worker_abort", str(worker), str(worker)]]
+    wait_for(lambda: len(_notes(notes_path)) >= 2, 15, "the worker_abort and worker_exit hooks")
+    assert _notes(notes_path) == [
+        ["worker_abort", str(worker), str(worker)],
+        ["worker_exit", str(worker), str(worker)],
+    ]
     server.wait_workers(1)
     assert server.stop() == 0
     hung.join(15)
