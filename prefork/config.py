@@ -69,6 +69,17 @@ GUNICORN_IGNORED = frozenset(
     control_socket_disable""".split()
 )
 
+#: what prefork does instead, for ignored gunicorn settings that have a counterpart
+GUNICORN_IGNORED_NOTES = {
+    "secure_scheme_headers": "is prefork's --proxy-headers (on by default: X-Forwarded-Proto "
+    "from --forwarded-allow-ips peers; X-Forwarded-Ssl and X-Forwarded-Protocol are not read)",
+    "forwarder_headers": "is prefork's --proxy-headers (X-Forwarded-For, its right-most "
+    "address, from --forwarded-allow-ips peers)",
+    "worker_tmp_dir": "is not needed: the heartbeat is in shared memory, not a file",
+    "syslog": "is a --log-config handler here (logging.handlers.SysLogHandler)",
+    "sendfile": "is always on where it can be (plain sockets)",
+}
+
 #: gunicorn's hooks that prefork does not call (gunicorn 27's dirty arbiter):
 #: a file defining one is warned about, since the code in it would otherwise
 #: never run, unnoticed.
@@ -438,9 +449,8 @@ def read_config_file(
             )
             continue
         if name in GUNICORN_IGNORED or (name == "access_log_format" and "%(" in str(value)):
-            warnings.append(
-                f"{path}: gunicorn setting {name!r} has no meaning for prefork: ignored"
-            )
+            note = GUNICORN_IGNORED_NOTES.get(name, "has no meaning for prefork")
+            warnings.append(f"{path}: gunicorn setting {name!r} {note}: ignored")
             continue
         if name == PROXY_ALLOW_IPS:
             values[name] = _parse(BY_NAME["forwarded_allow_ips"], value, base, files)

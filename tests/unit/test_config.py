@@ -729,3 +729,21 @@ def test_gunicorn_reload_extra_files_is_a_setting(tmp_path: Path, monkeypatch) -
     assert not [w for w in loaded.warnings if "reload_extra_files" in w]
     with pytest.raises(ConfigError, match="^--reload-extra-files: "):
         make_config(reload_extra_files=[str(tmp_path / "nowhere" / "x.toml")])
+
+
+def test_ignored_gunicorn_settings_with_a_counterpart_say_what_does_it(tmp_path: Path) -> None:
+    """``secure_scheme_headers`` was "has no meaning for prefork", which sent
+    users looking for a way to trust X-Forwarded-Proto that is on already."""
+    conf = write(
+        tmp_path,
+        "secure_scheme_headers = {'X-FORWARDED-PROTO': 'https'}\nworker_tmp_dir = '/dev/shm'\n",
+    )
+    warnings = loader.load({"config": conf}, {}).warnings
+    assert any(
+        "'secure_scheme_headers' is prefork's --proxy-headers (on by default" in w
+        and w.endswith(": ignored")
+        for w in warnings
+    ), warnings
+    assert any(
+        "'worker_tmp_dir' is not needed: the heartbeat is in shared memory" in w for w in warnings
+    )
