@@ -58,6 +58,8 @@ class _Parser(argparse.ArgumentParser):
                 continue
             if name in _OTHER_SERVERS_OPTIONS:
                 return f"; prefork's is {_OTHER_SERVERS_OPTIONS[name]}"
+            if name in _OTHER_SERVERS_NO_OPTION:
+                return f"; {_OTHER_SERVERS_NO_OPTION[name]}"
             # (a unique prefix is named, never taken: --proxy is not --proxy-protocol)
             longer = [option for option in options if option.startswith(name)]
             close = longer if len(longer) == 1 else []
@@ -88,6 +90,26 @@ _OTHER_SERVERS_OPTIONS = {
     "--ssl-ca-certs": "--ca-certs",
     "--ssl-cert-reqs": "--cert-reqs",
     "--app-dir": "--pythonpath",
+    "--timeout-graceful-shutdown": "--graceful-timeout",
+    "--no-access-log": "--access-log off",
+    "--h11-max-incomplete-event-size": "--max-header-size",
+    "--timeout-worker-healthcheck": "--boot-timeout (and --timeout once booted)",
+}
+
+#: uvicorn's options that prefork has no option for, and why
+_OTHER_SERVERS_NO_OPTION = {
+    "--loop": "prefork uses uvloop when it is installed (PREFORK_UVLOOP=0: asyncio's loop)",
+    "--http": "prefork parses HTTP/1.1 itself (no --http choice)",
+    "--ws": "prefork serves WebSocket itself, on wsproto (--ws-max-size, --ws-ping-interval, ...)",
+    "--ws-max-queue": "prefork holds at most 16 unread WebSocket messages, then stops reading "
+    "(no option)",
+    "--env-file": "prefork reads no .env file: export the variables (or systemd's "
+    "EnvironmentFile=, docker --env-file)",
+    "--use-colors": "prefork's log lines have no colours",
+    "--no-use-colors": "prefork's log lines have no colours",
+    "--server-header": "prefork sends no Server header",
+    "--no-server-header": "prefork sends no Server header",
+    "--reload-delay": "--reload waits for a burst of saves to end by itself (no option)",
 }
 
 

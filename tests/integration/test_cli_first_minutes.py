@@ -281,6 +281,14 @@ def test_a_reader_that_went_away_ends_a_report_quietly(args: list[str]) -> None:
         # another server's name for an option prefork has under its own
         (["--port", "8000"], "unrecognized arguments: --port; prefork's is -b/--bind HOST:PORT"),
         (["--access-logfile", "-"], "unrecognized arguments: --access-logfile; prefork's is"),
+        (
+            ["--no-access-log"],
+            "unrecognized arguments: --no-access-log; prefork's is --access-log off",
+        ),
+        # uvicorn's options that prefork has no option for say why, not "did you mean"
+        (["--loop", "uvloop"], "unrecognized arguments: --loop; prefork uses uvloop when"),
+        (["--env-file", ".env"], "unrecognized arguments: --env-file; prefork reads no .env file"),
+        (["--no-server-header"], "unrecognized arguments: --no-server-header; prefork sends no"),
     ],
 )
 def test_an_unknown_option_suggests_the_closest(args: list[str], hint: str) -> None:
