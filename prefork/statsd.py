@@ -34,6 +34,8 @@ __all__ = ["MAX_PACKET", "LogCounter", "StatsdClient", "close_all", "parse_addre
 MAX_PACKET = 1432
 #: seconds a worker keeps figures before sending them
 FLUSH_DELAY = 1.0
+#: lines held at most before they are sent (a busy worker sends sooner)
+MAX_HELD = 512
 DEFAULT_PORT = 8125
 
 
@@ -101,10 +103,6 @@ class StatsdClient:
         counts[name] = counts.get(name, 0) + value
         self._soon()
 
-    def timing(self, name: str, milliseconds: float) -> None:
-        self._lines.append(f"{self.prefix}{name}:{milliseconds:.3f}|ms{self.suffix}")
-        self._soon()
-
     def gauge(self, name: str, value: float) -> None:
         self._lines.append(f"{self.prefix}{name}:{value:g}|g{self.suffix}")
         self._soon()
@@ -115,10 +113,13 @@ class StatsdClient:
         counts["gunicorn.requests"] = counts.get("gunicorn.requests", 0) + 1
         name = f"gunicorn.request.status.{status}"
         counts[name] = counts.get(name, 0) + 1
-        self._lines.append(
+        lines = self._lines
+        lines.append(
             f"{self.prefix}gunicorn.request.duration:{seconds * 1000.0:.3f}|ms{self.suffix}"
         )
-        if not self._scheduled:
+        if len(lines) >= MAX_HELD:
+            self.flush()  # (a busy worker: bounded memory, a few datagrams at a time)
+        elif not self._scheduled:
             self._soon()
 
     # -- sending ---------------------------------------------------------------------
