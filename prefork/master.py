@@ -503,7 +503,6 @@ class Master:
 
     def _on_usr2(self) -> None:
         assert self._upgrade is not None and self.sockets is not None
-        call_hook(self.config, "pre_exec", self)
         self._upgrade.start(
             self.sockets,
             self.reexec_argv,
@@ -512,6 +511,7 @@ class Master:
             _SIGNALS,
             self.unlink_unix,
             cwd=self.reexec_cwd,
+            before_exec=lambda: call_hook(self.config, "pre_exec", self),
         )
 
     def _setup_statsd(self) -> None:

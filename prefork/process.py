@@ -519,12 +519,16 @@ def exec_new_master(
     env: dict[str, str],
     original_handlers: Mapping[int, object],
     cwd: str | None = None,
+    before_exec: Callable[[], object] | None = None,
 ) -> NoReturn:
     """In the child forked for USR2: exec the new master (from ``cwd``, the
     directory the first master was started in, not its --chdir); exit 127
-    if exec fails."""
+    if exec fails.  ``before_exec`` (the pre_exec hook) runs first, here:
+    what it closes or changes is this child's, not the serving master's."""
     try:
         after_fork_in_child(original_handlers, [], None)
+        if before_exec is not None:
+            before_exec()
         if cwd is not None:
             os.chdir(cwd)
         os.execvpe(argv[0], argv, env)

@@ -21,7 +21,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from prefork import process
 
@@ -62,8 +62,11 @@ class Upgrade:
         signals: Sequence[int],
         unlink_unix: bool = True,
         cwd: str | None = None,
+        before_exec: Callable[[], object] | None = None,
     ) -> None:
-        """Fork and exec the new master (USR2), in ``cwd`` if given."""
+        """Fork and exec the new master (USR2), in ``cwd`` if given;
+        ``before_exec`` runs in the forked child, just before the exec (the
+        ``pre_exec`` server hook, where gunicorn runs it)."""
         if self.child_pid is not None:
             log.warning(
                 "received SIGUSR2: upgrade to pid %d already in progress; ignored", self.child_pid
@@ -89,7 +92,7 @@ class Upgrade:
             log.error("received SIGUSR2: fork failed: %s", e)
             pid = -1
         if pid == 0:
-            process.exec_new_master(argv, env, original_handlers, cwd)
+            process.exec_new_master(argv, env, original_handlers, cwd, before_exec)
         for s in sockets:
             os.set_inheritable(s.fileno(), False)
         if pid < 0:

@@ -1016,6 +1016,37 @@ def test_a_failed_usr2_upgrade_leaves_the_old_masters_files(server, tmp_path: Pa
     assert srv.proc.poll() is None
 
 
+def test_pre_exec_runs_in_the_forked_child_not_the_serving_master(server, tmp_path: Path) -> None:
+    """gunicorn runs pre_exec in the child it forks for the new master, just
+    before the exec; it ran in the serving master, where what a hook closes
+    or changes (a connection, a file) was the running service's."""
+    marker = tmp_path / "fail-boot"  # (the new master then fails: nothing left over)
+    conf = tmp_path / "hooks.py"
+    notes = tmp_path / "pre_exec.log"
+    conf.write_text(
+        "import os\n"
+        "def pre_exec(server):\n"
+        "    with open(os.environ['HOOK_LOG'], 'a') as f:\n"
+        "        f.write(f'{os.getpid()}\\n')\n"
+    )
+    srv = server(
+        "-w", "1", "-c", str(conf),
+        env={"MASTER_APP_FAIL_BOOT_IF": str(marker), "HOOK_LOG": str(notes)},
+    )  # fmt: skip
+    srv.wait_workers(1)
+    old = srv.proc.pid
+    marker.touch()
+    os.kill(old, signal.SIGUSR2)
+    started = wait_for(
+        lambda: re.search(r"received SIGUSR2: started new master (\d+)", srv.log()),
+        30,
+        "the new master to start",
+    )
+    wait_for(lambda: "before taking over; this master keeps serving" in srv.log(), 30, "its end")
+    assert notes.read_text().split() == [started.group(1)]  # the child's pid: the new master's
+    assert int(started.group(1)) != old
+
+
 def test_term_finishes_inflight_and_backlog_then_exits_0(server) -> None:
     srv = server("-w", "2", "--graceful-timeout", "15")
     port = srv.port()
