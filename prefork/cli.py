@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 
 from prefork import config as config_file
 from prefork import process
-from prefork.cliargs import argument_parser, fail, printing, quiet_on_closed_pipe
+from prefork.cliargs import argument_parser, fail, flag_values, printing, quiet_on_closed_pipe
 from prefork.privileges import drop_privileges, resolve_group, resolve_user
 from prefork.process import BootFailure
 from prefork.settings import GROUPS, LOG_NOT_FILES, OWN_LOGGERS, SETTINGS, Config, ConfigError
@@ -499,7 +499,7 @@ def _main(argv: Sequence[str] | None) -> None:
         from prefork.top import main as top_main
 
         sys.exit(quiet_on_closed_pipe(top_main, args[1:]))
-    parsed = vars(argument_parser().parse_args(args))
+    parsed = vars(argument_parser().parse_args(flag_values(args)))
     checking = parsed.pop("check_config")
     print_only = parsed.pop("print_config")
     worker_class = parsed.pop("worker_class")

@@ -113,6 +113,48 @@ _OTHER_SERVERS_NO_OPTION = {
 }
 
 
+_BOOL_WORDS = {"1": True, "true": True, "yes": True, "on": True,
+               "0": False, "false": False, "no": False, "off": False}  # fmt: skip
+
+
+def flag_values(args: Sequence[str]) -> list[str]:
+    """``--flag=false`` and ``--flag false`` (uvicorn's ``--ws-per-message-deflate
+    false``, a config-minded ``--preload=true``) as ``--no-flag`` / ``--flag``.
+
+    A switch takes no value: argparse refused ``--flag=false`` ("ignored
+    explicit argument") and took the ``false`` of ``--flag false`` for the
+    application, then the real application for an unknown argument.  Only
+    true/false words are taken as a switch's value, so ``--reload app:app``
+    is still the switch and the application.
+    """
+    switches = {setting.option for setting in SETTINGS if setting.flag}
+    out: list[str] = []
+    items = list(args)
+    index = 0
+    while index < len(items):
+        arg = items[index]
+        index += 1
+        name, equals, value = arg.partition("=")
+        if name in switches and equals:
+            word = _BOOL_WORDS.get(value.strip().lower())
+            if word is None:
+                out.append(arg)  # (argparse says what is wrong with it)
+            else:
+                out.append(name if word else "--no-" + name[2:])
+            continue
+        if arg in switches and index < len(items):
+            word = _BOOL_WORDS.get(items[index].strip().lower())
+            if word is not None:
+                index += 1
+                out.append(arg if word else "--no-" + arg[2:])
+                continue
+        out.append(arg)
+        if arg == "--":
+            out.extend(items[index:])
+            break
+    return out
+
+
 def argument_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="prefork",

@@ -504,3 +504,21 @@ def test_a_wsgi_client_on_a_unix_socket_has_no_address_unless_a_proxy_names_it(
         assert bodies == [b"http ", b"http 203.0.113.7"]
     finally:
         assert server.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "setting"),
+    [
+        (["--ws-per-message-deflate", "false"], "ws_per_message_deflate = False"),
+        (["--ws-per-message-deflate=off"], "ws_per_message_deflate = False"),
+        (["--preload=true"], "preload = True"),
+        (["--proxy-headers", "no"], "proxy_headers = False"),
+    ],
+)
+def test_a_switch_takes_a_true_or_false_value_as_uvicorns_do(args: list[str], setting: str) -> None:
+    """uvicorn's ``--ws-per-message-deflate false`` took ``false`` for the
+    application and then refused the real one ("unrecognized arguments:
+    myapp:app"); ``--flag=false`` was "ignored explicit argument"."""
+    result = prefork(*args, "--print-config", APP)
+    assert result.returncode == 0, result.stderr
+    assert setting in result.stdout.splitlines()
