@@ -1,9 +1,11 @@
 """One response of 128 MiB in 64 KiB pieces, through each interface
-(``endless_stream:asgi``, ``:wsgi``, ``:callback``): a client that reads a
-little and leaves finds the application still writing."""
+(``endless_stream:asgi``, ``:wsgi``, ``:callback``; ASGI also as WebSocket
+messages): a client that reads a little and leaves finds the application
+still writing."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 PIECE = b"x" * 65536
@@ -11,6 +13,18 @@ PIECES = 2048
 
 
 async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "websocket":  # the same, as WebSocket messages
+        await receive()
+        await send({"type": "websocket.accept"})
+        try:
+            for _ in range(PIECES):
+                await send({"type": "websocket.send", "bytes": PIECE})
+        finally:  # (a line per WebSocket ended, in $ENDLESS_MARK if set)
+            mark = os.environ.get("ENDLESS_MARK")
+            if mark:
+                with open(mark, "a") as file:
+                    file.write("ended\n")
+        return
     if scope["type"] != "http":
         return
     await send({"type": "http.response.start", "status": 200, "headers": []})
