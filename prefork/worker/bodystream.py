@@ -21,7 +21,13 @@ DEFAULT_WINDOW = 1 << 20
 
 
 class ClientDisconnected(ConnectionError):
-    """The client went away before sending the whole body."""
+    """The client went away before sending the whole body, or the server
+    refused the rest of it (``refused``: the connection answered 400, 408 or
+    413 and already logged why, so an adapter need not say it again)."""
+
+    def __init__(self, message: str, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
 
 
 class BodyStream(io.RawIOBase):
@@ -42,6 +48,7 @@ class BodyStream(io.RawIOBase):
         self._paused = False
         self._finished = False
         self._aborted = False
+        self._refused: str | None = None  # why the server cut the body (abort(refused=...))
         self._cond = threading.Condition()
         #: bytes received so far.
         self.received = 0
@@ -75,9 +82,13 @@ class BodyStream(io.RawIOBase):
         if self.on_event is not None:
             self.on_event()
 
-    def abort(self) -> None:
+    def abort(self, refused: str | None = None) -> None:
+        """No more body: the client left, or (``refused``: the reason, logged
+        by the caller) the server refused the rest of it."""
         with self._cond:
             self._aborted = True
+            if refused is not None and self._refused is None:
+                self._refused = refused
             self._cond.notify_all()
         if self.on_event is not None:
             self.on_event()
@@ -96,7 +107,7 @@ class BodyStream(io.RawIOBase):
             if self._buffered:
                 return self._take(-1)
             if self._aborted:
-                raise ClientDisconnected("the client disconnected before the body was complete")
+                raise self._disconnected()
             if self._finished:
                 return b""
             if self.on_first_wait is not None:
@@ -139,12 +150,17 @@ class BodyStream(io.RawIOBase):
     def _wait(self, enough: Callable[[], bool]) -> None:
         while not enough():
             if self._aborted:
-                raise ClientDisconnected("the client disconnected before the body was complete")
+                raise self._disconnected()
             if self._finished:
                 return
             if self.on_first_wait is not None:
                 self._first_wait()
             self._cond.wait()
+
+    def _disconnected(self) -> ClientDisconnected:
+        if self._refused is not None:
+            return ClientDisconnected(f"the body was refused: {self._refused}", refused=True)
+        return ClientDisconnected("the client disconnected before the body was complete")
 
     def _first_wait(self) -> None:
         callback = self.on_first_wait

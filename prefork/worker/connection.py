@@ -672,7 +672,7 @@ class HTTPConnection(asyncio.Protocol):
         else:
             self._body_stream = None
             self._keep_alive = False
-            stream.abort()
+            stream.abort(refused=f"{status} {reason}")
             if self._resp_state != _R_RAW_BODY and self._resp_state != _R_FRAMED_STREAM:
                 # Nothing is out yet (a raw or framed head may be held): say why.
                 self._raw_head = self._framed = self._held = None

@@ -45,6 +45,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from prefork.worker import accesslog
+from prefork.worker.httpdate import http_date
 from prefork.worker.proxy_protocol import (
     MAX_HEADER_LENGTH,
     ProxyInfo,
@@ -57,12 +58,22 @@ if TYPE_CHECKING:
     from prefork.worker.connection import HTTPConnection
     from prefork.worker.httpserver import HTTPServer
 
-__all__ = ["TLSAcceptor", "PLAIN_HTTP_ANSWER"]
+__all__ = ["TLSAcceptor", "PLAIN_HTTP_ANSWER", "plain_http_answer"]
 
 error_log = logging.getLogger("prefork.error")
 
-#: What a plain HTTP request sent to the TLS port gets (nginx's words).
-PLAIN_HTTP_ANSWER = error_response(400, "The plain HTTP request was sent to HTTPS port")
+_PLAIN_HTTP_REASON = "The plain HTTP request was sent to HTTPS port"
+#: What a plain HTTP request sent to the TLS port gets (nginx's words), less
+#: the Date line :func:`plain_http_answer` adds.
+PLAIN_HTTP_ANSWER = error_response(400, _PLAIN_HTTP_REASON)
+
+
+def plain_http_answer(date_header: bool) -> bytes:
+    """The 400 for a plain HTTP request on the TLS port, dated now unless
+    ``--no-date-header``: a 4xx of an origin server with a clock carries a
+    Date (RFC 9110 6.6.1), as the connection's own refusals do."""
+    return error_response(400, _PLAIN_HTTP_REASON, date=http_date() if date_header else None)
+
 
 _TLS_HANDSHAKE_RECORD = 0x16
 #: the most a peek may need: the longest header
@@ -221,7 +232,7 @@ class TLSAcceptor(asyncio.Protocol):
             observer.request_rejected(400)  # counted with the other refusals (metrics)
         try:
             # (a few dozen bytes into an empty send buffer: never a partial write)
-            sock.send(PLAIN_HTTP_ANSWER)
+            sock.send(plain_http_answer(self.server.config.date_header))
             sock.shutdown(socket.SHUT_WR)
         except OSError:
             self.close()

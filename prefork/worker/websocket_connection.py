@@ -663,5 +663,19 @@ class WebSocketConnection(asyncio.Protocol):
         self._end(abort=True)
 
     def close(self) -> None:
-        """Close the socket now (a fast stop)."""
+        """Close the socket now (a fast stop, or what a drain left at its end).
+
+        An open WebSocket still gets its 1001 close frame first: the write
+        reaches the kernel at once when nothing is queued before it (the
+        usual idle connection), and the socket's close sends it before the
+        FIN, so the client learns why instead of seeing 1006.  No handshake
+        is awaited (a fast stop exits now); a client with unread output
+        queued loses the frame with the rest, as before.
+        """
+        conn = self._conn
+        if self._state == OPEN and not self._gone and conn is not None:
+            if conn.state is ConnectionState.OPEN and not self._transport.is_closing():
+                frame = conn.send(CloseConnection(code=1001, reason=_DRAIN_REASONS[1001]))
+                self._transport.write(frame)
+            self._set_final(1001, _DRAIN_REASONS[1001])
         self._end(abort=True)

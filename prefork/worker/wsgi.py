@@ -405,7 +405,9 @@ class _Response:
             # wsgi.input: the client's body ended early or was refused (the
             # connection answered 400/408/413 and closed, see _reject): the
             # client's doing, told in one line, not an application traceback.
-            error_log.info(
+            # A refusal is that line already (the connection's): this one
+            # would be a second per request, so it is only for debugging.
+            (error_log.debug if exc.refused else error_log.info)(
                 "WSGI application stopped reading: %s %s: %s",
                 self.request.method,
                 self.request.uri,

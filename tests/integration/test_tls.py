@@ -7,6 +7,7 @@ committed).  Servers are ``tests/apps/echo_app.py`` in a subprocess.
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import http.client
 import re
 import socket
@@ -236,7 +237,8 @@ def test_plain_http_to_the_tls_port_is_answered_400_and_closed(
 ) -> None:
     """nginx's answer, at once, whether the request came whole or a byte at a
     time; the connection then closes; TLS clients are not affected.  On both
-    loops (their TLS transports differ)."""
+    loops (their TLS transports differ).  With a Date, as every 4xx of an
+    origin server with a clock (RFC 9110 6.6.1) and the server's other refusals."""
     from prefork.worker.tls_accept import PLAIN_HTTP_ANSWER
 
     monkeypatch.setenv("PREFORK_UVLOOP", uvloop)  # (the server process inherits it)
@@ -246,8 +248,12 @@ def test_plain_http_to_the_tls_port_is_answered_400_and_closed(
             start = time.monotonic()
             for piece in pieces:
                 plain.sendall(piece)
-            assert read_until_closed(plain) == PLAIN_HTTP_ANSWER
+            answer = read_until_closed(plain)
             assert time.monotonic() - start < 2
+            date = re.search(rb"\r\nDate: ([^\r]+ GMT)\r\n", answer)
+            assert date is not None, answer
+            assert email.utils.parsedate_to_datetime(date.group(1).decode()).year >= 2024
+            assert answer.replace(date.group(0), b"\r\n", 1) == PLAIN_HTTP_ANSWER
     assert https_echo(server.port, certs)["protocol"] == "https"
 
 

@@ -1270,6 +1270,25 @@ def test_a_draining_worker_closes_with_1001_or_1012_and_tells_the_app(
         assert process.proc.wait(10) == 0
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGQUIT])
+def test_a_fast_stop_still_sends_an_open_websocket_its_1001_close_frame(spawn, free_port, sig):
+    """INT (Ctrl-C) and QUIT close every connection at once, without waiting
+    for close handshakes; an open WebSocket still gets its 1001 close frame
+    before the socket closes, so its client learns why rather than seeing a
+    1006 "abnormal closure" (uvicorn's Ctrl-C gives its clients 1012)."""
+    process, port = cli_server(spawn, free_port)
+    with RawWebSocket(port) as ws:
+        ws.send_frame(1, TEXT)
+        assert ws.recv_message() == (1, TEXT)
+        os.kill(process.pid, sig)
+        frame = ws.recv_frame(timeout=10)
+        assert frame.opcode == 8, frame
+        assert (frame.close_code, frame.close_reason) == (1001, b"server shutting down")
+        with pytest.raises((Closed, ConnectionResetError)):
+            ws.recv_frame(timeout=10)  # ... and the socket closes: no handshake awaited
+    assert process.proc.wait(10) == 0
+
+
 def test_an_application_outliving_its_websocket_is_cancelled_quietly_at_the_stop(
     spawn, free_port, tmp_path
 ):

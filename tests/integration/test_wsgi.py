@@ -22,6 +22,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
@@ -505,8 +506,9 @@ def test_a_status_that_is_no_final_answer_is_the_applications_error(wsgi: Server
 
 def test_a_request_body_the_client_cuts_is_no_application_traceback(wsgi: Server) -> None:
     """wsgi.input raising ClientDisconnected (a malformed chunked body: 400)
-    is the client's doing: one INFO line, not 'Error in WSGI application'
-    with a traceback for every such request (a client could flood the log)."""
+    is the client's doing: the connection's one INFO line, not 'Error in WSGI
+    application' with a traceback for every such request (a client could
+    flood the log)."""
     with socket.create_connection(("127.0.0.1", wsgi.port), timeout=TIMEOUT) as sock:
         # The 100 Continue says the application is reading wsgi.input now.
         sock.sendall(
@@ -520,12 +522,63 @@ def test_a_request_body_the_client_cuts_is_no_application_traceback(wsgi: Server
             response += chunk
     assert response.startswith(b"HTTP/1.1 400 "), response
     wait_for(
-        lambda: "WSGI application stopped reading: POST /digest" in wsgi.process.stderr_text(),
+        lambda: "400 Bad Request from 127.0.0.1: " in wsgi.process.stderr_text(),
         TIMEOUT,
         "the one-line note",
     )
-    assert "Error in WSGI application: /digest" not in wsgi.process.stderr_text()
     assert wsgi.get("/write").text == "one,two,three"  # the worker is fine
+    assert "Error in WSGI application: /digest" not in wsgi.process.stderr_text()
+
+
+def _post_reading(port: int, head: bytes) -> socket.socket:
+    """A POST /digest whose application is blocked reading wsgi.input (its
+    100 Continue is in), the rest of ``head`` sent."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    sock.sendall(b"POST /digest HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n" + head)
+    assert sock.recv(65536).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+    return sock
+
+
+def test_a_cut_or_refused_upload_is_one_log_line_not_two(spawn, free_port) -> None:
+    """A body the connection refuses while the application reads it (400
+    malformed, 413 too large, 400 the client ended its side) is logged once,
+    by the connection, with the status and why, as under ASGI; the WSGI
+    adapter's "stopped reading" line (which called a 413 a disconnect) is for
+    a client that vanished without a word (a reset), where it is the one line.
+    One application thread: /pid answers only after /digest has returned."""
+    server = start_cli(
+        spawn, free_port, "--threads", "1", "--max-body-size", "1000",
+        "--access-log", "off", "tests.apps.wsgi_app:app",
+    )  # fmt: skip
+    cases = [
+        (b"Transfer-Encoding: chunked\r\n\r\n", b"5\r\nhello0\r\n\r\n", "400 Bad Request"),
+        (b"Transfer-Encoding: chunked\r\n\r\n", b"800\r\n" + b"x" * 2048, "413 Content Too Large"),
+        (b"Content-Length: 500\r\n\r\n", b"abc", "400 Bad Request"),  # then half-closed
+    ]
+    for head, body, status in cases:
+        with _post_reading(server.port, head) as sock:
+            sock.sendall(body)
+            if status == "400 Bad Request" and body == b"abc":
+                sock.shutdown(socket.SHUT_WR)
+            response = b""
+            while chunk := sock.recv(65536):
+                response += chunk
+        assert response.startswith(b"HTTP/1.1 " + status.encode()), response
+        assert "pid" in server.get("/pid").json()
+    with _post_reading(server.port, b"Content-Length: 500\r\n\r\n") as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    wait_for(
+        lambda: "WSGI application stopped reading: POST /digest" in server.process.stderr_text(),
+        TIMEOUT,
+        "the reset's one line",
+    )
+    assert "pid" in server.get("/pid").json()
+    log = server.process.stderr_text()
+    noted = [line for line in log.splitlines() if "prefork.error" in line]
+    assert len(noted) == 4, log
+    assert sum("from 127.0.0.1: " in line for line in noted) == 3, log
+    assert log.count("WSGI application stopped reading") == 1, log
+    assert "Traceback" not in log, log
 
 
 def test_pipelined_requests_are_answered_in_order(wsgi: Server) -> None:
