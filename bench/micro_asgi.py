@@ -20,6 +20,9 @@ with 10 KiB and ``bench/apps/fastapi_app.py`` (GET /items/42?q=bench):
   ``--http httptools`` runs), with its keep-alive timer and all;
 * ``prefork callback``: the seed-style callback app of ``bench/micro.py`` (the
   floor: prefork without ASGI), for the hello case only;
+* ``prefork core + bare adapter``: the ASGI hello app in its own task on
+  prefork's connection core, through an adapter that checks and looks up
+  nothing (:class:`BareAdapter`): the floor under any ASGI adapter on this core;
 * ``driver``: a protocol that answers at once; the driver's own cost;
 * ``the app in its own task``: the same, each call in a task of its own, as a
   server runs it (anyio-based frameworks need one per request): the floor
@@ -174,6 +177,34 @@ class Case:
             raise AssertionError("the connection did not answer every request alike")
 
 
+class BareAdapter:
+    """The floor of any ASGI adapter on prefork's connection core: a scope with
+    nothing looked up, ``receive``/``send`` that check nothing and write a
+    fixed head, the application in a task of its own.  Not a server (it
+    answers the hello case only, unchecked): what prefork's core and the
+    task cost before any of the ASGI adapter's own work."""
+
+    streams_request_body = True
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 13\r\n\r\n"
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def __call__(self, request: Any) -> None:
+        scope = {"type": "http", "method": request.method, "path": request.path, "headers": []}
+        head = self.head
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.body":
+                request.write(head + message["body"])
+                request.finish()
+
+        asyncio.get_event_loop().create_task(self.app(scope, receive, send))
+
+
 class AppAlone:
     """The application by itself: ``await app(scope, receive, send)`` in a loop, no server.
 
@@ -238,6 +269,10 @@ def cases() -> list[tuple[str, Callable[[int], None]]]:
         (
             "prefork callback (no ASGI)        hello",
             Case(lambda loop: prefork_protocol(_callback, False, loop), HELLO_REQUEST),
+        ),
+        (
+            "prefork core + bare adapter       hello",
+            Case(lambda loop: prefork_protocol(BareAdapter(asgi_app), False, loop), HELLO_REQUEST),
         ),
     ]
     apps: list[tuple[str, Any, bytes]] = [
