@@ -9,6 +9,10 @@ Routes (by PATH_INFO):
 
 * ``/environ``          -- the environ as JSON (non-str values as their repr
   and type), plus what ``wsgi.input`` reads.
+* ``/read``             -- reads the body with one ``read(n)`` (``n``;
+  -1 by default: all of it): its size and sha256.
+* ``/lines``            -- reads the body with ``readline(size)`` (``size``,
+  -1 by default) until EOF: the number of lines, the longest, size, sha256.
 * ``/write``            -- the body through the write() callable, then one
   chunk from the iterable.
 * ``/closing``          -- an iterable with close() (counted in ``/stats``);
@@ -147,6 +151,30 @@ def app(environ, start_response):
             size += len(piece)
             digest.update(piece)
         return json_response(start_response, {"size": size, "sha256": digest.hexdigest()})
+    if path == "/read":
+        # One read() for the whole body, as Django's request.body does.
+        data = environ["wsgi.input"].read(int(args.get("n", "-1")))
+        return json_response(
+            start_response, {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        )
+    if path == "/lines":
+        size = int(args.get("size", "-1"))
+        lines = []
+        while True:
+            line = environ["wsgi.input"].readline(size)
+            if not line:
+                break
+            lines.append(line)
+        data = b"".join(lines)
+        return json_response(
+            start_response,
+            {
+                "lines": len(lines),
+                "longest": max(map(len, lines), default=0),
+                "size": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+            },
+        )
     if path == "/write":
         write = start_response("200 OK", [("Content-Type", "text/plain")])
         write(b"one,")

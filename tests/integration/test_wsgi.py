@@ -389,6 +389,30 @@ def test_large_upload_streams_through_wsgi_input(wsgi: Server) -> None:
     assert response.json() == {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
 
 
+@pytest.mark.parametrize("n", [-1, 3 << 20, 2 << 20])
+def test_one_read_larger_than_the_stream_window(wsgi: Server, n: int) -> None:
+    """read() / read(CONTENT_LENGTH) of a body larger than the 1 MiB window
+    (Django's request.body reads so) returns it: the stream is not left paused
+    while the application waits for more than the window may hold."""
+    body = os.urandom(3 << 20)
+    response = requests.post(f"{wsgi.url}/read?n={n}", data=body, timeout=TIMEOUT)
+    assert response.status_code == 200
+    want = body[:n] if n >= 0 else body
+    assert response.json() == {"size": len(want), "sha256": hashlib.sha256(want).hexdigest()}
+
+
+@pytest.mark.parametrize("size", [-1, 2 << 20])
+def test_a_line_longer_than_the_stream_window(wsgi: Server, size: int) -> None:
+    """readline() (and iteration) on a line longer than the window: the line
+    comes whole (or cut at ``size``), not a stream paused for ever."""
+    body = b"x" * (3 << 20) + b"\nend"
+    response = requests.post(f"{wsgi.url}/lines?size={size}", data=body, timeout=TIMEOUT)
+    assert response.status_code == 200
+    longest = len(body) - 3 if size < 0 else size
+    assert response.json()["longest"] == longest
+    assert response.json()["sha256"] == hashlib.sha256(body).hexdigest()
+
+
 def test_path_info_is_decoded_bytes_as_latin1(wsgi: Server) -> None:
     # UTF-8 "café": PATH_INFO carries the bytes c3 a9 as two latin-1 chars.
     info = wsgi.get("/caf%C3%A9").json()
