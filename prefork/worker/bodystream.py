@@ -38,6 +38,10 @@ class BodyStream(io.RawIOBase):
         self._resume = resume  # called from any thread: must be thread-safe
         self._window = window
         self._chunks: deque[bytes] = deque()
+        #: read position in ``_chunks[0]``: a short read or line moves it
+        #: instead of copying the rest of the chunk (up to a socket read),
+        #: which made reading short lines cost a chunk copy each.
+        self._head = 0
         self._buffered = 0
         self._paused = False
         self._finished = False
@@ -114,22 +118,31 @@ class BodyStream(io.RawIOBase):
 
     def _take(self, size: int) -> bytes:
         """Up to ``size`` bytes (-1: all that is buffered); caller holds the lock."""
+        chunks = self._chunks
+        head = self._head
         if size < 0 or size >= self._buffered:
-            data = b"".join(self._chunks)
-            self._chunks.clear()
+            if head:
+                chunks[0] = chunks[0][head:]
+            data = b"".join(chunks)
+            chunks.clear()
+            head = 0
         else:
             parts = []
             need = size
             while need:
-                chunk = self._chunks[0]
-                if len(chunk) <= need:
-                    parts.append(self._chunks.popleft())
-                    need -= len(chunk)
+                chunk = chunks[0]
+                available = len(chunk) - head
+                if available <= need:
+                    parts.append(chunk[head:] if head else chunk)
+                    chunks.popleft()
+                    head = 0
+                    need -= available
                 else:
-                    parts.append(chunk[:need])
-                    self._chunks[0] = chunk[need:]
+                    parts.append(chunk[head : head + need])
+                    head += need
                     need = 0
             data = b"".join(parts)
+        self._head = head
         self._buffered -= len(data)
         if self._paused and self._buffered <= self._window // 2:
             self._paused = False
@@ -188,14 +201,16 @@ class BodyStream(io.RawIOBase):
         """Bytes up to and with the first newline among the first ``limit``
         buffered bytes (-1: all of them), None if there is none; lock held."""
         seen = 0
+        start = self._head
         for chunk in self._chunks:
-            stop = len(chunk) if limit < 0 else min(len(chunk), limit - seen)
-            newline = chunk.find(b"\n", 0, stop)
+            stop = len(chunk) if limit < 0 else min(len(chunk), start + limit - seen)
+            newline = chunk.find(b"\n", start, stop)
             if newline >= 0:
-                return seen + newline + 1
-            seen += stop
+                return seen + newline - start + 1
+            seen += stop - start
             if seen == limit:
                 return None
+            start = 0
         return None
 
     def readline(self, size: int | None = -1) -> bytes:
