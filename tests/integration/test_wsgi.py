@@ -618,6 +618,32 @@ def test_client_disconnect_mid_stream_stops_the_app_and_calls_close(wsgi: Server
     assert produced < 500 * 1000, produced  # it stopped early
 
 
+def test_write_raises_once_the_client_is_gone(wsgi: Server) -> None:
+    """An application streaming through write() in a loop of its own learns
+    that the client left (write() raises, as gunicorn's socket write does)
+    instead of writing into the void until it is done; that is one INFO line,
+    no traceback."""
+    before = wsgi.stats()
+    with socket.create_connection(("127.0.0.1", wsgi.port), timeout=TIMEOUT) as sock:
+        # 1000 bytes 10 ms apart for ten seconds if nobody stopped it.
+        sock.sendall(b"GET /write-loop?delay_ms=10 HTTP/1.1\r\nHost: h\r\n\r\n")
+        received = b""
+        while len(received) < 5000:
+            received += sock.recv(65536)
+    wait_for(
+        lambda: wsgi.stats()["write_loop_raised"] == before["write_loop_raised"] + 1,
+        3.0,
+        "write() raising after the client went away",
+    )
+    wait_for(
+        lambda: "WSGI application stopped writing: GET /write-loop" in wsgi.process.stderr_text(),
+        TIMEOUT,
+        "the one-line note",
+    )
+    assert "Error in WSGI application: /write-loop" not in wsgi.process.stderr_text()
+    assert wsgi.get("/write").text == "one,two,three"  # the worker is fine
+
+
 def test_back_pressure_bounds_what_the_app_produces(wsgi: Server) -> None:
     before = wsgi.stats()
     total = 4000 * 65536  # 256 MiB if nothing held it back
