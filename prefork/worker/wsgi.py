@@ -603,7 +603,7 @@ class _Response:
         conn = request.connection
         if conn is not None:
             conn.set_close_callback(None)
-            conn.close()
+            conn.abort_response()  # (a reset where only the close ends the body)
         try:
             request.finish()
         except Exception:

@@ -594,6 +594,31 @@ def test_exceptions_give_500_before_bytes_and_a_close_after(wsgi: Server) -> Non
     assert "Traceback" in stderr and "failed mid-stream on purpose" in stderr
 
 
+def test_a_close_delimited_body_cut_by_an_error_ends_with_a_reset(wsgi: Server) -> None:
+    """HTTP/1.0 without Content-Length: only the close ends the body, so a
+    generator failing midway must not end it with a FIN (the client would
+    take the cut body for the whole one): a reset says it was cut."""
+    with socket.create_connection(("127.0.0.1", wsgi.port), timeout=TIMEOUT) as sock:
+        sock.sendall(b"GET /raise-after HTTP/1.0\r\n\r\n")
+        received, outcome = b"", "no end"
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                outcome = "reset"
+                break
+            if not chunk:
+                outcome = "clean close"
+                break
+            received += chunk
+    assert not received or received.startswith(b"HTTP/1.1 200 ")
+    assert outcome == "reset", (outcome, received)
+    # A complete close-delimited body still ends with a plain close.
+    raw = raw_exchange(wsgi.port, b"GET /write HTTP/1.0\r\n\r\n")
+    assert raw.endswith(b"\r\n\r\none,two,three")
+
+
 def test_start_response_twice_without_exc_info_is_an_error(wsgi: Server) -> None:
     assert "twice" in wsgi.get("/twice").text
 
