@@ -493,6 +493,16 @@ class _Response:
             if len(body) < self.remaining:
                 headers = [*headers, ("Connection", "close")]  # short: end by closing
             body = body[: self.remaining]
+        elif (
+            not body
+            and self.remaining is None
+            and self.request.method == "HEAD"
+            and not bodyless("GET", code)
+        ):
+            # The whole body is known to be empty: GET gets Content-Length: 0,
+            # and so does HEAD (the framing takes an empty HEAD body for one
+            # not produced, as a callback handler's may be, and sends none).
+            headers = [*headers, ("Content-Length", "0")]
         self._post(self._loop_finish, (code, reason, headers), body)
 
     # -- hand-over -------------------------------------------------------------

@@ -507,6 +507,21 @@ def test_head_204_304_have_no_body_on_a_kept_alive_connection(wsgi: Server) -> N
         assert conn.getresponse().read() == b"one,two,three"
 
 
+@pytest.mark.parametrize("path", ["/stream?n=0", "/closing?n=0", "/declared?cl=0&body="])
+def test_head_of_an_empty_body_has_the_length_get_has(wsgi: Server, path: str) -> None:
+    """An empty body (an empty generator or iterable) gets Content-Length: 0
+    on GET; HEAD says the same (README: HEAD carries the Content-Length GET
+    would send), not nothing, which reads as 'GET would stream'."""
+    with closing(http.client.HTTPConnection("127.0.0.1", wsgi.port, timeout=TIMEOUT)) as conn:
+        lengths = {}
+        for method in ("GET", "HEAD"):
+            conn.request(method, path)
+            response = conn.getresponse()
+            assert response.status == 200 and response.read() == b""
+            lengths[method] = response.getheader("Content-Length")
+    assert lengths == {"GET": "0", "HEAD": "0"}
+
+
 @pytest.mark.parametrize("code", ["103", "100", "600", "999"])
 def test_a_status_that_is_no_final_answer_is_the_applications_error(wsgi: Server, code) -> None:
     """A 1xx from start_response would be taken for the answer, leaving the
