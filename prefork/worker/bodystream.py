@@ -44,6 +44,10 @@ class BodyStream(io.RawIOBase):
         self._resume = resume  # called from any thread: must be thread-safe
         self._window = window
         self._chunks: deque[bytes] = deque()
+        #: read position in ``_chunks[0]``: a short read or line moves it
+        #: instead of copying the rest of the chunk (up to a socket read),
+        #: which made reading short lines cost a chunk copy each.
+        self._head = 0
         self._buffered = 0
         self._paused = False
         self._finished = False
@@ -125,37 +129,55 @@ class BodyStream(io.RawIOBase):
 
     def _take(self, size: int) -> bytes:
         """Up to ``size`` bytes (-1: all that is buffered); caller holds the lock."""
+        chunks = self._chunks
+        head = self._head
         if size < 0 or size >= self._buffered:
-            data = b"".join(self._chunks)
-            self._chunks.clear()
+            if head:
+                chunks[0] = chunks[0][head:]
+            data = b"".join(chunks)
+            chunks.clear()
+            head = 0
         else:
             parts = []
             need = size
             while need:
-                chunk = self._chunks[0]
-                if len(chunk) <= need:
-                    parts.append(self._chunks.popleft())
-                    need -= len(chunk)
+                chunk = chunks[0]
+                available = len(chunk) - head
+                if available <= need:
+                    parts.append(chunk[head:] if head else chunk)
+                    chunks.popleft()
+                    head = 0
+                    need -= available
                 else:
-                    parts.append(chunk[:need])
-                    self._chunks[0] = chunk[need:]
+                    parts.append(chunk[head : head + need])
+                    head += need
                     need = 0
             data = b"".join(parts)
+        self._head = head
         self._buffered -= len(data)
         if self._paused and self._buffered <= self._window // 2:
             self._paused = False
             self._resume()
         return data
 
-    def _wait(self, enough: Callable[[], bool]) -> None:
-        while not enough():
+    def _wait_for_more(self) -> bool:
+        """Block until bytes are buffered (True) or the body is over (False).
+
+        Raises ClientDisconnected after an abort.  The caller takes what is
+        buffered before it waits again: a reader never waits for the buffer
+        itself to hold more than it has, since past ``window`` unread bytes
+        the socket is paused and only a take resumes it (a read(n) that waited
+        for ``n`` > window buffered bytes would wait for ever).
+        """
+        while not self._buffered:
             if self._aborted:
                 raise self._disconnected()
             if self._finished:
-                return
+                return False
             if self.on_first_wait is not None:
                 self._first_wait()
             self._cond.wait()
+        return True
 
     def _disconnected(self) -> ClientDisconnected:
         if self._refused is not None:
@@ -169,49 +191,64 @@ class BodyStream(io.RawIOBase):
             callback()
 
     def read(self, size: int | None = -1) -> bytes:
-        """Read up to ``size`` bytes (all, when -1 or None), blocking for them."""
+        """Read up to ``size`` bytes (all, when -1 or None), blocking for them.
+
+        Fewer only at the end of the body.  What ``size`` asks for may exceed
+        the window (``read()``, ``read(CONTENT_LENGTH)``): the bytes gathered
+        so far are held by the reader, not the stream, which keeps reading.
+        """
         if size is None:
             size = -1
+        parts = []
         with self._cond:
-            if size < 0:
-                self._wait(lambda: False)
-                return self._take(-1)
-            self._wait(lambda: self._buffered >= size)
-            return self._take(size)
+            while size and self._wait_for_more():
+                piece = self._take(size)
+                parts.append(piece)
+                if size > 0:
+                    size -= len(piece)
+        return b"".join(parts)
 
     def readinto(self, buffer: Any) -> int:
         data = self.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)
 
+    def _line_length(self, limit: int) -> int | None:
+        """Bytes up to and with the first newline among the first ``limit``
+        buffered bytes (-1: all of them), None if there is none; lock held."""
+        seen = 0
+        start = self._head
+        for chunk in self._chunks:
+            stop = len(chunk) if limit < 0 else min(len(chunk), start + limit - seen)
+            newline = chunk.find(b"\n", start, stop)
+            if newline >= 0:
+                return seen + newline - start + 1
+            seen += stop - start
+            if seen == limit:
+                return None
+            start = 0
+        return None
+
     def readline(self, size: int | None = -1) -> bytes:
-        """One line (with its newline), at most ``size`` bytes."""
+        """One line (with its newline), at most ``size`` bytes.
+
+        A line longer than the window is gathered by the reader while the
+        stream keeps reading, as in :meth:`read`.
+        """
         if size is None:
             size = -1
+        parts = []
         with self._cond:
-
-            def has_line() -> bool:
-                if 0 <= size <= self._buffered:
-                    return True
-                return any(b"\n" in chunk for chunk in self._chunks)
-
-            self._wait(has_line)
-            joined = b"".join(self._chunks)
-            end = joined.find(b"\n") + 1 or len(joined)
-            if 0 <= size < end:
-                end = size
-            self._chunks.clear()
-            if end < len(joined):
-                self._chunks.append(joined[end:])
-            self._buffered = len(joined)
-            return self._take_prefix(joined, end)
-
-    def _take_prefix(self, joined: bytes, end: int) -> bytes:
-        self._buffered -= end
-        if self._paused and self._buffered <= self._window // 2:
-            self._paused = False
-            self._resume()
-        return joined[:end]
+            while size and self._wait_for_more():
+                end = self._line_length(size)
+                if end is not None:
+                    parts.append(self._take(end))
+                    break
+                piece = self._take(size)
+                parts.append(piece)
+                if size > 0:
+                    size -= len(piece)
+        return b"".join(parts)
 
     def readlines(self, hint: int = -1) -> list[bytes]:
         lines = []

@@ -39,7 +39,9 @@ import asyncio
 import functools
 import logging
 import os
+import socket
 import ssl
+import struct
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -113,6 +115,8 @@ _T_LINGER = 5  # answered and half-closed: the client's unread bytes are discard
 #: the last answer) goes on reading them after its answer and our FIN,
 #: before the close: see ``_linger``.
 LINGER = 2.0
+#: SO_LINGER on, 0 s: close() sends a reset (see abort_response).
+_LINGER_RESET = struct.pack("ii", 1, 0)
 
 #: How long past ``drain_grace`` a draining worker lets a long-lived answer
 #: run: a WebSocket's close handshake, a stream of unknown length.
@@ -1385,6 +1389,30 @@ class HTTPConnection(asyncio.Protocol):
             self._close_transport()
             return
         self._close()
+
+    def abort_response(self) -> None:
+        """Give up the response in progress: close, so the client sees it cut.
+
+        A chunked or Content-Length body that stops short shows the client it
+        was cut; a body delimited by the close alone (HTTP/1.0, no
+        Content-Length) would look whole after a FIN, so it ends with a
+        reset instead (SO_LINGER 0: the kernel drops what it has not sent
+        yet, which is no loss in a body known to be broken).
+        """
+        if (
+            not self._closed
+            and self._resp_state == _R_FRAMED_STREAM
+            and not self._chunking
+            and not self._bodyless
+            and self._resp_expected is None
+        ):
+            sock = self.transport.get_extra_info("socket")
+            if sock is not None:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+                except OSError:
+                    pass
+        self.close()
 
     def _close_transport(self) -> None:
         """Close; output still unsent goes first, within ``send_timeout``

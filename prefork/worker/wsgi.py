@@ -290,6 +290,7 @@ class _Response:
         #: (whichever side takes it under ``cond`` closes or sends it)
         self.pending_fd: int | None = None
         self.file_fallback = False  # sendfile refused the file: read it instead
+        self.write_refused = False  # write() raised ClientDisconnected
 
     # -- the application's side (pool thread) -------------------------------
 
@@ -318,9 +319,19 @@ class _Response:
         return self.write
 
     def write(self, data: bytes) -> None:
-        """The ``write()`` callable start_response returns."""
+        """The ``write()`` callable start_response returns.
+
+        Once the client is gone (or the response was given up) it raises
+        ClientDisconnected, as a socket write would (gunicorn raises the
+        socket's error): an application streaming through write() in a loop
+        of its own has no other way to learn it, and would keep a pool
+        thread busy for ever.  An iterable is simply no longer iterated.
+        """
         if self.status is None:
             raise AssertionError("write() called before start_response()")
+        if self.gone:
+            self.write_refused = True
+            raise ClientDisconnected("the client disconnected before the response was complete")
         self._send(data)
 
     def _send(self, data: bytes) -> None:
@@ -403,12 +414,14 @@ class _Response:
             self._complete(whole)
         except ClientDisconnected as exc:
             # wsgi.input: the client's body ended early or was refused (the
-            # connection answered 400/408/413 and closed, see _reject): the
-            # client's doing, told in one line, not an application traceback.
-            # A refusal is that line already (the connection's): this one
-            # would be a second per request, so it is only for debugging.
+            # connection answered 400/408/413 and closed, see _reject), or
+            # write() after the client left: the client's doing, told in one
+            # line, not an application traceback.  A refusal is that line
+            # already (the connection's): this one would be a second per
+            # request, so it is only for debugging.
             (error_log.debug if exc.refused else error_log.info)(
-                "WSGI application stopped reading: %s %s: %s",
+                "WSGI application stopped %s: %s %s: %s",
+                "writing" if self.write_refused else "reading",
                 self.request.method,
                 self.request.uri,
                 exc,
@@ -482,6 +495,16 @@ class _Response:
             if len(body) < self.remaining:
                 headers = [*headers, ("Connection", "close")]  # short: end by closing
             body = body[: self.remaining]
+        elif (
+            not body
+            and self.remaining is None
+            and self.request.method == "HEAD"
+            and not bodyless("GET", code)
+        ):
+            # The whole body is known to be empty: GET gets Content-Length: 0,
+            # and so does HEAD (the framing takes an empty HEAD body for one
+            # not produced, as a callback handler's may be, and sends none).
+            headers = [*headers, ("Content-Length", "0")]
         self._post(self._loop_finish, (code, reason, headers), body)
 
     # -- hand-over -------------------------------------------------------------
@@ -592,7 +615,7 @@ class _Response:
         conn = request.connection
         if conn is not None:
             conn.set_close_callback(None)
-            conn.close()
+            conn.abort_response()  # (a reset where only the close ends the body)
         try:
             request.finish()
         except Exception:

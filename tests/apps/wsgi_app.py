@@ -9,6 +9,13 @@ Routes (by PATH_INFO):
 
 * ``/environ``          -- the environ as JSON (non-str values as their repr
   and type), plus what ``wsgi.input`` reads.
+* ``/read``             -- reads the body with one ``read(n)`` (``n``;
+  -1 by default: all of it): its size and sha256.
+* ``/lines``            -- reads the body with ``readline(size)`` (``size``,
+  -1 by default) until EOF: the number of lines, the longest, size, sha256.
+* ``/write-loop``       -- write()s 1000-byte pieces ``delay_ms`` apart
+  (ten seconds at most) until write() raises: ``write_loop_raised`` in
+  ``/stats`` counts the raises, ``write_loop_writes`` the writes.
 * ``/write``            -- the body through the write() callable, then one
   chunk from the iterable.
 * ``/closing``          -- an iterable with close() (counted in ``/stats``);
@@ -49,7 +56,14 @@ from prefork.sockets import bind_sockets
 from prefork.worker.wsgi import WSGIAdapter
 
 _lock = threading.Lock()
-STATS = {"closed": 0, "stream_closed": 0, "stream_produced": 0, "stream_started": 0}
+STATS = {
+    "closed": 0,
+    "stream_closed": 0,
+    "stream_produced": 0,
+    "stream_started": 0,
+    "write_loop_raised": 0,
+    "write_loop_writes": 0,
+}
 
 
 def count(name: str, n: int = 1) -> None:
@@ -147,6 +161,44 @@ def app(environ, start_response):
             size += len(piece)
             digest.update(piece)
         return json_response(start_response, {"size": size, "sha256": digest.hexdigest()})
+    if path == "/read":
+        # One read() for the whole body, as Django's request.body does.
+        data = environ["wsgi.input"].read(int(args.get("n", "-1")))
+        return json_response(
+            start_response, {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        )
+    if path == "/lines":
+        size = int(args.get("size", "-1"))
+        lines = []
+        while True:
+            line = environ["wsgi.input"].readline(size)
+            if not line:
+                break
+            lines.append(line)
+        data = b"".join(lines)
+        return json_response(
+            start_response,
+            {
+                "lines": len(lines),
+                "longest": max(map(len, lines), default=0),
+                "size": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+            },
+        )
+    if path == "/write-loop":
+        # A stream of its own through write(), as a server-sent-events app.
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        delay = int(args.get("delay_ms", "10")) / 1000
+        deadline = time.monotonic() + 10
+        try:
+            while time.monotonic() < deadline:
+                write(b"w" * 1000)
+                count("write_loop_writes")
+                time.sleep(delay)
+        except OSError:
+            count("write_loop_raised")
+            raise
+        return []
     if path == "/write":
         write = start_response("200 OK", [("Content-Type", "text/plain")])
         write(b"one,")

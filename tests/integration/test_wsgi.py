@@ -390,6 +390,30 @@ def test_large_upload_streams_through_wsgi_input(wsgi: Server) -> None:
     assert response.json() == {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
 
 
+@pytest.mark.parametrize("n", [-1, 3 << 20, 2 << 20])
+def test_one_read_larger_than_the_stream_window(wsgi: Server, n: int) -> None:
+    """read() / read(CONTENT_LENGTH) of a body larger than the 1 MiB window
+    (Django's request.body reads so) returns it: the stream is not left paused
+    while the application waits for more than the window may hold."""
+    body = os.urandom(3 << 20)
+    response = requests.post(f"{wsgi.url}/read?n={n}", data=body, timeout=TIMEOUT)
+    assert response.status_code == 200
+    want = body[:n] if n >= 0 else body
+    assert response.json() == {"size": len(want), "sha256": hashlib.sha256(want).hexdigest()}
+
+
+@pytest.mark.parametrize("size", [-1, 2 << 20])
+def test_a_line_longer_than_the_stream_window(wsgi: Server, size: int) -> None:
+    """readline() (and iteration) on a line longer than the window: the line
+    comes whole (or cut at ``size``), not a stream paused for ever."""
+    body = b"x" * (3 << 20) + b"\nend"
+    response = requests.post(f"{wsgi.url}/lines?size={size}", data=body, timeout=TIMEOUT)
+    assert response.status_code == 200
+    longest = len(body) - 3 if size < 0 else size
+    assert response.json()["longest"] == longest
+    assert response.json()["sha256"] == hashlib.sha256(body).hexdigest()
+
+
 def test_path_info_is_decoded_bytes_as_latin1(wsgi: Server) -> None:
     # UTF-8 "café": PATH_INFO carries the bytes c3 a9 as two latin-1 chars.
     info = wsgi.get("/caf%C3%A9").json()
@@ -482,6 +506,21 @@ def test_head_204_304_have_no_body_on_a_kept_alive_connection(wsgi: Server) -> N
         # Any stray body byte would have broken this next response.
         conn.request("GET", "/write")
         assert conn.getresponse().read() == b"one,two,three"
+
+
+@pytest.mark.parametrize("path", ["/stream?n=0", "/closing?n=0", "/declared?cl=0&body="])
+def test_head_of_an_empty_body_has_the_length_get_has(wsgi: Server, path: str) -> None:
+    """An empty body (an empty generator or iterable) gets Content-Length: 0
+    on GET; HEAD says the same (README: HEAD carries the Content-Length GET
+    would send), not nothing, which reads as 'GET would stream'."""
+    with closing(http.client.HTTPConnection("127.0.0.1", wsgi.port, timeout=TIMEOUT)) as conn:
+        lengths = {}
+        for method in ("GET", "HEAD"):
+            conn.request(method, path)
+            response = conn.getresponse()
+            assert response.status == 200 and response.read() == b""
+            lengths[method] = response.getheader("Content-Length")
+    assert lengths == {"GET": "0", "HEAD": "0"}
 
 
 @pytest.mark.parametrize("code", ["103", "100", "600", "999"])
@@ -623,6 +662,31 @@ def test_exceptions_give_500_before_bytes_and_a_close_after(wsgi: Server) -> Non
     assert "Traceback" in stderr and "failed mid-stream on purpose" in stderr
 
 
+def test_a_close_delimited_body_cut_by_an_error_ends_with_a_reset(wsgi: Server) -> None:
+    """HTTP/1.0 without Content-Length: only the close ends the body, so a
+    generator failing midway must not end it with a FIN (the client would
+    take the cut body for the whole one): a reset says it was cut."""
+    with socket.create_connection(("127.0.0.1", wsgi.port), timeout=TIMEOUT) as sock:
+        sock.sendall(b"GET /raise-after HTTP/1.0\r\n\r\n")
+        received, outcome = b"", "no end"
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                outcome = "reset"
+                break
+            if not chunk:
+                outcome = "clean close"
+                break
+            received += chunk
+    assert not received or received.startswith(b"HTTP/1.1 200 ")
+    assert outcome == "reset", (outcome, received)
+    # A complete close-delimited body still ends with a plain close.
+    raw = raw_exchange(wsgi.port, b"GET /write HTTP/1.0\r\n\r\n")
+    assert raw.endswith(b"\r\n\r\none,two,three")
+
+
 def test_start_response_twice_without_exc_info_is_an_error(wsgi: Server) -> None:
     assert "twice" in wsgi.get("/twice").text
 
@@ -645,6 +709,32 @@ def test_client_disconnect_mid_stream_stops_the_app_and_calls_close(wsgi: Server
     )
     produced = wsgi.stats()["stream_produced"] - before["stream_produced"]
     assert produced < 500 * 1000, produced  # it stopped early
+
+
+def test_write_raises_once_the_client_is_gone(wsgi: Server) -> None:
+    """An application streaming through write() in a loop of its own learns
+    that the client left (write() raises, as gunicorn's socket write does)
+    instead of writing into the void until it is done; that is one INFO line,
+    no traceback."""
+    before = wsgi.stats()
+    with socket.create_connection(("127.0.0.1", wsgi.port), timeout=TIMEOUT) as sock:
+        # 1000 bytes 10 ms apart for ten seconds if nobody stopped it.
+        sock.sendall(b"GET /write-loop?delay_ms=10 HTTP/1.1\r\nHost: h\r\n\r\n")
+        received = b""
+        while len(received) < 5000:
+            received += sock.recv(65536)
+    wait_for(
+        lambda: wsgi.stats()["write_loop_raised"] == before["write_loop_raised"] + 1,
+        3.0,
+        "write() raising after the client went away",
+    )
+    wait_for(
+        lambda: "WSGI application stopped writing: GET /write-loop" in wsgi.process.stderr_text(),
+        TIMEOUT,
+        "the one-line note",
+    )
+    assert "Error in WSGI application: /write-loop" not in wsgi.process.stderr_text()
+    assert wsgi.get("/write").text == "one,two,three"  # the worker is fine
 
 
 def test_back_pressure_bounds_what_the_app_produces(wsgi: Server) -> None:
