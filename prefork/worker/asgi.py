@@ -725,8 +725,9 @@ class _HTTPCycle:
             request.write(b"Internal Server Error\n")
         elif self.conn is not None:
             # The response cannot be completed (or the client that ended its
-            # side is not waiting for one): the client sees a close.
-            self.conn.close()
+            # side is not waiting for one): the client sees a close (a
+            # reset where only the close would end the body: HTTP/1.0).
+            self.conn.abort_response()
         request.finish()
         self._wake()
 

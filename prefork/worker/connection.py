@@ -39,9 +39,7 @@ import asyncio
 import functools
 import logging
 import os
-import socket
 import ssl
-import struct
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -115,8 +113,6 @@ _T_LINGER = 5  # answered and half-closed: the client's unread bytes are discard
 #: the last answer) goes on reading them after its answer and our FIN,
 #: before the close: see ``_linger``.
 LINGER = 2.0
-#: SO_LINGER on, 0 s: close() sends a reset (see abort_response).
-_LINGER_RESET = struct.pack("ii", 1, 0)
 
 #: How long past ``drain_grace`` a draining worker lets a long-lived answer
 #: run: a WebSocket's close handshake, a stream of unknown length.
@@ -649,6 +645,8 @@ class HTTPConnection(asyncio.Protocol):
             self._resp_state = _R_RAW_BODY
             self._resp_status = 500
             self._send(error_response(500, date=self._date()))
+        elif self._close_delimited():
+            sendclock.reset_on_close(self.transport)  # (cut: see abort_response)
         self._finish_request()
 
     def _reject(self, status: int, reason: str) -> None:
@@ -1399,20 +1397,19 @@ class HTTPConnection(asyncio.Protocol):
         reset instead (SO_LINGER 0: the kernel drops what it has not sent
         yet, which is no loss in a body known to be broken).
         """
-        if (
+        if self._close_delimited():
+            sendclock.reset_on_close(self.transport)
+        self.close()
+
+    def _close_delimited(self) -> bool:
+        """A framed body is being sent that only the close will end."""
+        return (
             not self._closed
             and self._resp_state == _R_FRAMED_STREAM
             and not self._chunking
             and not self._bodyless
             and self._resp_expected is None
-        ):
-            sock = self.transport.get_extra_info("socket")
-            if sock is not None:
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-                except OSError:
-                    pass
-        self.close()
+        )
 
     def _close_transport(self) -> None:
         """Close; output still unsent goes first, within ``send_timeout``

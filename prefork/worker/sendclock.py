@@ -23,7 +23,7 @@ import termios
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["SendClock", "reset", "socket_transport", "unsent_bytes"]
+__all__ = ["SendClock", "reset", "reset_on_close", "socket_transport", "unsent_bytes"]
 
 
 def unsent_bytes(transport: Any) -> int:
@@ -56,18 +56,24 @@ def socket_transport(transport: Any) -> Any:
     return getattr(protocol, "_transport", None)
 
 
-def reset(transport: Any) -> None:
-    """Abort ``transport`` with a reset (``SO_LINGER`` 0): a plain abort
-    closes the socket with its unsent bytes still queued, and the kernel
-    keeps that orphan (megabytes of buffer) probing a zero window for
-    minutes while the client, which reads nothing, sees the connection open.
-    A reset frees both ends at once (nginx's ``reset_timedout_connection``)."""
+def reset_on_close(transport: Any) -> None:
+    """Make the socket's close a reset (``SO_LINGER`` 0): the kernel drops
+    what it has not sent and the peer sees RST, not FIN."""
     sock = transport.get_extra_info("socket")
     if sock is not None:
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         except (OSError, ValueError):
-            pass  # (already closed, or not a socket that lingers: a plain abort)
+            pass  # (already closed, or not a socket that lingers: a plain close)
+
+
+def reset(transport: Any) -> None:
+    """Abort ``transport`` with a reset: a plain abort
+    closes the socket with its unsent bytes still queued, and the kernel
+    keeps that orphan (megabytes of buffer) probing a zero window for
+    minutes while the client, which reads nothing, sees the connection open.
+    A reset frees both ends at once (nginx's ``reset_timedout_connection``)."""
+    reset_on_close(transport)
     transport.abort()
 
 

@@ -10,7 +10,8 @@ Routes:
   (0 = no body, 1 = one piece, n = streamed), ``close=1`` (Connection: close).
 * ``/raw/unframed``      -- a raw HTTP/1.1 response with no Content-Length.
 * ``/raise``             -- raises; ``after=head`` writes a raw head first,
-  ``after=framed`` calls write_headers first.
+  ``after=framed`` calls write_headers first, ``after=framed-body`` and a
+  piece of the body.
 * ``/delay``             -- answers ``i`` after ``ms`` milliseconds.
 * ``/slow-stream``       -- ``chunks`` writes of ``size`` bytes every
   ``interval_ms`` (``mode=raw`` or ``framed``); exceptions raised by
@@ -156,6 +157,9 @@ def raise_error(request) -> None:
         request.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
     elif after == b"framed":
         request.write_headers(200, {"Content-Type": "text/plain"})
+    elif after == b"framed-body":  # (a piece of the body on its way: streamed)
+        request.write_headers(200, {"Content-Type": "text/plain"})
+        request.write(b"partial", callback=lambda: None)
     raise RuntimeError("the application failed on purpose")
 
 

@@ -690,6 +690,28 @@ def test_an_exception_mid_body_cuts_the_response(server) -> None:
     wait_for(lambda: "application bug in the middle" in server.stderr_text(), 5, "the traceback")
 
 
+def test_an_exception_mid_body_on_http_1_0_ends_with_a_reset(server) -> None:
+    """HTTP/1.0, no Content-Length: only the close ends the body, and a FIN
+    after the application's exception made the cut body look whole (curl
+    -0 exited 0); a reset says it was cut."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"GET /misuse/raise-mid-body HTTP/1.0\r\n\r\n")
+        received, outcome = b"", "no end"
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                outcome = "reset"
+                break
+            if not chunk:
+                outcome = "clean close"
+                break
+            received += chunk
+    assert not received or received.startswith(b"HTTP/1.1 200 ")
+    assert outcome == "reset", (outcome, received)
+
+
 def test_an_exception_after_a_whole_response_is_logged_though_the_client_left(server) -> None:
     """A framework's background task runs after the response is complete,
     often once the client has gone (``Connection: close``, a one-shot

@@ -321,6 +321,34 @@ def test_full_url_of_an_absolute_form_target(app):
     assert response.json()["full_url"] == "http://other.example:81/echo?b=1"
 
 
+@pytest.mark.parametrize(("version", "cut"), [("1.0", "reset"), ("1.1", "no last chunk")])
+def test_callback_raising_mid_body_shows_the_client_a_cut(app, version, cut):
+    """HTTP/1.0 with no length: only the close ends the body, and a FIN made
+    the cut body look whole; it ends with a reset.  HTTP/1.1: chunked, and
+    the last chunk never comes."""
+    request = b"GET /raise?after=framed-body HTTP/%s\r\nHost: x\r\n\r\n" % version.encode()
+    with socket.create_connection(("127.0.0.1", app.port), timeout=TIMEOUT) as sock:
+        sock.sendall(request)
+        received, outcome = b"", "no end"
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                outcome = "reset"
+                break
+            if not chunk:
+                outcome = "clean close"
+                break
+            received += chunk
+    assert received.startswith(b"HTTP/1.1 200 ") or (not received and outcome == "reset")
+    if cut == "reset":
+        assert outcome == "reset", (outcome, received)
+    else:
+        assert b"partial" in received and not received.endswith(b"0\r\n\r\n"), received
+    assert_serving(app)
+
+
 def _stats(port: int) -> dict:
     with RawClient(port) as client:
         return client.request(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n").json()
