@@ -367,17 +367,25 @@ def frame_response(
                 continue  # (never with 1xx or 204: RFC 9110 8.6)
             digits = value.strip(" \t")
             # ASCII digits only: str.isdigit() also takes digits int() refuses.
-            declared = int(digits) if digits.isascii() and digits.isdigit() else None
+            length = int(digits) if digits.isascii() and digits.isdigit() else None
+            if length is not None and declared is not None and length != declared:
+                # (which one would the client believe? RFC 9112 6.3: neither)
+                raise ValueError(f"conflicting Content-Length values {declared} and {length}")
+            declared = length if length is not None else declared
             continue  # sent once, below (RFC 9110 8.6: never a duplicate)
-        if lower == "transfer-encoding":
-            continue  # the server decides the framing
+        if lower == "transfer-encoding" or lower == "keep-alive":
+            # The server decides the framing, and how long an idle connection
+            # lives: an application's Keep-Alive (timeout=...) would tell
+            # clients to reuse connections the server has already closed.
+            continue
         if lower == "connection":
             if connection_options(value)[0]:
                 keep_alive = False
             continue
         if lower == "date":
             date = None  # the application's own
-        pairs.append((name, value))
+        # A field value has no leading or trailing whitespace (RFC 9110 5.5).
+        pairs.append((name, value.strip(" \t")))
     if date is not None:
         pairs.append(("Date", date))
     expected: int | None = None

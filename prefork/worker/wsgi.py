@@ -312,6 +312,11 @@ class _Response:
         self.remaining = None
         for name, value in pairs:
             if name.lower() == "content-length" and value.strip().isdigit():
+                if self.remaining is not None and int(value) != self.remaining:
+                    # (which one would the client believe? RFC 9112 6.3: neither)
+                    raise ValueError(
+                        f"conflicting Content-Length values {self.remaining} and {int(value)}"
+                    )
                 self.remaining = int(value)
         self.status = (code, reason)
         self.headers = pairs
@@ -606,7 +611,14 @@ class _Response:
             if body:
                 request.write(body)
         self.finished = True
-        request.finish()
+        try:
+            request.finish()
+        except Exception:
+            # (the held head failed its framing: the response is given up,
+            # by _on_loop; marked finished, it was left open, the client
+            # waiting for ever)
+            self.finished = False
+            raise
 
     def _loop_abort(self) -> None:
         """Give up the response: close the connection, account the request."""

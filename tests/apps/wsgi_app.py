@@ -225,7 +225,8 @@ def app(environ, start_response):
         return Closing([b"this body must not be sent"])
     if path == "/declared":
         body = args.get("body", "").encode()
-        start_response("200 OK", [("Content-Length", args["cl"])])
+        lengths = [("Content-Length", value) for value in args["cl"].split("+")]  # (cl=3+5: two)
+        start_response("200 OK", lengths)
         if args.get("stream") == "1":
             return iter([body[:1], body[1:]])
         return [body]

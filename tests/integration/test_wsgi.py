@@ -687,6 +687,14 @@ def test_a_close_delimited_body_cut_by_an_error_ends_with_a_reset(wsgi: Server) 
     assert raw.endswith(b"\r\n\r\none,two,three")
 
 
+def test_two_different_content_lengths_are_a_500_not_a_truncated_answer(wsgi: Server) -> None:
+    """``[("Content-Length", "3"), ("Content-Length", "5")]`` over 3 bytes sent
+    CL 5 and closed: the client waited for 2 bytes that never came."""
+    response = wsgi.get("/declared?cl=3%2B5&body=abc")
+    assert response.status_code == 500
+    assert "conflicting Content-Length values 3 and 5" in wsgi.process.stderr_text()
+
+
 def test_start_response_twice_without_exc_info_is_an_error(wsgi: Server) -> None:
     assert "twice" in wsgi.get("/twice").text
 

@@ -594,10 +594,32 @@ def test_framed_1xx_and_204_never_carry_a_content_length(status: int, body: byte
 
 
 def test_framed_declared_length_is_sent_once_and_checked_when_streaming() -> None:
-    response = framed(headers=[("Content-Length", "10"), ("content-length", "12")], body=None)
+    response = framed(headers=[("Content-Length", "12"), ("content-length", " 12")], body=None)
     assert field(response.head, "Content-Length") == ["12"]
     assert field(response.head, "Transfer-Encoding") == []
     assert not response.chunked and response.keep_alive and response.expected == 12
+
+
+def test_framed_conflicting_lengths_are_the_applications_error() -> None:
+    """Two different lengths: the last one was sent, with a body that
+    matched the other (WSGI: CL 5 over 3 bytes, a truncated response); no
+    client can tell which is meant (RFC 9112 6.3), so nothing is sent: a
+    ValueError, which every interface answers 500."""
+    with pytest.raises(ValueError, match="conflicting Content-Length values 10 and 12"):
+        framed(headers=[("Content-Length", "10"), ("content-length", "12")], body=None)
+
+
+def test_framed_application_keep_alive_header_is_the_servers_to_send() -> None:
+    """An application's ``Keep-Alive: timeout=...`` promised clients an idle
+    lifetime the server's own keep-alive does not keep (gunicorn drops it)."""
+    response = framed(headers=[("Keep-Alive", "timeout=600"), ("X-A", "b")])
+    assert field(response.head, "Keep-Alive") == [] and field(response.head, "X-A") == ["b"]
+
+
+def test_framed_values_lose_their_surrounding_whitespace() -> None:
+    response = framed(headers=[("X-Lead", "  lead"), ("X-Trail", "trail \t")])
+    assert b"\r\nX-Lead: lead\r\n" in response.head
+    assert b"\r\nX-Trail: trail\r\n" in response.head
 
 
 def test_framed_declared_length_with_a_whole_body() -> None:
