@@ -25,8 +25,10 @@ worker's loop.
   answered as uvicorn answers it: 500 when nothing was sent, a closed
   connection otherwise, the traceback in ``prefork.error``.
 * A WebSocket upgrade goes to :func:`prefork.worker.websocket.serve_websocket`.
-* Lifespan (``startup`` before the worker reports ready, ``shutdown`` when it
-  stops) is :class:`Lifespan`; the worker runner drives it.
+* The scope is :mod:`prefork.worker.asgi_scope`'s; lifespan (``startup``
+  before the worker reports ready, ``shutdown`` when it stops) is
+  :mod:`prefork.worker.asgi_lifespan`'s :class:`Lifespan`, which the worker
+  runner drives through the adapter.
 """
 
 from __future__ import annotations
@@ -38,12 +40,14 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from prefork.settings import DEFAULTS, Config
+from prefork.worker.asgi_lifespan import Lifespan, LifespanFailure
+from prefork.worker.asgi_scope import build_scope, is_websocket_upgrade
 from prefork.worker.bodystream import ClientDisconnected
 from prefork.worker.connection import SPLIT_BODY
 from prefork.worker.filesend import SendfileUnavailable, regular_file_fd
 from prefork.worker.http1 import _FORBIDDEN_CTL, _TOKEN
 from prefork.worker.httpdate import date_line
-from prefork.worker.request import HTTPRequest, under_root
+from prefork.worker.request import HTTPRequest
 from prefork.worker.response import REASONS, bodyless
 
 __all__ = ["ASGIAdapter", "ClientGone", "Lifespan", "LifespanFailure", "is_websocket_upgrade"]
@@ -57,16 +61,6 @@ ASGIApp = Callable[
     Awaitable[Any],
 ]
 
-#: HTTP & WebSocket spec 2.5: the ``reason`` of ``websocket.disconnect`` (2.5),
-#: ``send()`` on a closed connection raising OSError (2.4), ``reason`` in
-#: ``websocket.close`` (2.3), ``server`` with a None port on unix sockets (2.2).
-_ASGI = {"version": "3.0", "spec_version": "2.5"}
-#: the lifespan scope's own spec (lifespan 2.0: the startup/shutdown ``failed`` answers)
-_ASGI_LIFESPAN = {"version": "3.0", "spec_version": "2.0"}
-#: what every HTTP scope offers (shared: a server constant, not per request)
-_HTTP_EXTENSIONS: dict[str, Any] = {"http.response.pathsend": {}}
-#: ... and for an HTTP/1.1 request that said ``TE: trailers`` (RFC 9110 10.1.4)
-_HTTP_EXTENSIONS_TRAILERS: dict[str, Any] = {**_HTTP_EXTENSIONS, "http.response.trailers": {}}
 #: Unsent bytes in the socket's buffer above which ``send()`` waits.
 HIGH_WATER = 64 * 1024
 #: A streaming application gives the loop a turn after this many body bytes
@@ -160,144 +154,6 @@ def _raw_head(status: int, headers: Any) -> tuple[bytes, bool]:
 
 class ClientGone(OSError):
     """``send()`` after the client disconnected (ASGI spec 2.4: an OSError)."""
-
-
-class LifespanFailure(Exception):
-    """The application's lifespan startup failed; ``str()`` is its message."""
-
-
-# ---------------------------------------------------------------------- the scope
-
-_LOWER_NAMES: dict[str, bytes] = {}
-
-
-def _lower_name(name: str) -> bytes:
-    raw = _LOWER_NAMES.get(name)
-    if raw is None:
-        raw = name.lower().encode("latin-1")
-        if len(_LOWER_NAMES) < 512:
-            _LOWER_NAMES[name] = raw
-    return raw
-
-
-def _decode_path(raw_path: bytes) -> str:
-    if b"%" not in raw_path:
-        return raw_path.decode("latin-1")
-    from urllib.parse import unquote_to_bytes
-
-    return unquote_to_bytes(raw_path).decode("utf-8", "replace")
-
-
-_UNKNOWN = object()
-
-
-def _server_address(conn: Any) -> Any:
-    """The server's (host, port) or (unix path, None), read once per connection."""
-    transport = getattr(conn, "transport", None)
-    server = None
-    if transport is not None:
-        sockname = transport.get_extra_info("sockname")
-        if isinstance(sockname, tuple) and len(sockname) >= 2:
-            server = (sockname[0], sockname[1])
-        elif isinstance(sockname, str) and sockname:
-            server = (sockname, None)
-        conn.asgi_server = server
-    return server
-
-
-def _accepts_trailers(request: HTTPRequest) -> bool:
-    """The client said ``TE: trailers`` on HTTP/1.1: a chunked response can end with them."""
-    if request.version != "HTTP/1.1":
-        return False
-    return any(
-        part.split(";", 1)[0].strip().lower() == "trailers"
-        for value in request.headers.get_list("TE")
-        for part in value.split(",")
-    )
-
-
-def _has_field(fields: Any, normalized: str) -> bool:
-    """``normalized in fields`` without the name normalization of
-    ``HTTPHeaders.__contains__``: parsed headers are stored normalized."""
-    if fields._dirty:
-        return normalized in fields
-    return _dict_contains(fields, normalized)
-
-
-_dict_contains = dict.__contains__
-_dict_get = dict.get
-
-
-def is_websocket_upgrade(request: HTTPRequest) -> bool:
-    """A GET asking to become a WebSocket (``Upgrade: websocket``)."""
-    fields = request.headers
-    upgrade = fields.get("Upgrade") if fields._dirty else _dict_get(fields, "Upgrade")
-    if upgrade is None or request.method != "GET":
-        return False
-    return upgrade.strip().lower() == "websocket"
-
-
-def build_scope(
-    request: HTTPRequest, kind: str, root_path: str, state: dict[str, Any] | None
-) -> dict[str, Any]:
-    """The ASGI scope of ``request`` (``kind``: "http" or "websocket")."""
-    path = request.path  # (split from the query and any fragment already)
-    if path[:1] != "/":
-        path = request.origin_path  # absolute-form: the path after the authority
-    if root_path and path != "*" and not under_root(root_path, path):
-        # ASGI: ``path`` includes ``root_path``; ``raw_path`` gets it too, so
-        # a framework can take one off the other.
-        path = root_path + path
-    raw_path = path.encode("latin-1")
-    query = request.query.encode("latin-1") if request.query else b""
-    if "%" in path:
-        path = _decode_path(raw_path)
-    conn = request.connection
-    server = getattr(conn, "asgi_server", _UNKNOWN)
-    if server is _UNKNOWN:
-        server = _server_address(conn)
-    # The peer, or the client a PROXY header named; a trusted X-Forwarded-For
-    # or X-Real-Ip names the IP alone: its port is unknown (0, as uvicorn),
-    # never the proxy's own.
-    address = getattr(conn, "address", None)
-    client = None
-    if type(address) is tuple and len(address) >= 2:
-        ip = request.remote_ip
-        client = (address[0], address[1]) if not ip or ip == address[0] else (ip, 0)
-    elif request.remote_ip and request.remote_ip != "0.0.0.0":
-        # A unix-socket peer (no address: None, as uvicorn) that a trusted
-        # proxy's header names: that client, port unknown (it was None).
-        client = (request.remote_ip, 0)
-    fields = request.headers
-    # One value per name (the usual case): the dict's own items, no generator.
-    pairs = dict.items(fields) if fields._as_list is None else fields.get_all()
-    lower = _LOWER_NAMES
-    headers = [
-        (lower.get(name) or _lower_name(name), value.encode("latin-1")) for name, value in pairs
-    ]
-    scheme = request.protocol or "http"
-    if kind == "websocket":
-        scheme = "wss" if scheme == "https" else "ws"
-    scope: dict[str, Any] = {
-        "type": kind,
-        "asgi": _ASGI,
-        "http_version": "1.0" if request.version == "HTTP/1.0" else "1.1",
-        "method": request.method,
-        "scheme": scheme,
-        "path": path,
-        "raw_path": raw_path,
-        "query_string": query,
-        "root_path": root_path,
-        "headers": headers,
-        "client": client,
-        "server": server,
-        "extensions": _HTTP_EXTENSIONS
-        if not _has_field(fields, "Te") or not _accepts_trailers(request)
-        else _HTTP_EXTENSIONS_TRAILERS,
-    }
-    if state is not None:
-        scope["state"] = state.copy()
-    return scope
 
 
 # ---------------------------------------------------------------------- HTTP
@@ -935,93 +791,3 @@ def _log_missing_websocket(exc: ImportError) -> None:
     global _missing_websocket_logged
     _missing_websocket_logged = True
     error_log.error("WebSocket upgrade refused (501): %s", exc)
-
-
-# ---------------------------------------------------------------------- lifespan
-
-
-class Lifespan:
-    """The ASGI lifespan protocol: ``startup`` before serving, ``shutdown`` after.
-
-    ``mode``: ``on`` (a failure is fatal), ``off`` (never run), ``auto`` (an
-    application that raises or returns before answering ``startup`` does not
-    support lifespan: logged once, served anyway).  A ``lifespan.startup.failed``
-    answer is fatal in both ``on`` and ``auto``.
-    """
-
-    def __init__(self, app: ASGIApp, mode: str, state: dict[str, Any]) -> None:
-        self.app = app
-        self.mode = mode
-        self.state = state
-        self.started = False
-        self._inbox: asyncio.Queue[Message] = asyncio.Queue()
-        self._outbox: asyncio.Queue[Message] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-        self._error: BaseException | None = None
-
-    async def startup(self) -> None:
-        """Run the application's startup; raise LifespanFailure if it failed."""
-        if self.mode == "off":
-            return
-        self._task = asyncio.get_running_loop().create_task(self._main())
-        await self._inbox.put({"type": "lifespan.startup"})
-        answer = await self._next_answer()
-        if answer is None:  # the app ended without answering
-            error = self._error
-            why = f"{type(error).__name__}: {error}" if error is not None else "it returned"
-            if self.mode == "on":
-                raise LifespanFailure(f"lifespan startup did not complete ({why})") from error
-            error_log.info(
-                "ASGI 'lifespan' protocol appears unsupported by the application (%s); "
-                "serving without it",
-                why,
-            )
-            return
-        if answer.get("type") == "lifespan.startup.failed":
-            raise LifespanFailure(str(answer.get("message") or "lifespan startup failed"))
-        if answer.get("type") != "lifespan.startup.complete":
-            raise LifespanFailure(f"unexpected lifespan message {answer.get('type')!r}")
-        self.started = True
-
-    async def shutdown(self) -> None:
-        """Run the application's shutdown (a failure is logged, nothing more)."""
-        if not self.started:
-            return
-        self.started = False
-        await self._inbox.put({"type": "lifespan.shutdown"})
-        answer = await self._next_answer()
-        if answer is None:
-            if self._error is not None:
-                error_log.error(
-                    "Exception in ASGI lifespan shutdown",
-                    exc_info=(type(self._error), self._error, self._error.__traceback__),
-                )
-        elif answer.get("type") == "lifespan.shutdown.failed":
-            error_log.error("ASGI lifespan shutdown failed: %s", answer.get("message", ""))
-
-    async def _next_answer(self) -> Message | None:
-        """The app's next lifespan message, or None once its task has ended."""
-        task = self._task
-        assert task is not None
-        if not self._outbox.empty():
-            return self._outbox.get_nowait()
-        if task.done():
-            return None
-        getter = asyncio.ensure_future(self._outbox.get())
-        await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
-        if getter.done():
-            return getter.result()
-        getter.cancel()
-        return None if self._outbox.empty() else self._outbox.get_nowait()
-
-    async def _main(self) -> None:
-        scope = {"type": "lifespan", "asgi": _ASGI_LIFESPAN, "state": self.state}
-        outbox = self._outbox
-
-        async def send(message: Message) -> None:
-            await outbox.put(dict(message))
-
-        try:
-            await self.app(scope, self._inbox.get, send)
-        except Exception as exc:  # reported by startup()/shutdown()
-            self._error = exc
