@@ -43,12 +43,12 @@ from prefork.settings import DEFAULTS, Config
 from prefork.worker.asgi_lifespan import Lifespan, LifespanFailure
 from prefork.worker.asgi_scope import build_scope, is_websocket_upgrade
 from prefork.worker.bodystream import ClientDisconnected
-from prefork.worker.connection import SPLIT_BODY
 from prefork.worker.filesend import SendfileUnavailable, regular_file_fd
 from prefork.worker.http1 import _FORBIDDEN_CTL, _TOKEN
 from prefork.worker.httpdate import date_line
 from prefork.worker.request import HTTPRequest
 from prefork.worker.response import REASONS, bodyless
+from prefork.worker.response_writer import SPLIT_BODY
 
 __all__ = ["ASGIAdapter", "ClientGone", "Lifespan", "LifespanFailure", "is_websocket_upgrade"]
 
