@@ -16,6 +16,7 @@ from prefork.worker.asgi import ASGIAdapter
 from prefork.worker.connection import HTTPConnection
 from prefork.worker.httpserver import HTTPServer
 from prefork.worker.ioloop import IOLoop
+from prefork.worker.wsgi import WSGIAdapter
 
 
 async def _hello(scope, receive, send):  # type: ignore[no-untyped-def]
@@ -169,3 +170,39 @@ def test_an_asgi_request_with_a_streamed_body_leaves_no_cycle() -> None:
         assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"10000")
         server.stop()
         assert _connections_in_cycles() == [], "a closed connection was in a reference cycle"
+
+
+def _wsgi_hello(environ, start_response):  # type: ignore[no-untyped-def]
+    start_response("200 OK", [("Content-Length", "2")])
+    return [b"hi"]
+
+
+def test_a_wsgi_request_under_request_timeout_leaves_no_cycle() -> None:
+    """With --request-timeout the WSGI adapter gives the request an
+    ``on_timeout`` that holds its response, and the response holds the
+    request: every WSGI request left its connection in a reference cycle
+    (a soak probe: one HTTPConnection in gc.garbage per request)."""
+    with _loop_keeping_garbage() as loop:
+        adapter = WSGIAdapter(_wsgi_hello, threads=1)
+        server = HTTPServer(adapter, request_timeout=30)
+
+        async def one_request() -> bytes:
+            server.listen(0, "127.0.0.1")
+            port = server._sockets[0].getsockname()[1]
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            answer = await asyncio.wait_for(reader.read(), 10)  # (to the server's close)
+            writer.close()
+            for _ in range(200):  # the server's side runs connection_lost (bounded)
+                if not server._connections:
+                    break
+                await asyncio.sleep(0.005)
+            return answer
+
+        try:
+            answer = loop.run_until_complete(one_request())
+        finally:
+            server.stop()
+            adapter.shutdown()
+        assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"hi")
+        assert _connections_in_cycles() == [], "the closed connection was in a reference cycle"
