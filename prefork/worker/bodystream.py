@@ -83,8 +83,7 @@ class BodyStream(io.RawIOBase):
         with self._cond:
             self._finished = True
             self._cond.notify_all()
-        if self.on_event is not None:
-            self.on_event()
+        self._last_event()
 
     def abort(self, refused: str | None = None) -> None:
         """No more body: the client left, or (``refused``: the reason, logged
@@ -94,8 +93,20 @@ class BodyStream(io.RawIOBase):
             if refused is not None and self._refused is None:
                 self._refused = refused
             self._cond.notify_all()
-        if self.on_event is not None:
-            self.on_event()
+        self._last_event()
+
+    def _last_event(self) -> None:
+        """Tell the reader once more, then drop both callbacks: no event comes
+        after finish() or abort().  They hold what holds this stream (ASGI's
+        ``on_event`` is the cycle's wake-up, the cycle holds the request, the
+        request this stream; ``on_first_wait`` holds the request): kept, every
+        streamed body left its connection, TLS buffers and all, in a
+        reference cycle until the collector ran."""
+        callback = self.on_event
+        self.on_event = None
+        self.on_first_wait = None
+        if callback is not None:
+            callback()
 
     @property
     def aborted(self) -> bool:

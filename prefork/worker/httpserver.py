@@ -567,8 +567,10 @@ class HTTPServer:
                     conn.request_timed_out(request, age)
             except Exception:
                 error_log.exception("Error giving up a timed-out request")
-            # (its connection finished it; if it could not, it is forgotten)
+            # (its connection finished it; if it could not, it is forgotten,
+            # its on_timeout too: see RequestTracker.request_finished)
             tracker.in_flight.pop(request, None)
+            request.on_timeout = None
 
 
 _inherited_taken = False

@@ -101,7 +101,12 @@ class RequestTracker(RequestObserver):
             inner.request_started(request)
 
     def request_finished(self, request: HTTPRequest, status: int, size: int) -> None:
+        """Forget ``request``, and drop its ``on_timeout``: the WSGI adapter's
+        holds the response, which holds the request, a reference cycle that
+        kept every WSGI request's connection (TLS buffers and all) until the
+        cycle collector ran."""
         self.in_flight.pop(request, None)
+        request.on_timeout = None
         inner = self.inner
         if inner is not None:
             inner.request_finished(request, status, size)
