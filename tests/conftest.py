@@ -213,6 +213,24 @@ def read_until_closed(sock: socket.socket, timeout: float = 5.0) -> bytes:
         data += chunk
 
 
+def read_to_the_end(sock: socket.socket, timeout: float = 5.0) -> tuple[bytes, str]:
+    """Everything the server sends on ``sock``, and how it ended: "reset",
+    "clean close" (a FIN), or "no end" after ``timeout`` seconds.  A body
+    that only the close delimits (HTTP/1.0, no length) is whole only after
+    a clean close: a cut one must end with a reset."""
+    received = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            return received, "reset"
+        if not chunk:
+            return received, "clean close"
+        received += chunk
+    return received, "no end"
+
+
 def post_expecting_continue(
     port: int, path: str, body: bytes, timeout: float = 5.0
 ) -> tuple[bytes, bytes]:

@@ -24,7 +24,14 @@ import pytest
 from prefork.worker.asgi import ASGIAdapter
 from prefork.worker.connection import LINGER
 from prefork.worker.interfaces import detect_interface, request_callback_for
-from tests.conftest import APPS, ROOT, post_expecting_continue, read_until_closed, wait_for
+from tests.conftest import (
+    APPS,
+    ROOT,
+    post_expecting_continue,
+    read_to_the_end,
+    read_until_closed,
+    wait_for,
+)
 from tests.integration.test_cli_config import Cli
 
 
@@ -696,18 +703,7 @@ def test_an_exception_mid_body_on_http_1_0_ends_with_a_reset(server) -> None:
     -0 exited 0); a reset says it was cut."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(b"GET /misuse/raise-mid-body HTTP/1.0\r\n\r\n")
-        received, outcome = b"", "no end"
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            try:
-                chunk = sock.recv(65536)
-            except ConnectionResetError:
-                outcome = "reset"
-                break
-            if not chunk:
-                outcome = "clean close"
-                break
-            received += chunk
+        received, outcome = read_to_the_end(sock, 5)
     assert not received or received.startswith(b"HTTP/1.1 200 ")
     assert outcome == "reset", (outcome, received)
 

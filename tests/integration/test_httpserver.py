@@ -24,7 +24,7 @@ import pytest
 import requests
 import urllib3
 
-from tests.conftest import wait_for
+from tests.conftest import read_to_the_end, wait_for
 
 APP = Path(__file__).resolve().parent.parent / "apps" / "echo_app.py"
 TIMEOUT = 5.0
@@ -329,18 +329,7 @@ def test_callback_raising_mid_body_shows_the_client_a_cut(app, version, cut):
     request = b"GET /raise?after=framed-body HTTP/%s\r\nHost: x\r\n\r\n" % version.encode()
     with socket.create_connection(("127.0.0.1", app.port), timeout=TIMEOUT) as sock:
         sock.sendall(request)
-        received, outcome = b"", "no end"
-        deadline = time.monotonic() + TIMEOUT
-        while time.monotonic() < deadline:
-            try:
-                chunk = sock.recv(65536)
-            except ConnectionResetError:
-                outcome = "reset"
-                break
-            if not chunk:
-                outcome = "clean close"
-                break
-            received += chunk
+        received, outcome = read_to_the_end(sock, TIMEOUT)
     assert received.startswith(b"HTTP/1.1 200 ") or (not received and outcome == "reset")
     if cut == "reset":
         assert outcome == "reset", (outcome, received)

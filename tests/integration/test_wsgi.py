@@ -34,7 +34,7 @@ import requests
 
 from prefork.worker.interfaces import detect_interface, is_wsgi_app, request_callback_for
 from prefork.worker.wsgi import WSGIAdapter
-from tests.conftest import post_expecting_continue, wait_for, wait_for_lines
+from tests.conftest import post_expecting_continue, read_to_the_end, wait_for, wait_for_lines
 
 APPS = Path(__file__).resolve().parent.parent / "apps"
 WSGI_APP = APPS / "wsgi_app.py"
@@ -668,18 +668,7 @@ def test_a_close_delimited_body_cut_by_an_error_ends_with_a_reset(wsgi: Server) 
     take the cut body for the whole one): a reset says it was cut."""
     with socket.create_connection(("127.0.0.1", wsgi.port), timeout=TIMEOUT) as sock:
         sock.sendall(b"GET /raise-after HTTP/1.0\r\n\r\n")
-        received, outcome = b"", "no end"
-        deadline = time.monotonic() + TIMEOUT
-        while time.monotonic() < deadline:
-            try:
-                chunk = sock.recv(65536)
-            except ConnectionResetError:
-                outcome = "reset"
-                break
-            if not chunk:
-                outcome = "clean close"
-                break
-            received += chunk
+        received, outcome = read_to_the_end(sock, TIMEOUT)
     assert not received or received.startswith(b"HTTP/1.1 200 ")
     assert outcome == "reset", (outcome, received)
     # A complete close-delimited body still ends with a plain close.
