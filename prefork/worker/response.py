@@ -47,6 +47,7 @@ __all__ = [
     "body_complete",
     "bodyless",
     "build_response_head",
+    "declared_length",
     "connection_options",
     "encode_chunk",
     "error_response",
@@ -332,6 +333,22 @@ class FramedResponse:
         self.bodyless = bodyless
 
 
+def declared_length(value: str, earlier: int | None) -> int | None:
+    """An application's Content-Length ``value`` with the one it gave before
+    (``earlier``, or None): the length, or ``earlier`` when the value is no
+    length (not ASCII digits: ignored, the body then decides).  Two
+    different lengths raise ValueError: which would the client believe?
+    RFC 9112 6.3: neither."""
+    digits = value.strip(" \t")
+    # ASCII digits only: str.isdigit() also takes digits int() refuses.
+    if not digits.isascii() or not digits.isdigit():
+        return earlier
+    length = int(digits)
+    if earlier is not None and length != earlier:
+        raise ValueError(f"conflicting Content-Length values {earlier} and {length}")
+    return length
+
+
 def frame_response(
     status: int,
     reason: str | None,
@@ -365,13 +382,7 @@ def frame_response(
         if lower == "content-length":
             if status in NO_LENGTH_STATUSES:
                 continue  # (never with 1xx or 204: RFC 9110 8.6)
-            digits = value.strip(" \t")
-            # ASCII digits only: str.isdigit() also takes digits int() refuses.
-            length = int(digits) if digits.isascii() and digits.isdigit() else None
-            if length is not None and declared is not None and length != declared:
-                # (which one would the client believe? RFC 9112 6.3: neither)
-                raise ValueError(f"conflicting Content-Length values {declared} and {length}")
-            declared = length if length is not None else declared
+            declared = declared_length(value, declared)
             continue  # sent once, below (RFC 9110 8.6: never a duplicate)
         if lower == "transfer-encoding" or lower == "keep-alive":
             # The server decides the framing, and how long an idle connection

@@ -52,7 +52,7 @@ from urllib.parse import unquote_to_bytes
 from prefork.worker.bodystream import ClientDisconnected
 from prefork.worker.filesend import SendfileUnavailable, regular_file_fd
 from prefork.worker.request import under_root
-from prefork.worker.response import bodyless, build_response_head
+from prefork.worker.response import bodyless, build_response_head, declared_length
 
 if TYPE_CHECKING:
     from prefork.worker.ioloop import IOLoop
@@ -309,15 +309,11 @@ class _Response:
         pairs = [(name, value) for name, value in headers]
         # Refuse bad headers now, in the application's frame (PEP 3333).
         build_response_head(code, reason, pairs)
-        self.remaining = None
+        remaining = None
         for name, value in pairs:
-            if name.lower() == "content-length" and value.strip().isdigit():
-                if self.remaining is not None and int(value) != self.remaining:
-                    # (which one would the client believe? RFC 9112 6.3: neither)
-                    raise ValueError(
-                        f"conflicting Content-Length values {self.remaining} and {int(value)}"
-                    )
-                self.remaining = int(value)
+            if name.lower() == "content-length":
+                remaining = declared_length(value, remaining)  # (two differing: ValueError)
+        self.remaining = remaining
         self.status = (code, reason)
         self.headers = pairs
         self.bodyless = bodyless(self.request.method, code)
