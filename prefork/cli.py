@@ -168,7 +168,6 @@ def tls_problem(config: Config) -> str | None:
     return None
 
 
-_OWN_LOGGERS = OWN_LOGGERS
 #: the logging settings _configure_logging applied, and the error log's handler it made
 _logging_config: Config | None = None
 _error_handler: logging.Handler | None = None
@@ -200,7 +199,7 @@ class _OwnLogger(logging.Logger):
 def _protect_own_loggers() -> None:
     """Make prefork's loggers (the access log's too) :class:`_OwnLogger`s, in
     place: the modules hold them already."""
-    for name in (*_OWN_LOGGERS, "prefork.access"):
+    for name in (*OWN_LOGGERS, "prefork.access"):
         logger = logging.getLogger(name)
         if not isinstance(logger, _OwnLogger):
             logger.__class__ = _OwnLogger
@@ -276,7 +275,7 @@ def _apply_log_config(log_config: Any) -> None:
 def _release_own_loggers() -> None:
     """prefork's loggers back to propagating to the root (undoes keep_own_logging)."""
     global _own_handler
-    for name in _OWN_LOGGERS:
+    for name in OWN_LOGGERS:
         own = logging.getLogger(name)
         if _own_handler is not None:
             own.removeHandler(_own_handler)
@@ -316,7 +315,7 @@ def keep_own_logging() -> None:
     if config.log_config:
         return  # (the operator's --log-config routes them: nothing of prefork's to keep)
     root = logging.getLogger()
-    owns = [logging.getLogger(name) for name in _OWN_LOGGERS]
+    owns = [logging.getLogger(name) for name in OWN_LOGGERS]
     if _error_handler in root.handlers and not any(own.disabled for own in owns):
         return
     announce = _own_handler is None  # (once: after the import, again after the startup)

@@ -516,24 +516,14 @@ class Master:
 
     def _setup_statsd(self) -> None:
         """``--statsd-host``: the ``gunicorn.workers`` gauge and the master's
-        log counts (sent at once: rare events).  An address that does not
-        resolve is logged, not fatal: metrics are not the service."""
+        log counts (sent at once: rare events)."""
         if not self.config.statsd_host:
             return
-        from prefork.settings import OWN_LOGGERS
-        from prefork.statsd import LogCounter, StatsdClient
+        from prefork import statsd
 
-        try:
-            client = self._statsd = StatsdClient(
-                self.config.statsd_host, self.config.statsd_prefix, self.config.dogstatsd_tags
-            )
-        except OSError as exc:
-            log.error("--statsd-host %s: %s; no statsd metrics", self.config.statsd_host, exc)
-            return
-        counter = LogCounter(client)
-        for name in OWN_LOGGERS:
-            logging.getLogger(name).addHandler(counter)
-        client.gauge("gunicorn.workers", self._target)
+        self._statsd = statsd.start(self.config)
+        if self._statsd is not None:
+            self._statsd.gauge("gunicorn.workers", self._target)
 
     def _set_target(self, target: int) -> None:
         old, self._target = self._target, target

@@ -25,9 +25,12 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["MAX_PACKET", "LogCounter", "StatsdClient", "close_all", "parse_address"]
+if TYPE_CHECKING:
+    from prefork.settings import Config
+
+__all__ = ["MAX_PACKET", "LogCounter", "StatsdClient", "close_all", "parse_address", "start"]
 
 #: the largest datagram sent: fits an Ethernet frame's payload with IP and
 #: UDP headers (the size statsd clients use by default)
@@ -188,3 +191,31 @@ class LogCounter(logging.Handler):
         else:
             kind = "warning"
         self.client.increment("gunicorn.log." + kind)
+
+
+def start(
+    config: Config, schedule: Callable[[float, Callable[[], None]], Any] | None = None
+) -> StatsdClient | None:
+    """``--statsd-host``'s client for this process (the master's sends at
+    once, a worker's with ``schedule``), counting prefork's own warnings and
+    errors (``gunicorn.log.*``) in place of a counter a fork copied from the
+    master.  An address that does not resolve is logged, not fatal: metrics
+    are not the service."""
+    from prefork.settings import OWN_LOGGERS
+
+    try:
+        client = StatsdClient(
+            config.statsd_host or "", config.statsd_prefix, config.dogstatsd_tags, schedule
+        )
+    except OSError as exc:
+        logging.getLogger("prefork.error").error(
+            "--statsd-host %s: %s; no statsd metrics", config.statsd_host, exc
+        )
+        return None
+    counter = LogCounter(client)
+    for name in OWN_LOGGERS:
+        own = logging.getLogger(name)
+        for inherited in [h for h in own.handlers if isinstance(h, LogCounter)]:
+            own.removeHandler(inherited)
+        own.addHandler(counter)
+    return client

@@ -297,11 +297,7 @@ class _HTTPCycle:
                 transport = self.transport
                 if transport.get_write_buffer_size() > HIGH_WATER:
                     await self._drain()
-                elif transport.is_closing() or (
-                    self.conn is not None
-                    and self.conn.lower_transport is not None
-                    and self.conn.output_lost()
-                ):
+                elif transport.is_closing() if self.conn is None else self.conn.output_lost():
                     # Reset by the client or cut by the drain (a refused
                     # connection that lingers ran _on_close already: the
                     # disconnected check above): what is written

@@ -11,7 +11,6 @@ that ``IOLoop.instance().start()`` returns in the application's code.
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import logging
 import os
@@ -23,9 +22,10 @@ from typing import TYPE_CHECKING, Any
 from prefork.hooks import HookRequest, HookResponse, WorkerView, call_hook, worker_view
 from prefork.lifecycle import WorkerLifecycle, install, install_abort_hook
 from prefork.scoreboard import WorkerContext
-from prefork.settings import OWN_LOGGERS, Config
-from prefork.statsd import LogCounter, StatsdClient
+from prefork.settings import Config
+from prefork.statsd import StatsdClient
 from prefork.statsd import close_all as close_statsd
+from prefork.statsd import start as start_statsd
 from prefork.worker import accesslog
 from prefork.worker.httpserver import HTTPServer, RequestObserver
 from prefork.worker.ioloop import IOLoop
@@ -156,7 +156,7 @@ def attach(
     view.sockets = list(ctx.sockets)
     hooks = config.hooks
     observer = _observer(ctx, view)
-    statsd = _statsd_client(config, aloop) if config.statsd_host else None
+    statsd = start_statsd(config, aloop.call_later) if config.statsd_host else None
     server.set_observer(observer if statsd is None else _StatsdObserver(observer, statsd))
     if config.metrics_path:
         server.builtin_routes[config.metrics_path] = _metrics_route(ctx)
@@ -265,29 +265,6 @@ class _StatsdObserver(RequestObserver):
     def request_rejected(self, status: int) -> None:
         self.client.request(status, 0.0)  # (gunicorn counts its refusals as requests too)
         self.inner.request_rejected(status)
-
-
-def _statsd_client(config: Config, loop: asyncio.AbstractEventLoop) -> StatsdClient | None:
-    """The worker's statsd client: sends at most a second after it counts,
-    and counts prefork's own warnings and errors (``gunicorn.log.*``) in
-    this worker, in place of the master's counter the fork copied."""
-    try:
-        client = StatsdClient(
-            config.statsd_host or "",
-            config.statsd_prefix,
-            config.dogstatsd_tags,
-            schedule=loop.call_later,
-        )
-    except OSError as exc:
-        log.error("--statsd-host %s: %s; no statsd metrics", config.statsd_host, exc)
-        return None
-    counter = LogCounter(client)
-    for name in OWN_LOGGERS:
-        own = logging.getLogger(name)
-        for inherited in [h for h in own.handlers if isinstance(h, LogCounter)]:
-            own.removeHandler(inherited)
-        own.addHandler(counter)
-    return client
 
 
 def _observer(ctx: WorkerContext, view: WorkerView) -> _SlotObserver:
